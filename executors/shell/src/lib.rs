@@ -1,0 +1,64 @@
+//! The `shell` executor: renders the pool's `executor_command` and runs it with `sh -c`.
+//!
+//! It is Vespene's original executor, kept with its semantics (a command may not be
+//! declarative, so the engine only calls it when the pool's timer is due) and made safe: the
+//! command runs in its own process group, its output is streamed to the log line by line with
+//! the pool's name, and a command that outlives its timeout is killed with all its children.
+
+mod config;
+mod run;
+
+pub use config::Config;
+
+use async_trait::async_trait;
+use autoscaler_executor::{render_command, ErrorKind, Executor, ExecutorError, Outcome, ScaleRequest};
+use std::time::Duration;
+
+/// See the crate docs.
+pub struct ShellExecutor {
+    config: Config,
+}
+
+impl ShellExecutor {
+    /// Builds the executor from its config section.
+    pub fn new(config: Config) -> Self {
+        ShellExecutor { config }
+    }
+}
+
+#[async_trait]
+impl Executor for ShellExecutor {
+    fn name(&self) -> &'static str {
+        "shell"
+    }
+
+    fn declarative(&self) -> bool {
+        false
+    }
+
+    async fn scale(&self, request: ScaleRequest<'_>) -> Result<Outcome, ExecutorError> {
+        let pool = request.pool;
+        let command = render_command(&pool.executor_command, pool, request.plan)
+            .map_err(|e| ExecutorError::new(&pool.name, ErrorKind::Template, format!("executor_command: {e}")))?;
+        if request.dry_run {
+            return Ok(Outcome {
+                actions: vec![format!("would run: {command}")],
+                applied: None,
+                revisit: false,
+            });
+        }
+        let env = [
+            ("VESPENE_POOL", pool.name.clone()),
+            ("VESPENE_SIZE", request.plan.size.to_string()),
+            ("VESPENE_QUEUED_SIZE", request.plan.queued_size.to_string()),
+        ];
+        let timeout = Duration::from_secs(self.config.timeout_seconds);
+        let grace = Duration::from_secs(self.config.kill_grace_seconds);
+        run::run(&self.config.shell, &command, &env, &pool.name, timeout, grace).await?;
+        Ok(Outcome {
+            actions: vec![format!("ran: {command}")],
+            applied: None,
+            revisit: false,
+        })
+    }
+}

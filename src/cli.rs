@@ -1,0 +1,106 @@
+//! The command line. The names here are a contract with Vespene's users and scripts: keep them.
+
+use crate::config::LogFormat;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+const ABOUT: &str = "Grow and shrink Vespene CI worker pools from their queues.";
+
+const LONG_ABOUT: &str = "\
+Grow and shrink Vespene CI worker pools from their queues.
+
+Each cycle, for every pool named with --queue, the autoscaler reads the pool's settings and its
+QUEUED and RUNNING builds from the Vespene database, plans a size with the pool's planner
+(`stock`: clamp(ceil((queued*queued_weight + running*running_weight) * multiplier) + excess,
+minimum, maximum)), and hands it to the pool's executor (`shell`, `aws-asg`, `gce-mig`). It
+writes back only `autoscaling_status` (0 = ok) and, on success, `last_autoscaled`.
+
+A pool is evaluated when autoscaling is enabled and its `reevaluate_minutes` timer has run out;
+a declarative executor (aws-asg, gce-mig) is also called as soon as the plan changes.";
+
+const AFTER_HELP: &str = "\
+Examples:
+  autoscaler demo                                   # try it: a throw-away SQLite database
+  autoscaler --queue linux --queue mac              # run forever, every 20 s
+  autoscaler --queue linux --force --dry-run        # show the plan and the command, change nothing
+  DATABASE_URL=postgres://vespene@db/vespene autoscaler --queue linux --force
+  autoscaler db init --database-url sqlite:///var/lib/vespene/demo.db
+
+Exit status: 0 every named pool succeeded or was skipped (disabled, missing, not due);
+1 at least one pool failed (named on stderr); 2 the autoscaler could not run (usage,
+config file, database).";
+
+/// `autoscaler` and its subcommands.
+#[derive(Debug, Parser)]
+#[command(name = "autoscaler", version, about = ABOUT, long_about = LONG_ABOUT, after_help = AFTER_HELP,
+    args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Settings every subcommand shares.
+#[derive(Debug, Args, Clone)]
+pub struct GlobalArgs {
+    /// The Vespene database: postgres://USER[:PASSWORD]@HOST[:PORT]/DB or sqlite://PATH.
+    /// The password is never logged.
+    #[arg(long, env = "DATABASE_URL", global = true, default_value = "sqlite://vespene.db", hide_env_values = true)]
+    pub database_url: String,
+
+    /// TOML config file: executor settings ([executors.shell], [executors.aws-asg],
+    /// [executors.gce-mig]), log_format, concurrency. Unknown keys are errors.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Log format on stderr [default: text, or log_format from the config file].
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The main job: evaluate pools.
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// A worker pool to autoscale, by name; repeat for several pools.
+    #[arg(long = "queue", value_name = "NAME")]
+    pub queues: Vec<String>,
+
+    /// Ignore every timer: evaluate each named pool once, then exit.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Seconds to wait between cycles (without --force).
+    #[arg(long, value_name = "SECONDS", default_value_t = 20)]
+    pub sleep: u64,
+
+    /// Compute and print each plan and what the executor would do (for shell: the rendered
+    /// command; for clouds: each call). Changes nothing, writes nothing to the database.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Database utilities.
+    #[command(subcommand)]
+    Db(DbCommand),
+    /// Create a throw-away SQLite Vespene database with sample pools and builds, and run one
+    /// forced cycle on it with a shell executor that only prints what it would scale.
+    Demo {
+        /// Keep the demo database at this path instead of a temporary directory.
+        #[arg(long, value_name = "FILE")]
+        keep: Option<PathBuf>,
+    },
+}
+
+/// `autoscaler db …`
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Create the Vespene tables the autoscaler uses (worker_pools, workers, builds) in an
+    /// EMPTY database, for demos and tests. Refuses to touch a database that has any of them.
+    Init,
+}

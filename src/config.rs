@@ -1,0 +1,135 @@
+//! The optional TOML config file: executor settings and process settings that do not belong in
+//! Vespene's `worker_pools` rows. Unknown keys are errors, not silently ignored: a misspelt
+//! `workers_per_instnace` must not leave a fleet four times too big.
+
+use serde::Deserialize;
+use std::path::Path;
+
+/// Log output format: `text` for people, `json` (one object per line) for log pipelines.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The whole config file.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Used when `--log-format` is not given.
+    pub log_format: Option<LogFormat>,
+    /// Pools evaluated at the same time; a slow pool then delays no other pool by more than
+    /// its own timeout. Default 8.
+    pub concurrency: Option<usize>,
+    /// Per-backend settings.
+    #[serde(default)]
+    pub executors: ExecutorsConfig,
+}
+
+/// One section per backend, named like the pool's `executor` column.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutorsConfig {
+    #[cfg(feature = "shell")]
+    #[serde(default)]
+    pub shell: autoscaler_shell::Config,
+}
+
+/// A config file that could not be used; the message carries the path and, for syntax and
+/// unknown-key errors, the line and column.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {reason}")]
+    Read { path: String, reason: String },
+    #[error("config file {path}: {reason}")]
+    Parse { path: String, reason: String },
+    #[error("config file {path}: {field}: {reason}")]
+    Invalid { path: String, field: &'static str, reason: String },
+}
+
+impl Config {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses config text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            reason: describe_toml_error(text, &e),
+        })?;
+        if cfg.concurrency == Some(0) {
+            return Err(ConfigError::Invalid {
+                path: origin.to_string(),
+                field: "concurrency",
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(cfg)
+    }
+}
+
+/// `toml`'s message with the line and column stated in one line (its own message spreads them
+/// over a snippet that reads badly in a log).
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().trim().to_string();
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+            format!("line {line}, column {column}: {msg}")
+        }
+        None => msg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_rejected_with_line_and_column() {
+        let err = Config::parse("concurrency = 4\nconcurency = 5\n", "x.toml").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("config file x.toml: line 2, column 1: unknown field `concurency`"), "{msg}");
+    }
+
+    #[test]
+    fn syntax_error_has_position() {
+        let msg = Config::parse("log_format = \"json\"\n[executors\n", "c.toml").unwrap_err().to_string();
+        assert!(msg.contains("line 2"), "{msg}");
+    }
+
+    #[test]
+    fn parses_full_file() {
+        let cfg = Config::parse(
+            "log_format = \"json\"\nconcurrency = 3\n[executors.shell]\ntimeout_seconds = 5\n",
+            "c.toml",
+        )
+        .unwrap();
+        assert_eq!(cfg.log_format, Some(LogFormat::Json));
+        assert_eq!(cfg.concurrency, Some(3));
+        #[cfg(feature = "shell")]
+        assert_eq!(cfg.executors.shell.timeout_seconds, 5);
+    }
+
+    #[test]
+    fn zero_concurrency_is_rejected() {
+        let msg = Config::parse("concurrency = 0", "c.toml").unwrap_err().to_string();
+        assert_eq!(msg, "config file c.toml: concurrency: must be at least 1");
+    }
+
+    #[test]
+    fn unreadable_file_is_named() {
+        let msg = Config::load(Path::new("/nonexistent/autoscaler.toml")).unwrap_err().to_string();
+        assert!(msg.starts_with("config file /nonexistent/autoscaler.toml: "), "{msg}");
+    }
+}

@@ -1,0 +1,416 @@
+//! The Vespene database: PostgreSQL in production, SQLite as the embedded default.
+//!
+//! Every query is written once, in SQL both engines accept, and bound with `$N` placeholders
+//! (SQLite numbers `$N` parameters in order of appearance, PostgreSQL by N; the queries use
+//! them in order). The autoscaler writes only `autoscaling_status` and `last_autoscaled`.
+
+use crate::planner::Counts;
+use autoscaler_executor::{BusyWorker, WorkerPool};
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::{PgPool, SqlitePool};
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A database failure. Messages carry what was being done and the driver's reason, never the
+/// connection URL's password.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The URL could not be used; the text names what is wrong with it (password redacted).
+    #[error("invalid --database-url {url}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    /// A query failed.
+    #[error("database: {what}: {reason}")]
+    Query { what: &'static str, reason: String },
+    /// `db init` found Vespene's tables already there and touched nothing.
+    #[error("database already has Vespene tables ({0}); refusing to touch it")]
+    AlreadyInitialized(String),
+}
+
+impl DbError {
+    fn query(what: &'static str) -> impl FnOnce(sqlx::Error) -> DbError {
+        move |e| DbError::Query {
+            what,
+            reason: e.to_string(),
+        }
+    }
+}
+
+/// Replaces the password of a URL (and any `password=` query setting) with `***`, so a URL
+/// can be logged or shown in an error.
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            let pairs: Vec<(String, String)> = u
+                .query_pairs()
+                .map(|(k, v)| {
+                    let secret = k.eq_ignore_ascii_case("password") || k.eq_ignore_ascii_case("sslpassword");
+                    (k.into_owned(), if secret { "***".into() } else { v.into_owned() })
+                })
+                .collect();
+            if !pairs.is_empty() {
+                u.query_pairs_mut().clear().extend_pairs(pairs);
+            }
+            u.to_string()
+        }
+        // Unparseable: show only the scheme-ish prefix, which cannot hold a password.
+        Err(_) => raw.split("://").next().map(|s| format!("{s}://…")).unwrap_or_default(),
+    }
+}
+
+/// A connection pool to either engine. An enum rather than `sqlx::Any` because `Any` cannot
+/// decode timestamps, and Vespene's `last_autoscaled` is one.
+#[derive(Clone, Debug)]
+pub enum Database {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// Runs the same statement-building code against whichever engine is connected.
+macro_rules! on_pool {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            Database::Postgres($pool) => $body,
+            Database::Sqlite($pool) => $body,
+        }
+    };
+}
+
+/// Options for [`Database::connect`].
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    /// Connections kept open; the engine runs pools concurrently.
+    pub max_connections: u32,
+    /// How long a query may wait for a connection (and a connect may take) before failing;
+    /// short, so an outage is noticed within a cycle.
+    pub acquire_timeout: Duration,
+    /// Create the SQLite file when missing (`db init`, the demo); otherwise a typo in a path
+    /// would silently autoscale against an empty database.
+    pub create_sqlite: bool,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(5),
+            create_sqlite: false,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct PoolRow {
+    id: i32,
+    name: String,
+    variables: Option<String>,
+    isolation_method: String,
+    sudo_user: Option<String>,
+    permissions_hex: String,
+    sleep_seconds: i32,
+    auto_abort_minutes: i32,
+    build_latest: bool,
+    build_object_shelf_life: i32,
+    build_root_shelf_life: i32,
+    created_by_id: Option<i32>,
+    autoscaling_enabled: bool,
+    autoscaling_status: Option<i32>,
+    excess: i32,
+    executor: Option<String>,
+    executor_command: String,
+    last_autoscaled: Option<DateTime<Utc>>,
+    maximum: i32,
+    minimum: i32,
+    multiplier: f64,
+    planner: Option<String>,
+    queued_weight: f64,
+    reevaluate_minutes: i32,
+    running_weight: f64,
+}
+
+impl From<PoolRow> for WorkerPool {
+    fn from(r: PoolRow) -> Self {
+        WorkerPool {
+            id: i64::from(r.id),
+            name: r.name,
+            variables: r.variables,
+            isolation_method: r.isolation_method,
+            sudo_user: r.sudo_user,
+            permissions_hex: r.permissions_hex,
+            sleep_seconds: r.sleep_seconds,
+            auto_abort_minutes: r.auto_abort_minutes,
+            build_latest: r.build_latest,
+            build_object_shelf_life: r.build_object_shelf_life,
+            build_root_shelf_life: r.build_root_shelf_life,
+            created_by_id: r.created_by_id,
+            autoscaling_enabled: r.autoscaling_enabled,
+            autoscaling_status: r.autoscaling_status,
+            excess: r.excess,
+            executor: r.executor,
+            executor_command: r.executor_command,
+            last_autoscaled: r.last_autoscaled,
+            maximum: r.maximum,
+            minimum: r.minimum,
+            multiplier: r.multiplier,
+            planner: r.planner,
+            queued_weight: r.queued_weight,
+            reevaluate_minutes: r.reevaluate_minutes,
+            running_weight: r.running_weight,
+        }
+    }
+}
+
+const POOL_COLUMNS: &str = "id, name, variables, isolation_method, sudo_user, permissions_hex, \
+    sleep_seconds, auto_abort_minutes, build_latest, build_object_shelf_life, build_root_shelf_life, \
+    created_by_id, autoscaling_enabled, autoscaling_status, excess, executor, executor_command, \
+    last_autoscaled, maximum, minimum, multiplier, planner, queued_weight, reevaluate_minutes, running_weight";
+
+/// `$1, $2, …, $n` for an IN list.
+fn placeholders(n: usize) -> String {
+    (1..=n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
+/// The one grouped query that counts every named pool's builds per cycle. It reads only the
+/// QUEUED and RUNNING rows (the optional partial index of `db ensure-index` serves exactly
+/// this predicate), never `output` or other wide columns.
+fn count_sql(n: usize) -> String {
+    format!(
+        "SELECT worker_pool_id, \
+           COUNT(CASE WHEN status = 'QUEUED' THEN 1 END) AS queued, \
+           COUNT(DISTINCT CASE WHEN status = 'QUEUED' THEN project_id END) \
+             + COUNT(CASE WHEN status = 'QUEUED' AND project_id IS NULL THEN 1 END) AS queued_projects, \
+           COUNT(CASE WHEN status = 'RUNNING' THEN 1 END) AS running \
+         FROM builds \
+         WHERE status IN ('QUEUED', 'RUNNING') AND worker_pool_id IN ({}) \
+         GROUP BY worker_pool_id",
+        placeholders(n)
+    )
+}
+
+const BUSY_SQL: &str = "SELECT w.hostname AS hostname, b.id AS build_id, b.start_time AS start_time \
+    FROM builds b JOIN workers w ON w.id = b.worker_id \
+    WHERE b.worker_pool_id = $1 AND b.status = 'RUNNING' AND w.hostname IS NOT NULL \
+    ORDER BY b.id";
+
+/// A worker row, for the audit's "never checked in" and "stale worker" findings.
+#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
+pub struct WorkerRow {
+    pub id: i32,
+    pub worker_uid: String,
+    pub hostname: Option<String>,
+    pub last_checkin: Option<DateTime<Utc>>,
+}
+
+impl Database {
+    /// Connects lazily: the first query opens the connection. The process can then start
+    /// while the database is down and recover when it returns, instead of exiting.
+    pub fn connect(url: &str, opts: &ConnectOptions) -> Result<Database, DbError> {
+        let invalid = |reason: String| DbError::InvalidUrl {
+            url: redact_url(url),
+            reason,
+        };
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let o = PgConnectOptions::from_str(url).map_err(|e| invalid(e.to_string()))?;
+            let pool = PgPoolOptions::new()
+                .max_connections(opts.max_connections)
+                .acquire_timeout(opts.acquire_timeout)
+                .connect_lazy_with(o.application_name("vespene-autoscaler"));
+            Ok(Database::Postgres(pool))
+        } else if url.starts_with("sqlite:") {
+            let o = SqliteConnectOptions::from_str(url)
+                .map_err(|e| invalid(e.to_string()))?
+                .create_if_missing(opts.create_sqlite)
+                .journal_mode(SqliteJournalMode::Wal)
+                .busy_timeout(Duration::from_secs(10));
+            let pool = SqlitePoolOptions::new()
+                .max_connections(opts.max_connections)
+                .acquire_timeout(opts.acquire_timeout)
+                .connect_lazy_with(o);
+            Ok(Database::Sqlite(pool))
+        } else {
+            Err(invalid(
+                "expected a postgres://, postgresql:// or sqlite: URL".to_string(),
+            ))
+        }
+    }
+
+    /// Which engine, for logs.
+    pub fn engine(&self) -> &'static str {
+        match self {
+            Database::Postgres(_) => "postgres",
+            Database::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// A trivial round trip, for health checks and to tell an outage from an empty answer.
+    pub async fn ping(&self) -> Result<(), DbError> {
+        on_pool!(self, p => sqlx::query("SELECT 1").execute(p).await.map(|_| ()).map_err(DbError::query("ping")))
+    }
+
+    /// The named pools (every column), in one query. Names that match no row are simply
+    /// absent from the answer; the caller warns about them.
+    pub async fn load_pools(&self, names: &[String]) -> Result<Vec<WorkerPool>, DbError> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT {POOL_COLUMNS} FROM worker_pools WHERE name IN ({}) ORDER BY id",
+            placeholders(names.len())
+        );
+        let rows: Vec<PoolRow> = on_pool!(self, p => {
+            let mut q = sqlx::query_as::<_, PoolRow>(&sql);
+            for n in names {
+                q = q.bind(n);
+            }
+            q.fetch_all(p).await.map_err(DbError::query("reading worker_pools"))?
+        });
+        Ok(rows.into_iter().map(WorkerPool::from).collect())
+    }
+
+    /// Every pool, for `audit` without `--queue` and for benchmarks.
+    pub async fn load_all_pools(&self) -> Result<Vec<WorkerPool>, DbError> {
+        let sql = format!("SELECT {POOL_COLUMNS} FROM worker_pools ORDER BY id");
+        let rows: Vec<PoolRow> = on_pool!(self, p => sqlx::query_as::<_, PoolRow>(&sql)
+            .fetch_all(p).await.map_err(DbError::query("reading worker_pools"))?);
+        Ok(rows.into_iter().map(WorkerPool::from).collect())
+    }
+
+    /// QUEUED and RUNNING counts for all the given pools in ONE grouped query. A pool with no
+    /// active build is present with zero counts.
+    pub async fn count_builds(&self, pool_ids: &[i64]) -> Result<HashMap<i64, Counts>, DbError> {
+        let mut out: HashMap<i64, Counts> = pool_ids.iter().map(|id| (*id, Counts::default())).collect();
+        if pool_ids.is_empty() {
+            return Ok(out);
+        }
+        let sql = count_sql(pool_ids.len());
+        let rows: Vec<(i32, i64, i64, i64)> = on_pool!(self, p => {
+            let mut q = sqlx::query_as::<_, (i32, i64, i64, i64)>(&sql);
+            for id in pool_ids {
+                q = q.bind(*id as i32);
+            }
+            q.fetch_all(p).await.map_err(DbError::query("counting builds"))?
+        });
+        for (id, queued, queued_projects, running) in rows {
+            out.insert(
+                i64::from(id),
+                Counts {
+                    queued: queued.max(0) as u64,
+                    queued_projects: queued_projects.max(0) as u64,
+                    running: running.max(0) as u64,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// Hostnames holding a RUNNING build of the pool (`builds.worker_id -> workers.hostname`).
+    pub async fn busy_workers(&self, pool_id: i64) -> Result<Vec<BusyWorker>, DbError> {
+        let rows: Vec<(String, i32, Option<DateTime<Utc>>)> = on_pool!(self, p =>
+            sqlx::query_as::<_, (String, i32, Option<DateTime<Utc>>)>(BUSY_SQL)
+                .bind(pool_id as i32)
+                .fetch_all(p).await.map_err(DbError::query("reading busy workers"))?);
+        Ok(rows
+            .into_iter()
+            .map(|(hostname, build_id, started)| BusyWorker {
+                hostname,
+                build_id: i64::from(build_id),
+                started,
+            })
+            .collect())
+    }
+
+    /// Every worker row, for the audit.
+    pub async fn workers(&self) -> Result<Vec<WorkerRow>, DbError> {
+        let sql = "SELECT id, worker_uid, hostname, last_checkin FROM workers ORDER BY id";
+        on_pool!(self, p => sqlx::query_as::<_, WorkerRow>(sql)
+            .fetch_all(p).await.map_err(DbError::query("reading workers")))
+    }
+
+    /// Records a successful attempt: status 0 and the time, which restarts the pool's timer.
+    pub async fn record_success(&self, pool_id: i64, at: DateTime<Utc>) -> Result<(), DbError> {
+        let sql = "UPDATE worker_pools SET autoscaling_status = $1, last_autoscaled = $2 WHERE id = $3";
+        on_pool!(self, p => sqlx::query(sql).bind(0i32).bind(at).bind(pool_id as i32)
+            .execute(p).await.map(|_| ()).map_err(DbError::query("writing autoscaling_status")))
+    }
+
+    /// Records a failed attempt: the status code only; `last_autoscaled` is left alone so the
+    /// pool stays due and is retried next cycle.
+    pub async fn record_failure(&self, pool_id: i64, status: i32) -> Result<(), DbError> {
+        let sql = "UPDATE worker_pools SET autoscaling_status = $1 WHERE id = $2";
+        on_pool!(self, p => sqlx::query(sql).bind(status).bind(pool_id as i32)
+            .execute(p).await.map(|_| ()).map_err(DbError::query("writing autoscaling_status")))
+    }
+
+    /// Runs a multi-statement SQL script as is (schema creation, test fixtures).
+    pub async fn run_script(&self, sql: &str) -> Result<(), DbError> {
+        on_pool!(self, p => sqlx::raw_sql(sql).execute(p).await.map(|_| ()).map_err(DbError::query("running SQL script")))
+    }
+
+    /// Names of Vespene's tables that already exist here (of the three the autoscaler uses).
+    pub async fn existing_tables(&self) -> Result<Vec<String>, DbError> {
+        let sql = match self {
+            Database::Postgres(_) => "SELECT table_name::text FROM information_schema.tables \
+                WHERE table_schema = current_schema() AND table_name IN ('worker_pools', 'workers', 'builds') ORDER BY 1",
+            Database::Sqlite(_) => "SELECT name FROM sqlite_master WHERE type = 'table' \
+                AND name IN ('worker_pools', 'workers', 'builds') ORDER BY 1",
+        };
+        let rows: Vec<(String,)> = on_pool!(self, p => sqlx::query_as::<_, (String,)>(sql)
+            .fetch_all(p).await.map_err(DbError::query("listing tables"))?);
+        Ok(rows.into_iter().map(|r| r.0).collect())
+    }
+
+    /// Creates the Vespene tables the autoscaler uses in an empty database (`db init`);
+    /// refuses, changing nothing, when any of them exists.
+    pub async fn init_schema(&self) -> Result<(), DbError> {
+        let existing = self.existing_tables().await?;
+        if !existing.is_empty() {
+            return Err(DbError::AlreadyInitialized(existing.join(", ")));
+        }
+        let script = match self {
+            Database::Postgres(_) => include_str!("schema_postgres.sql"),
+            Database::Sqlite(_) => include_str!("schema_sqlite.sql"),
+        };
+        // One transaction: either every table exists afterwards or none does.
+        on_pool!(self, p => {
+            let mut tx = p.begin().await.map_err(DbError::query("starting db init"))?;
+            sqlx::raw_sql(script).execute(&mut *tx).await.map_err(DbError::query("creating tables"))?;
+            tx.commit().await.map_err(DbError::query("committing db init"))?;
+        });
+        Ok(())
+    }
+
+    /// Closes every connection (tests drop their databases afterwards).
+    pub async fn close(&self) {
+        on_pool!(self, p => p.close().await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact_url("postgres://vespene:s3cret@db.example:5432/vespene"),
+            "postgres://vespene:***@db.example:5432/vespene"
+        );
+        let r = redact_url("postgres://db/x?user=a&password=s3cret");
+        assert!(!r.contains("s3cret") && r.contains("password=***"), "{r}");
+        assert_eq!(redact_url("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
+        assert!(!redact_url("pg:// user:s3cret@@").contains("s3cret"));
+    }
+
+    #[test]
+    fn invalid_url_names_the_problem_without_the_password() {
+        let err = Database::connect("mysql://root:hunter2@localhost/x", &ConnectOptions::default()).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("expected a postgres://"), "{msg}");
+        assert!(!msg.contains("hunter2"), "{msg}");
+    }
+}

@@ -1,0 +1,353 @@
+//! One evaluation cycle: read every named pool and its counts (two queries), plan each pool,
+//! decide which are due, let each backend batch its reads, scale the due pools concurrently,
+//! and record each outcome. The loop around it lives in `run.rs`.
+
+use crate::db::{Database, DbError};
+use crate::planner::{self, Counts, SettingError};
+use async_trait::async_trait;
+use autoscaler_executor::{
+    BusyWorker, DirectoryError, ErrorKind, Executor, ExecutorError, Outcome, Plan, ScaleRequest, WorkerDirectory,
+    WorkerPool,
+};
+use chrono::{DateTime, Utc};
+use futures::stream::{self, StreamExt};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+/// The backends compiled into this binary, by the name a pool's `executor` column uses.
+#[derive(Clone, Default)]
+pub struct Registry {
+    executors: BTreeMap<&'static str, Arc<dyn Executor>>,
+}
+
+/// Every backend this project has, compiled in or not, so a pool naming one that was left out
+/// of the build gets "not compiled in" rather than "unknown".
+pub const ALL_EXECUTORS: &[&str] = &["shell", "aws-asg", "gce-mig"];
+
+impl Registry {
+    /// Adds a backend under its own name.
+    pub fn register(&mut self, executor: Arc<dyn Executor>) {
+        self.executors.insert(executor.name(), executor);
+    }
+
+    /// Names of the registered backends.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.executors.keys().copied().collect()
+    }
+
+    /// The pool's backend, or a setting error naming the `executor` column.
+    pub fn lookup(&self, pool: &WorkerPool) -> Result<Arc<dyn Executor>, SettingError> {
+        let name = pool.executor.as_deref().map(str::trim).unwrap_or("");
+        let err = |message: String| SettingError {
+            pool: pool.name.clone(),
+            field: "executor",
+            message,
+        };
+        if name.is_empty() {
+            return Err(err(format!("not set (choose one of: {})", self.names().join(", "))));
+        }
+        if let Some(e) = self.executors.get(name) {
+            return Ok(e.clone());
+        }
+        if ALL_EXECUTORS.contains(&name) {
+            return Err(err(format!(
+                "{name:?} is not compiled into this build (rebuild with cargo feature `{name}`)"
+            )));
+        }
+        Err(err(format!(
+            "unknown executor {name:?} (known: {})",
+            self.names().join(", ")
+        )))
+    }
+}
+
+/// Settings of the engine that come from the command line and config file.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// Plan and describe, change nothing, write nothing.
+    pub dry_run: bool,
+    /// Pools scaled at the same time.
+    pub concurrency: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            dry_run: false,
+            concurrency: 8,
+        }
+    }
+}
+
+/// What happened to one named pool in one cycle.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PoolResult {
+    /// No pool has that name (a warning, not an error).
+    Missing,
+    /// `autoscaling_enabled` is false: not evaluated, not written.
+    Disabled,
+    /// Planned, but neither the timer nor a changed plan called for the executor; not written.
+    NotDue { plan: Plan, counts: Counts },
+    /// The executor ran (or, in a dry run, described) and succeeded.
+    Scaled { plan: Plan, counts: Counts, outcome: Outcome },
+    /// Settings, template or executor failure; `status` was written to `autoscaling_status`
+    /// (except in a dry run).
+    Failed { status: i32, kind: &'static str, error: String },
+    /// Due, but not started because the process is shutting down: nothing done, not written.
+    Interrupted,
+}
+
+/// One pool's line in a cycle report.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PoolReport {
+    pub name: String,
+    pub executor: Option<String>,
+    pub result: PoolResult,
+}
+
+/// Everything one cycle did, in the order the pools were named.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CycleReport {
+    pub pools: Vec<PoolReport>,
+}
+
+impl CycleReport {
+    /// The pools that failed; `--force` exits non-zero when there is any.
+    pub fn failures(&self) -> impl Iterator<Item = &PoolReport> {
+        self.pools.iter().filter(|p| matches!(p.result, PoolResult::Failed { .. }))
+    }
+}
+
+/// What the engine remembers between cycles about a pool it scaled.
+#[derive(Clone, Copy, Debug, Default)]
+struct Memory {
+    /// The plan last applied successfully: a declarative backend is called again as soon as
+    /// the plan differs, without waiting for the timer.
+    last_plan: Option<Plan>,
+    /// The backend asked to be called next cycle (draining in progress).
+    revisit: bool,
+}
+
+/// Answers executors' "which workers are busy" from the Vespene database.
+struct DbDirectory<'a>(&'a Database);
+
+#[async_trait]
+impl WorkerDirectory for DbDirectory<'_> {
+    async fn busy_workers(&self, pool: &WorkerPool) -> Result<Vec<BusyWorker>, DirectoryError> {
+        self.0
+            .busy_workers(pool.id)
+            .await
+            .map_err(|e| DirectoryError(e.to_string()))
+    }
+}
+
+/// The autoscaling engine; one per process.
+pub struct Engine {
+    db: Database,
+    registry: Registry,
+    options: EngineOptions,
+    memory: Mutex<HashMap<i64, Memory>>,
+}
+
+/// A pool that passed every check and will be handed to its executor.
+struct Job {
+    index: usize,
+    pool: WorkerPool,
+    plan: Plan,
+    counts: Counts,
+    executor: Arc<dyn Executor>,
+}
+
+impl Engine {
+    /// Builds an engine over a database and the compiled-in backends.
+    pub fn new(db: Database, registry: Registry, options: EngineOptions) -> Self {
+        Engine {
+            db,
+            registry,
+            options,
+            memory: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The database, for callers that share the connection (metrics, audit).
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// Runs one cycle over the named pools. `force` ignores every timer. Pools not yet started
+    /// when `stop` turns true are left alone (not written); pools already running finish.
+    ///
+    /// Returns `Err` only when the pools or their counts could not be read: then nothing was
+    /// done to any pool.
+    pub async fn run_cycle(
+        &self,
+        names: &[String],
+        force: bool,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<CycleReport, DbError> {
+        let now = Utc::now();
+        let rows = self.db.load_pools(names).await?;
+        let by_name: HashMap<&str, &WorkerPool> = rows.iter().map(|p| (p.name.as_str(), p)).collect();
+
+        let enabled_ids: Vec<i64> = rows.iter().filter(|p| p.autoscaling_enabled).map(|p| p.id).collect();
+        let counts = self.db.count_builds(&enabled_ids).await?;
+
+        let mut reports: Vec<PoolReport> = Vec::with_capacity(names.len());
+        let mut jobs: Vec<Job> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for name in names {
+            if !seen.insert(name.as_str()) {
+                continue; // the same --queue twice is evaluated once
+            }
+            let index = reports.len();
+            let Some(pool) = by_name.get(name.as_str()).copied() else {
+                tracing::warn!(pool = %name, outcome = "missing", "pool {name}: no worker pool with this name; skipping it");
+                reports.push(PoolReport { name: name.clone(), executor: None, result: PoolResult::Missing });
+                continue;
+            };
+            let mut report = PoolReport {
+                name: name.clone(),
+                executor: pool.executor.clone(),
+                result: PoolResult::Disabled,
+            };
+            if !pool.autoscaling_enabled {
+                tracing::debug!(pool = %name, outcome = "disabled", "pool {name}: autoscaling disabled; skipping it");
+                reports.push(report);
+                continue;
+            }
+            let c = counts.get(&pool.id).copied().unwrap_or_default();
+            let prepared = planner::plan(pool, &c).and_then(|plan| Ok((plan, self.registry.lookup(pool)?)));
+            let (plan, executor) = match prepared {
+                Ok(x) => x,
+                Err(e) => {
+                    report.result = self.fail(pool, ErrorKind::Config, &e.to_string()).await;
+                    reports.push(report);
+                    continue;
+                }
+            };
+            let memory = self.memory.lock().expect("memory lock").get(&pool.id).copied().unwrap_or_default();
+            let due = force
+                || planner::is_due(pool, now)
+                || memory.revisit
+                || (executor.declarative() && memory.last_plan != Some(plan));
+            if !due {
+                tracing::debug!(pool = %name, size = plan.size, queued_size = plan.queued_size, outcome = "not_due",
+                    "pool {name}: not due (reevaluate_minutes {})", pool.reevaluate_minutes);
+                report.result = PoolResult::NotDue { plan, counts: c };
+                reports.push(report);
+                continue;
+            }
+            report.result = PoolResult::Interrupted;
+            reports.push(report);
+            jobs.push(Job { index, pool: pool.clone(), plan, counts: c, executor });
+        }
+
+        // Let each backend batch its reads for all of its pools, once.
+        let mut by_executor: BTreeMap<&'static str, Vec<usize>> = BTreeMap::new();
+        for (i, job) in jobs.iter().enumerate() {
+            by_executor.entry(job.executor.name()).or_default().push(i);
+        }
+        let mut failed_prepare: HashMap<usize, ExecutorError> = HashMap::new();
+        for idxs in by_executor.values() {
+            let executor = jobs[idxs[0]].executor.clone();
+            let pools: Vec<&WorkerPool> = idxs.iter().map(|&i| &jobs[i].pool).collect();
+            if let Err(e) = executor.prepare(&pools, self.options.dry_run).await {
+                for &i in idxs {
+                    let err = ExecutorError::new(&jobs[i].pool.name, e.kind, e.message.clone());
+                    failed_prepare.insert(i, err);
+                }
+            }
+        }
+
+        let directory = DbDirectory(&self.db);
+        let directory = &directory;
+        let stop = stop.clone();
+        let results: Vec<(usize, PoolResult)> = stream::iter(jobs.into_iter().enumerate())
+            .take_while(|_| {
+                let stopping = *stop.borrow();
+                if stopping {
+                    tracing::info!("shutting down: not starting the remaining pools");
+                }
+                std::future::ready(!stopping)
+            })
+            .map(|(i, job)| {
+                let prepared = failed_prepare.remove(&i);
+                async move {
+                    let result = match prepared {
+                        Some(err) => Err(err),
+                        None => {
+                            job.executor
+                                .scale(ScaleRequest {
+                                    pool: &job.pool,
+                                    plan: job.plan,
+                                    dry_run: self.options.dry_run,
+                                    workers: directory,
+                                })
+                                .await
+                        }
+                    };
+                    (job.index, self.finish(&job, result, now).await)
+                }
+            })
+            .buffer_unordered(self.options.concurrency.max(1))
+            .collect()
+            .await;
+        let finished: HashMap<usize, PoolResult> = results.into_iter().collect();
+        for (i, report) in reports.iter_mut().enumerate() {
+            if let Some(r) = finished.get(&i) {
+                report.result = r.clone();
+            }
+        }
+        Ok(CycleReport { pools: reports })
+    }
+
+    /// Records and logs a pool that failed before reaching its executor.
+    async fn fail(&self, pool: &WorkerPool, kind: ErrorKind, error: &str) -> PoolResult {
+        let status = kind.status_code();
+        tracing::error!(pool = %pool.name, executor = pool.executor.as_deref().unwrap_or(""), outcome = "failed",
+            kind = kind.as_str(), status, "{error}");
+        if !self.options.dry_run {
+            if let Err(e) = self.db.record_failure(pool.id, status).await {
+                tracing::error!(pool = %pool.name, "pool {}: could not record autoscaling_status: {e}", pool.name);
+            }
+        }
+        PoolResult::Failed { status, kind: kind.as_str(), error: error.to_string() }
+    }
+
+    /// Records an executor's result and remembers the applied plan.
+    async fn finish(&self, job: &Job, result: Result<Outcome, ExecutorError>, now: DateTime<Utc>) -> PoolResult {
+        let pool = &job.pool;
+        match result {
+            Ok(outcome) => {
+                for action in &outcome.actions {
+                    tracing::info!(pool = %pool.name, executor = job.executor.name(), "[{}] {action}", pool.name);
+                }
+                tracing::info!(
+                    pool = %pool.name, executor = job.executor.name(), outcome = if self.options.dry_run { "dry_run" } else { "scaled" },
+                    size = job.plan.size, queued_size = job.plan.queued_size,
+                    queued = job.counts.effective_queued(pool), running = job.counts.running,
+                    "pool {}: size {} (queued_size {}) from {} queued, {} running",
+                    pool.name, job.plan.size, job.plan.queued_size, job.counts.effective_queued(pool), job.counts.running
+                );
+                if !self.options.dry_run {
+                    if let Err(e) = self.db.record_success(pool.id, now).await {
+                        let msg = format!("pool {}: scaled, but could not record the result: {e}", pool.name);
+                        tracing::error!(pool = %pool.name, outcome = "failed", "{msg}");
+                        return PoolResult::Failed { status: 1, kind: "database", error: msg };
+                    }
+                }
+                self.memory.lock().expect("memory lock").insert(
+                    pool.id,
+                    Memory { last_plan: Some(job.plan), revisit: outcome.revisit },
+                );
+                PoolResult::Scaled { plan: job.plan, counts: job.counts, outcome }
+            }
+            Err(e) => {
+                // Forget the plan so a declarative pool is retried next cycle.
+                self.memory.lock().expect("memory lock").remove(&pool.id);
+                self.fail(pool, e.kind, &e.to_string()).await
+            }
+        }
+    }
+}

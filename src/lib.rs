@@ -1,0 +1,18 @@
+//! The Vespene autoscaler as a library: the binary in `main.rs` is a thin edge over it, and the
+//! integration tests and benchmarks drive the same code.
+//!
+//! - [`cli`]: the command line contract.
+//! - [`config`]: the optional TOML file.
+//! - [`db`]: the Vespene database (PostgreSQL or SQLite).
+//! - [`planner`]: pure planners (`stock`).
+//! - [`engine`]: one evaluation cycle; [`run`]: the loop, signals, exit codes.
+//! - Executors live in their own crates under `executors/`.
+
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod demo;
+pub mod engine;
+pub mod logging;
+pub mod planner;
+pub mod run;

@@ -1,0 +1,111 @@
+//! The `autoscaler` binary: parses the command line, sets up logging, and maps every outcome
+//! to an exit status. All logic lives in the library.
+
+use anyhow::Context;
+use autoscaler::cli::{Cli, Command, DbCommand};
+use autoscaler::config::Config;
+use autoscaler::db::{ConnectOptions, Database};
+use autoscaler::run::{self, EXIT_CANNOT_RUN, EXIT_OK};
+use clap::{CommandFactory, Parser};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match &cli.global.config {
+        Some(path) => match Config::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("autoscaler: {e}");
+                return ExitCode::from(EXIT_CANNOT_RUN);
+            }
+        },
+        None => Config::default(),
+    };
+    autoscaler::logging::init(cli.global.log_format.or(config.log_format).unwrap_or_default());
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("autoscaler: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_CANNOT_RUN);
+        }
+    };
+    match runtime.block_on(dispatch(cli, config)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("autoscaler: {e:#}");
+            ExitCode::from(EXIT_CANNOT_RUN)
+        }
+    }
+}
+
+async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<u8> {
+    let url = cli.global.database_url.clone();
+    match cli.command {
+        Some(Command::Db(DbCommand::Init)) => {
+            let db = Database::connect(&url, &ConnectOptions { create_sqlite: true, ..ConnectOptions::default() })?;
+            db.init_schema().await?;
+            println!("created worker_pools, workers and builds in {}", autoscaler::db::redact_url(&url));
+            Ok(EXIT_OK)
+        }
+        Some(Command::Demo { keep }) => demo(keep, config).await,
+        None => {
+            if cli.run.queues.is_empty() {
+                Cli::command()
+                    .error(
+                        clap::error::ErrorKind::MissingRequiredArgument,
+                        "name at least one pool with --queue NAME (or use a subcommand; see --help)",
+                    )
+                    .exit();
+            }
+            let engine = run::engine_for(&config, &url, cli.run.dry_run).await?;
+            if cli.run.force {
+                Ok(run::run_once(&engine, &cli.run).await?)
+            } else {
+                let stop = run::shutdown_signal();
+                Ok(run::run_loop(&engine, &cli.run, stop).await)
+            }
+        }
+    }
+}
+
+async fn demo(keep: Option<std::path::PathBuf>, config: Config) -> anyhow::Result<u8> {
+    let dir = tempfile_dir()?;
+    let path = keep.unwrap_or_else(|| dir.join("vespene-demo.db"));
+    if path.exists() {
+        anyhow::bail!("{} already exists; choose another --keep path", path.display());
+    }
+    let url = format!("sqlite://{}", path.display());
+    let db = Database::connect(&url, &ConnectOptions { create_sqlite: true, ..ConnectOptions::default() })?;
+    db.init_schema().await?;
+    db.run_script(&autoscaler::demo::demo_script()).await.context("seeding the demo database")?;
+    db.close().await;
+    println!("demo database: {} (pools linux, gpu, windows[disabled]; arm does not exist)", path.display());
+    let engine = run::engine_for(&config, &url, false).await?;
+    let args = autoscaler::cli::RunArgs {
+        queues: ["linux", "gpu", "windows", "arm"].map(String::from).to_vec(),
+        force: true,
+        sleep: 20,
+        dry_run: false,
+    };
+    let code = run::run_once(&engine, &args).await?;
+    let pools = engine.database().load_all_pools().await?;
+    println!("\nafter one forced cycle:");
+    println!("{:<10} {:>8} {:>20} {:>30}", "pool", "enabled", "autoscaling_status", "last_autoscaled");
+    for p in pools {
+        println!(
+            "{:<10} {:>8} {:>20} {:>30}",
+            p.name,
+            p.autoscaling_enabled,
+            p.autoscaling_status.map(|s| s.to_string()).unwrap_or_else(|| "NULL".into()),
+            p.last_autoscaled.map(|t| t.to_rfc3339()).unwrap_or_else(|| "NULL".into())
+        );
+    }
+    println!("\nnext: `autoscaler --database-url {url} --queue linux --force --dry-run`");
+    Ok(code)
+}
+
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("vespene-autoscaler-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}

@@ -1,0 +1,184 @@
+//! The main job around [`Engine::run_cycle`]: building the backends, `--force`, the loop,
+//! signals, database outages and exit codes.
+
+use crate::cli::RunArgs;
+use crate::config::Config;
+use crate::db::{ConnectOptions, Database, DbError};
+use crate::engine::{CycleReport, Engine, EngineOptions, PoolResult, Registry};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Process exit status: every named pool succeeded or was skipped.
+pub const EXIT_OK: u8 = 0;
+/// At least one pool failed.
+pub const EXIT_POOL_FAILED: u8 = 1;
+/// The autoscaler could not run at all (usage, config, database).
+pub const EXIT_CANNOT_RUN: u8 = 2;
+
+/// Why the main job could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Database(#[from] DbError),
+    #[error("{0}")]
+    Executor(String),
+}
+
+/// Builds every compiled-in backend from its config section.
+pub async fn build_registry(config: &Config) -> Result<Registry, RunError> {
+    #[allow(unused_mut)]
+    let mut registry = Registry::default();
+    #[cfg(feature = "shell")]
+    registry.register(Arc::new(autoscaler_shell::ShellExecutor::new(config.executors.shell.clone())));
+    let _ = config;
+    Ok(registry)
+}
+
+/// Connects with settings suited to the engine's concurrency.
+pub fn connect(url: &str, concurrency: usize) -> Result<Database, DbError> {
+    Database::connect(
+        url,
+        &ConnectOptions {
+            max_connections: (concurrency as u32).saturating_add(2),
+            ..ConnectOptions::default()
+        },
+    )
+}
+
+/// Turns SIGINT and SIGTERM into a `true` on the returned channel.
+pub fn shutdown_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("signal received: finishing the pools in progress, then exiting");
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+/// Prints a dry run's plans and actions on stdout, one block per pool.
+pub fn print_dry_run(report: &CycleReport) {
+    for p in &report.pools {
+        match &p.result {
+            PoolResult::Scaled { plan, counts, outcome } => {
+                println!(
+                    "pool {}: executor {} plan size={} queued_size={} (queued={} queued_projects={} running={})",
+                    p.name,
+                    p.executor.as_deref().unwrap_or("?"),
+                    plan.size,
+                    plan.queued_size,
+                    counts.queued,
+                    counts.queued_projects,
+                    counts.running
+                );
+                for a in &outcome.actions {
+                    println!("  {a}");
+                }
+            }
+            PoolResult::NotDue { plan, .. } => {
+                println!("pool {}: not due; plan size={} queued_size={}", p.name, plan.size, plan.queued_size)
+            }
+            PoolResult::Missing => println!("pool {}: no such pool", p.name),
+            PoolResult::Disabled => println!("pool {}: autoscaling disabled", p.name),
+            PoolResult::Failed { error, .. } => println!("pool {}: FAILED: {error}", p.name),
+            PoolResult::Interrupted => println!("pool {}: not evaluated (shutting down)", p.name),
+        }
+    }
+}
+
+/// `--force`: one cycle, then the exit status.
+pub async fn run_once(engine: &Engine, args: &RunArgs) -> Result<u8, RunError> {
+    let (_tx, stop) = watch::channel(false);
+    let report = engine.run_cycle(&args.queues, true, &stop).await?;
+    if args.dry_run {
+        print_dry_run(&report);
+    }
+    let failures: Vec<_> = report.failures().collect();
+    for f in &failures {
+        if let PoolResult::Failed { error, .. } = &f.result {
+            eprintln!("autoscaler: pool {} failed: {error}", f.name);
+        }
+    }
+    Ok(if failures.is_empty() { EXIT_OK } else { EXIT_POOL_FAILED })
+}
+
+/// Delay before retrying after a failed cycle: exponential from 1 s, capped at the loop's own
+/// interval (so recovery takes at most one cycle), with up to 25% jitter so several
+/// autoscalers do not reconnect in step.
+pub fn backoff(failures: u32, cap: Duration) -> Duration {
+    let base = Duration::from_secs(1u64 << failures.min(16)).min(cap.max(Duration::from_secs(1)));
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let jitter = base.mul_f64(f64::from(nanos % 1000) / 4000.0);
+    base.saturating_sub(jitter)
+}
+
+/// The loop: a cycle, then `--sleep` seconds, until SIGINT/SIGTERM. Database failures are
+/// logged once when they start and once when they end, retried with backoff, and never acted
+/// on.
+pub async fn run_loop(engine: &Engine, args: &RunArgs, mut stop: watch::Receiver<bool>) -> u8 {
+    let sleep = Duration::from_secs(args.sleep);
+    let mut failures: u32 = 0;
+    loop {
+        if *stop.borrow() {
+            return EXIT_OK;
+        }
+        let wait = match engine.run_cycle(&args.queues, false, &stop).await {
+            Ok(report) => {
+                if failures > 0 {
+                    tracing::info!(outcome = "recovered", "database reachable again after {failures} failed cycle(s)");
+                }
+                failures = 0;
+                if args.dry_run {
+                    print_dry_run(&report);
+                }
+                sleep
+            }
+            Err(e) => {
+                if failures == 0 {
+                    tracing::error!(outcome = "database_down", "{e}; no pool is scaled until the database answers");
+                } else {
+                    tracing::debug!("still failing: {e}");
+                }
+                failures = failures.saturating_add(1);
+                backoff(failures, sleep)
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+/// Builds an engine for the main job.
+pub async fn engine_for(config: &Config, url: &str, dry_run: bool) -> Result<Engine, RunError> {
+    let concurrency = config.concurrency.unwrap_or(8);
+    let db = connect(url, concurrency)?;
+    let registry = build_registry(config).await?;
+    Ok(Engine::new(db, registry, EngineOptions { dry_run, concurrency }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let cap = Duration::from_secs(20);
+        assert!(backoff(1, cap) <= Duration::from_secs(2) && backoff(1, cap) >= Duration::from_millis(1500));
+        assert!(backoff(3, cap) <= Duration::from_secs(8) && backoff(3, cap) >= Duration::from_secs(6));
+        for n in 5..40 {
+            let b = backoff(n, cap);
+            assert!(b <= cap && b >= Duration::from_secs(15), "{n}: {b:?}");
+        }
+    }
+}
