@@ -48,7 +48,13 @@ pub struct Cli {
 pub struct GlobalArgs {
     /// The Vespene database: postgres://USER[:PASSWORD]@HOST[:PORT]/DB or sqlite://PATH.
     /// The password is never logged.
-    #[arg(long, env = "DATABASE_URL", global = true, default_value = "sqlite://vespene.db", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        global = true,
+        default_value = "sqlite://vespene.db",
+        hide_env_values = true
+    )]
     pub database_url: String,
 
     /// TOML config file: executor settings ([executors.shell], [executors.aws-asg],
@@ -103,4 +109,9 @@ pub enum DbCommand {
     /// Create the Vespene tables the autoscaler uses (worker_pools, workers, builds) in an
     /// EMPTY database, for demos and tests. Refuses to touch a database that has any of them.
     Init,
+    /// Create the optional partial index `autoscaler_builds_active` on builds (worker_pool_id,
+    /// status) WHERE status IN ('QUEUED', 'RUNNING'), which makes the per-cycle count cost
+    /// grow with active builds instead of with build history. The only schema change the
+    /// autoscaler ever makes, and only through this command. Does nothing if it exists.
+    EnsureIndex,
 }

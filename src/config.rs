@@ -46,7 +46,11 @@ pub enum ConfigError {
     #[error("config file {path}: {reason}")]
     Parse { path: String, reason: String },
     #[error("config file {path}: {field}: {reason}")]
-    Invalid { path: String, field: &'static str, reason: String },
+    Invalid {
+        path: String,
+        field: &'static str,
+        reason: String,
+    },
 }
 
 impl Config {
@@ -99,12 +103,17 @@ mod tests {
     fn unknown_key_is_rejected_with_line_and_column() {
         let err = Config::parse("concurrency = 4\nconcurency = 5\n", "x.toml").unwrap_err();
         let msg = err.to_string();
-        assert!(msg.starts_with("config file x.toml: line 2, column 1: unknown field `concurency`"), "{msg}");
+        assert!(
+            msg.starts_with("config file x.toml: line 2, column 1: unknown field `concurency`"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn syntax_error_has_position() {
-        let msg = Config::parse("log_format = \"json\"\n[executors\n", "c.toml").unwrap_err().to_string();
+        let msg = Config::parse("log_format = \"json\"\n[executors\n", "c.toml")
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("line 2"), "{msg}");
     }
 
@@ -123,13 +132,20 @@ mod tests {
 
     #[test]
     fn zero_concurrency_is_rejected() {
-        let msg = Config::parse("concurrency = 0", "c.toml").unwrap_err().to_string();
+        let msg = Config::parse("concurrency = 0", "c.toml")
+            .unwrap_err()
+            .to_string();
         assert_eq!(msg, "config file c.toml: concurrency: must be at least 1");
     }
 
     #[test]
     fn unreadable_file_is_named() {
-        let msg = Config::load(Path::new("/nonexistent/autoscaler.toml")).unwrap_err().to_string();
-        assert!(msg.starts_with("config file /nonexistent/autoscaler.toml: "), "{msg}");
+        let msg = Config::load(Path::new("/nonexistent/autoscaler.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.starts_with("config file /nonexistent/autoscaler.toml: "),
+            "{msg}"
+        );
     }
 }

@@ -24,7 +24,11 @@ fn sql_f64(x: f64) -> String {
     if x.is_nan() {
         "'NaN'".into()
     } else if x.is_infinite() {
-        if x > 0.0 { "'Infinity'".into() } else { "'-Infinity'".into() }
+        if x > 0.0 {
+            "'Infinity'".into()
+        } else {
+            "'-Infinity'".into()
+        }
     } else {
         format!("{x:?}")
     }
@@ -67,7 +71,13 @@ pub fn insert_pool_sql(p: &WorkerPool) -> String {
 }
 
 /// `INSERT INTO builds` with every NOT NULL column set.
-pub fn insert_build_sql(id: i64, pool_id: i64, status: &str, project_id: Option<i64>, worker_id: Option<i64>) -> String {
+pub fn insert_build_sql(
+    id: i64,
+    pool_id: i64,
+    status: &str,
+    project_id: Option<i64>,
+    worker_id: Option<i64>,
+) -> String {
     let opt = |v: Option<i64>| v.map(|x| x.to_string()).unwrap_or_else(|| "NULL".into());
     format!(
         "INSERT INTO builds (id, is_internal, status, working_dir, variables, output_variables, output, \
@@ -80,7 +90,10 @@ pub fn insert_build_sql(id: i64, pool_id: i64, status: &str, project_id: Option<
 
 /// `INSERT INTO workers` with every NOT NULL column set.
 pub fn insert_worker_sql(id: i64, hostname: &str, last_checkin: Option<DateTime<Utc>>) -> String {
-    let t = last_checkin.as_ref().map(sql_time).unwrap_or_else(|| "NULL".into());
+    let t = last_checkin
+        .as_ref()
+        .map(sql_time)
+        .unwrap_or_else(|| "NULL".into());
     format!(
         "INSERT INTO workers (id, worker_uid, hostname, port, build_root, first_checkin, last_checkin, fileserving_enabled) \
          VALUES ({id}, {}, {}, 8000, '/tmp/buildroot', {t}, {t}, false);\n",

@@ -6,8 +6,8 @@ use crate::db::{Database, DbError};
 use crate::planner::{self, Counts, SettingError};
 use async_trait::async_trait;
 use autoscaler_executor::{
-    BusyWorker, DirectoryError, ErrorKind, Executor, ExecutorError, Outcome, Plan, ScaleRequest, WorkerDirectory,
-    WorkerPool,
+    BusyWorker, DirectoryError, ErrorKind, Executor, ExecutorError, Outcome, Plan, ScaleRequest,
+    WorkerDirectory, WorkerPool,
 };
 use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
@@ -45,7 +45,10 @@ impl Registry {
             message,
         };
         if name.is_empty() {
-            return Err(err(format!("not set (choose one of: {})", self.names().join(", "))));
+            return Err(err(format!(
+                "not set (choose one of: {})",
+                self.names().join(", ")
+            )));
         }
         if let Some(e) = self.executors.get(name) {
             return Ok(e.clone());
@@ -90,10 +93,18 @@ pub enum PoolResult {
     /// Planned, but neither the timer nor a changed plan called for the executor; not written.
     NotDue { plan: Plan, counts: Counts },
     /// The executor ran (or, in a dry run, described) and succeeded.
-    Scaled { plan: Plan, counts: Counts, outcome: Outcome },
+    Scaled {
+        plan: Plan,
+        counts: Counts,
+        outcome: Outcome,
+    },
     /// Settings, template or executor failure; `status` was written to `autoscaling_status`
     /// (except in a dry run).
-    Failed { status: i32, kind: &'static str, error: String },
+    Failed {
+        status: i32,
+        kind: &'static str,
+        error: String,
+    },
     /// Due, but not started because the process is shutting down: nothing done, not written.
     Interrupted,
 }
@@ -115,7 +126,9 @@ pub struct CycleReport {
 impl CycleReport {
     /// The pools that failed; `--force` exits non-zero when there is any.
     pub fn failures(&self) -> impl Iterator<Item = &PoolReport> {
-        self.pools.iter().filter(|p| matches!(p.result, PoolResult::Failed { .. }))
+        self.pools
+            .iter()
+            .filter(|p| matches!(p.result, PoolResult::Failed { .. }))
     }
 }
 
@@ -188,13 +201,19 @@ impl Engine {
     ) -> Result<CycleReport, DbError> {
         let now = Utc::now();
         let rows = self.db.load_pools(names).await?;
-        let by_name: HashMap<&str, &WorkerPool> = rows.iter().map(|p| (p.name.as_str(), p)).collect();
+        let by_name: HashMap<&str, &WorkerPool> =
+            rows.iter().map(|p| (p.name.as_str(), p)).collect();
 
-        let enabled_ids: Vec<i64> = rows.iter().filter(|p| p.autoscaling_enabled).map(|p| p.id).collect();
+        let enabled_ids: Vec<i64> = rows
+            .iter()
+            .filter(|p| p.autoscaling_enabled)
+            .map(|p| p.id)
+            .collect();
         let counts = self.db.count_builds(&enabled_ids).await?;
 
         let mut reports: Vec<PoolReport> = Vec::with_capacity(names.len());
         let mut jobs: Vec<Job> = Vec::new();
+        let mut settings_failures: Vec<(i64, i32)> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for name in names {
             if !seen.insert(name.as_str()) {
@@ -203,7 +222,11 @@ impl Engine {
             let index = reports.len();
             let Some(pool) = by_name.get(name.as_str()).copied() else {
                 tracing::warn!(pool = %name, outcome = "missing", "pool {name}: no worker pool with this name; skipping it");
-                reports.push(PoolReport { name: name.clone(), executor: None, result: PoolResult::Missing });
+                reports.push(PoolReport {
+                    name: name.clone(),
+                    executor: None,
+                    result: PoolResult::Missing,
+                });
                 continue;
             };
             let mut report = PoolReport {
@@ -217,16 +240,24 @@ impl Engine {
                 continue;
             }
             let c = counts.get(&pool.id).copied().unwrap_or_default();
-            let prepared = planner::plan(pool, &c).and_then(|plan| Ok((plan, self.registry.lookup(pool)?)));
+            let prepared =
+                planner::plan(pool, &c).and_then(|plan| Ok((plan, self.registry.lookup(pool)?)));
             let (plan, executor) = match prepared {
                 Ok(x) => x,
                 Err(e) => {
-                    report.result = self.fail(pool, ErrorKind::Config, &e.to_string()).await;
+                    report.result = failed(pool, ErrorKind::Config, &e.to_string());
+                    settings_failures.push((pool.id, ErrorKind::Config.status_code()));
                     reports.push(report);
                     continue;
                 }
             };
-            let memory = self.memory.lock().expect("memory lock").get(&pool.id).copied().unwrap_or_default();
+            let memory = self
+                .memory
+                .lock()
+                .expect("memory lock")
+                .get(&pool.id)
+                .copied()
+                .unwrap_or_default();
             let due = force
                 || planner::is_due(pool, now)
                 || memory.revisit
@@ -240,7 +271,21 @@ impl Engine {
             }
             report.result = PoolResult::Interrupted;
             reports.push(report);
-            jobs.push(Job { index, pool: pool.clone(), plan, counts: c, executor });
+            jobs.push(Job {
+                index,
+                pool: pool.clone(),
+                plan,
+                counts: c,
+                executor,
+            });
+        }
+
+        if !self.options.dry_run {
+            if let Err(e) = self.db.record_failures(&settings_failures).await {
+                tracing::error!(
+                    "could not record autoscaling_status of pools with bad settings: {e}"
+                );
+            }
         }
 
         // Let each backend batch its reads for all of its pools, once.
@@ -260,10 +305,12 @@ impl Engine {
             }
         }
 
+        // Scale concurrently; record whatever has finished in batches (one UPDATE for all the
+        // successes that are ready), so a slow pool never holds back another pool's record.
         let directory = DbDirectory(&self.db);
         let directory = &directory;
         let stop = stop.clone();
-        let results: Vec<(usize, PoolResult)> = stream::iter(jobs.into_iter().enumerate())
+        let mut finished = stream::iter(jobs.into_iter().enumerate())
             .take_while(|_| {
                 let stopping = *stop.borrow();
                 if stopping {
@@ -287,67 +334,98 @@ impl Engine {
                                 .await
                         }
                     };
-                    (job.index, self.finish(&job, result, now).await)
+                    (job, result)
                 }
             })
             .buffer_unordered(self.options.concurrency.max(1))
-            .collect()
-            .await;
-        let finished: HashMap<usize, PoolResult> = results.into_iter().collect();
-        for (i, report) in reports.iter_mut().enumerate() {
-            if let Some(r) = finished.get(&i) {
-                report.result = r.clone();
+            .ready_chunks(256);
+        while let Some(chunk) = finished.next().await {
+            for (index, result) in self.record(chunk, now).await {
+                reports[index].result = result;
             }
         }
         Ok(CycleReport { pools: reports })
     }
 
-    /// Records and logs a pool that failed before reaching its executor.
-    async fn fail(&self, pool: &WorkerPool, kind: ErrorKind, error: &str) -> PoolResult {
-        let status = kind.status_code();
-        tracing::error!(pool = %pool.name, executor = pool.executor.as_deref().unwrap_or(""), outcome = "failed",
-            kind = kind.as_str(), status, "{error}");
-        if !self.options.dry_run {
-            if let Err(e) = self.db.record_failure(pool.id, status).await {
-                tracing::error!(pool = %pool.name, "pool {}: could not record autoscaling_status: {e}", pool.name);
+    /// Logs, remembers and records (in batches) a set of finished pools.
+    async fn record(
+        &self,
+        chunk: Vec<(Job, Result<Outcome, ExecutorError>)>,
+        now: DateTime<Utc>,
+    ) -> Vec<(usize, PoolResult)> {
+        let mut successes = Vec::new();
+        let mut failures = Vec::new();
+        let mut results = Vec::with_capacity(chunk.len());
+        for (job, result) in chunk {
+            let pool = &job.pool;
+            let name = job.executor.name();
+            match result {
+                Ok(outcome) => {
+                    for action in &outcome.actions {
+                        tracing::info!(pool = %pool.name, executor = name, "[{}] {action}", pool.name);
+                    }
+                    let queued = job.counts.effective_queued(pool);
+                    tracing::info!(
+                        pool = %pool.name, executor = name, outcome = if self.options.dry_run { "dry_run" } else { "scaled" },
+                        size = job.plan.size, queued_size = job.plan.queued_size, queued, running = job.counts.running,
+                        "pool {}: size {} (queued_size {}) from {queued} queued, {} running",
+                        pool.name, job.plan.size, job.plan.queued_size, job.counts.running
+                    );
+                    self.memory.lock().expect("memory lock").insert(
+                        pool.id,
+                        Memory {
+                            last_plan: Some(job.plan),
+                            revisit: outcome.revisit,
+                        },
+                    );
+                    successes.push(pool.id);
+                    results.push((
+                        job.index,
+                        PoolResult::Scaled {
+                            plan: job.plan,
+                            counts: job.counts,
+                            outcome,
+                        },
+                    ));
+                }
+                Err(e) => {
+                    // Forget the plan so a declarative pool is retried next cycle.
+                    self.memory.lock().expect("memory lock").remove(&pool.id);
+                    failures.push((pool.id, e.status_code()));
+                    results.push((job.index, failed(pool, e.kind, &e.to_string())));
+                }
             }
         }
-        PoolResult::Failed { status, kind: kind.as_str(), error: error.to_string() }
-    }
-
-    /// Records an executor's result and remembers the applied plan.
-    async fn finish(&self, job: &Job, result: Result<Outcome, ExecutorError>, now: DateTime<Utc>) -> PoolResult {
-        let pool = &job.pool;
-        match result {
-            Ok(outcome) => {
-                for action in &outcome.actions {
-                    tracing::info!(pool = %pool.name, executor = job.executor.name(), "[{}] {action}", pool.name);
-                }
-                tracing::info!(
-                    pool = %pool.name, executor = job.executor.name(), outcome = if self.options.dry_run { "dry_run" } else { "scaled" },
-                    size = job.plan.size, queued_size = job.plan.queued_size,
-                    queued = job.counts.effective_queued(pool), running = job.counts.running,
-                    "pool {}: size {} (queued_size {}) from {} queued, {} running",
-                    pool.name, job.plan.size, job.plan.queued_size, job.counts.effective_queued(pool), job.counts.running
-                );
-                if !self.options.dry_run {
-                    if let Err(e) = self.db.record_success(pool.id, now).await {
-                        let msg = format!("pool {}: scaled, but could not record the result: {e}", pool.name);
-                        tracing::error!(pool = %pool.name, outcome = "failed", "{msg}");
-                        return PoolResult::Failed { status: 1, kind: "database", error: msg };
+        if !self.options.dry_run {
+            if let Err(e) = self.db.record_failures(&failures).await {
+                tracing::error!("could not record autoscaling_status of failed pools: {e}");
+            }
+            if let Err(e) = self.db.record_successes(&successes, now).await {
+                let msg = format!("scaled, but could not record the result: {e}");
+                tracing::error!(outcome = "failed", "{msg}");
+                for (_, r) in results.iter_mut() {
+                    if matches!(r, PoolResult::Scaled { .. }) {
+                        *r = PoolResult::Failed {
+                            status: 1,
+                            kind: "database",
+                            error: msg.clone(),
+                        };
                     }
                 }
-                self.memory.lock().expect("memory lock").insert(
-                    pool.id,
-                    Memory { last_plan: Some(job.plan), revisit: outcome.revisit },
-                );
-                PoolResult::Scaled { plan: job.plan, counts: job.counts, outcome }
-            }
-            Err(e) => {
-                // Forget the plan so a declarative pool is retried next cycle.
-                self.memory.lock().expect("memory lock").remove(&pool.id);
-                self.fail(pool, e.kind, &e.to_string()).await
             }
         }
+        results
+    }
+}
+
+/// Logs a pool failure and builds its result.
+fn failed(pool: &WorkerPool, kind: ErrorKind, error: &str) -> PoolResult {
+    let status = kind.status_code();
+    tracing::error!(pool = %pool.name, executor = pool.executor.as_deref().unwrap_or(""), outcome = "failed",
+        kind = kind.as_str(), status, "{error}");
+    PoolResult::Failed {
+        status,
+        kind: kind.as_str(),
+        error: error.to_string(),
     }
 }

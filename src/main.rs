@@ -21,7 +21,12 @@ fn main() -> ExitCode {
         },
         None => Config::default(),
     };
-    autoscaler::logging::init(cli.global.log_format.or(config.log_format).unwrap_or_default());
+    autoscaler::logging::init(
+        cli.global
+            .log_format
+            .or(config.log_format)
+            .unwrap_or_default(),
+    );
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -42,9 +47,30 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<u8> {
     let url = cli.global.database_url.clone();
     match cli.command {
         Some(Command::Db(DbCommand::Init)) => {
-            let db = Database::connect(&url, &ConnectOptions { create_sqlite: true, ..ConnectOptions::default() })?;
+            let db = Database::connect(
+                &url,
+                &ConnectOptions {
+                    create_sqlite: true,
+                    ..ConnectOptions::default()
+                },
+            )?;
             db.init_schema().await?;
-            println!("created worker_pools, workers and builds in {}", autoscaler::db::redact_url(&url));
+            println!(
+                "created worker_pools, workers and builds in {}",
+                autoscaler::db::redact_url(&url)
+            );
+            Ok(EXIT_OK)
+        }
+        Some(Command::Db(DbCommand::EnsureIndex)) => {
+            let db = Database::connect(&url, &ConnectOptions::default())?;
+            if db.ensure_index().await? {
+                println!("created: {}", autoscaler::db::ACTIVE_BUILDS_INDEX);
+            } else {
+                println!(
+                    "index {} already exists; nothing changed",
+                    autoscaler::db::ACTIVE_BUILDS_INDEX_NAME
+                );
+            }
             Ok(EXIT_OK)
         }
         Some(Command::Demo { keep }) => demo(keep, config).await,
@@ -72,17 +98,33 @@ async fn demo(keep: Option<std::path::PathBuf>, config: Config) -> anyhow::Resul
     let dir = tempfile_dir()?;
     let path = keep.unwrap_or_else(|| dir.join("vespene-demo.db"));
     if path.exists() {
-        anyhow::bail!("{} already exists; choose another --keep path", path.display());
+        anyhow::bail!(
+            "{} already exists; choose another --keep path",
+            path.display()
+        );
     }
     let url = format!("sqlite://{}", path.display());
-    let db = Database::connect(&url, &ConnectOptions { create_sqlite: true, ..ConnectOptions::default() })?;
+    let db = Database::connect(
+        &url,
+        &ConnectOptions {
+            create_sqlite: true,
+            ..ConnectOptions::default()
+        },
+    )?;
     db.init_schema().await?;
-    db.run_script(&autoscaler::demo::demo_script()).await.context("seeding the demo database")?;
+    db.run_script(&autoscaler::demo::demo_script())
+        .await
+        .context("seeding the demo database")?;
     db.close().await;
-    println!("demo database: {} (pools linux, gpu, windows[disabled]; arm does not exist)", path.display());
+    println!(
+        "demo database: {} (pools linux, gpu, windows[disabled]; arm does not exist)",
+        path.display()
+    );
     let engine = run::engine_for(&config, &url, false).await?;
     let args = autoscaler::cli::RunArgs {
-        queues: ["linux", "gpu", "windows", "arm"].map(String::from).to_vec(),
+        queues: ["linux", "gpu", "windows", "arm"]
+            .map(String::from)
+            .to_vec(),
         force: true,
         sleep: 20,
         dry_run: false,
@@ -90,14 +132,21 @@ async fn demo(keep: Option<std::path::PathBuf>, config: Config) -> anyhow::Resul
     let code = run::run_once(&engine, &args).await?;
     let pools = engine.database().load_all_pools().await?;
     println!("\nafter one forced cycle:");
-    println!("{:<10} {:>8} {:>20} {:>30}", "pool", "enabled", "autoscaling_status", "last_autoscaled");
+    println!(
+        "{:<10} {:>8} {:>20} {:>30}",
+        "pool", "enabled", "autoscaling_status", "last_autoscaled"
+    );
     for p in pools {
         println!(
             "{:<10} {:>8} {:>20} {:>30}",
             p.name,
             p.autoscaling_enabled,
-            p.autoscaling_status.map(|s| s.to_string()).unwrap_or_else(|| "NULL".into()),
-            p.last_autoscaled.map(|t| t.to_rfc3339()).unwrap_or_else(|| "NULL".into())
+            p.autoscaling_status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "NULL".into()),
+            p.last_autoscaled
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_else(|| "NULL".into())
         );
     }
     println!("\nnext: `autoscaler --database-url {url} --queue linux --force --dry-run`");

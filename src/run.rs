@@ -30,7 +30,9 @@ pub async fn build_registry(config: &Config) -> Result<Registry, RunError> {
     #[allow(unused_mut)]
     let mut registry = Registry::default();
     #[cfg(feature = "shell")]
-    registry.register(Arc::new(autoscaler_shell::ShellExecutor::new(config.executors.shell.clone())));
+    registry.register(Arc::new(autoscaler_shell::ShellExecutor::new(
+        config.executors.shell.clone(),
+    )));
     let _ = config;
     Ok(registry)
 }
@@ -66,7 +68,11 @@ pub fn shutdown_signal() -> watch::Receiver<bool> {
 pub fn print_dry_run(report: &CycleReport) {
     for p in &report.pools {
         match &p.result {
-            PoolResult::Scaled { plan, counts, outcome } => {
+            PoolResult::Scaled {
+                plan,
+                counts,
+                outcome,
+            } => {
                 println!(
                     "pool {}: executor {} plan size={} queued_size={} (queued={} queued_projects={} running={})",
                     p.name,
@@ -82,7 +88,10 @@ pub fn print_dry_run(report: &CycleReport) {
                 }
             }
             PoolResult::NotDue { plan, .. } => {
-                println!("pool {}: not due; plan size={} queued_size={}", p.name, plan.size, plan.queued_size)
+                println!(
+                    "pool {}: not due; plan size={} queued_size={}",
+                    p.name, plan.size, plan.queued_size
+                )
             }
             PoolResult::Missing => println!("pool {}: no such pool", p.name),
             PoolResult::Disabled => println!("pool {}: autoscaling disabled", p.name),
@@ -105,7 +114,11 @@ pub async fn run_once(engine: &Engine, args: &RunArgs) -> Result<u8, RunError> {
             eprintln!("autoscaler: pool {} failed: {error}", f.name);
         }
     }
-    Ok(if failures.is_empty() { EXIT_OK } else { EXIT_POOL_FAILED })
+    Ok(if failures.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_POOL_FAILED
+    })
 }
 
 /// Delay before retrying after a failed cycle: exponential from 1 s, capped at the loop's own
@@ -134,7 +147,10 @@ pub async fn run_loop(engine: &Engine, args: &RunArgs, mut stop: watch::Receiver
         let wait = match engine.run_cycle(&args.queues, false, &stop).await {
             Ok(report) => {
                 if failures > 0 {
-                    tracing::info!(outcome = "recovered", "database reachable again after {failures} failed cycle(s)");
+                    tracing::info!(
+                        outcome = "recovered",
+                        "database reachable again after {failures} failed cycle(s)"
+                    );
                 }
                 failures = 0;
                 if args.dry_run {
@@ -144,7 +160,10 @@ pub async fn run_loop(engine: &Engine, args: &RunArgs, mut stop: watch::Receiver
             }
             Err(e) => {
                 if failures == 0 {
-                    tracing::error!(outcome = "database_down", "{e}; no pool is scaled until the database answers");
+                    tracing::error!(
+                        outcome = "database_down",
+                        "{e}; no pool is scaled until the database answers"
+                    );
                 } else {
                     tracing::debug!("still failing: {e}");
                 }
@@ -164,7 +183,14 @@ pub async fn engine_for(config: &Config, url: &str, dry_run: bool) -> Result<Eng
     let concurrency = config.concurrency.unwrap_or(8);
     let db = connect(url, concurrency)?;
     let registry = build_registry(config).await?;
-    Ok(Engine::new(db, registry, EngineOptions { dry_run, concurrency }))
+    Ok(Engine::new(
+        db,
+        registry,
+        EngineOptions {
+            dry_run,
+            concurrency,
+        },
+    ))
 }
 
 #[cfg(test)]
@@ -174,8 +200,13 @@ mod tests {
     #[test]
     fn backoff_grows_and_is_capped() {
         let cap = Duration::from_secs(20);
-        assert!(backoff(1, cap) <= Duration::from_secs(2) && backoff(1, cap) >= Duration::from_millis(1500));
-        assert!(backoff(3, cap) <= Duration::from_secs(8) && backoff(3, cap) >= Duration::from_secs(6));
+        assert!(
+            backoff(1, cap) <= Duration::from_secs(2)
+                && backoff(1, cap) >= Duration::from_millis(1500)
+        );
+        assert!(
+            backoff(3, cap) <= Duration::from_secs(8) && backoff(3, cap) >= Duration::from_secs(6)
+        );
         for n in 5..40 {
             let b = backoff(n, cap);
             assert!(b <= cap && b >= Duration::from_secs(15), "{n}: {b:?}");

@@ -23,74 +23,86 @@ db_test!(reads_every_pool_column, |t: TestDb| async move {
     p.last_autoscaled = Some(Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap());
     t.add_pool(&p).await;
     t.add_pool(&WorkerPool::with_defaults(5, "other")).await;
-    let got = t.db.load_pools(&["odd'name".to_string(), "missing".to_string()]).await.unwrap();
+    let got =
+        t.db.load_pools(&["odd'name".to_string(), "missing".to_string()])
+            .await
+            .unwrap();
     assert_eq!(got, vec![p]);
     t.cleanup().await;
 });
 
-db_test!(counts_all_pools_in_one_grouped_query, |t: TestDb| async move {
-    let mut latest = shell_pool(1, "latest", "true");
-    latest.build_latest = true;
-    let mut every = shell_pool(2, "every", "true");
-    every.build_latest = false;
-    let idle = shell_pool(3, "idle", "true");
-    let unnamed = shell_pool(4, "unnamed", "true");
-    for p in [&latest, &every, &idle, &unnamed] {
-        t.add_pool(p).await;
+db_test!(
+    counts_all_pools_in_one_grouped_query,
+    |t: TestDb| async move {
+        let mut latest = shell_pool(1, "latest", "true");
+        latest.build_latest = true;
+        let mut every = shell_pool(2, "every", "true");
+        every.build_latest = false;
+        let idle = shell_pool(3, "idle", "true");
+        let unnamed = shell_pool(4, "unnamed", "true");
+        for p in [&latest, &every, &idle, &unnamed] {
+            t.add_pool(p).await;
+        }
+        t.add_worker(1, "w1").await;
+        t.add_builds(&[
+            // latest: 3 QUEUED of project 10, 1 of project 11, 2 with no project -> 4 distinct.
+            (1, 1, "QUEUED", Some(10), None),
+            (2, 1, "QUEUED", Some(10), None),
+            (3, 1, "QUEUED", Some(10), None),
+            (4, 1, "QUEUED", Some(11), None),
+            (5, 1, "QUEUED", None, None),
+            (6, 1, "QUEUED", None, None),
+            (7, 1, "RUNNING", Some(12), Some(1)),
+            (8, 1, "SUCCESS", Some(12), Some(1)),
+            (9, 1, "FAILURE", Some(12), None),
+            (10, 1, "ABORTED", Some(12), None),
+            // every: 2 queued same project, 3 running.
+            (11, 2, "QUEUED", Some(20), None),
+            (12, 2, "QUEUED", Some(20), None),
+            (13, 2, "RUNNING", Some(21), None),
+            (14, 2, "RUNNING", Some(21), None),
+            (15, 2, "RUNNING", None, None),
+            (16, 2, "ORPHANED", None, None),
+            // unnamed pool has activity but is not asked for.
+            (17, 4, "QUEUED", Some(40), None),
+        ])
+        .await;
+        let counts = t.db.count_builds(&[1, 2, 3]).await.unwrap();
+        assert_eq!(counts.len(), 3);
+        let c1 = counts[&1];
+        assert_eq!((c1.queued, c1.queued_projects, c1.running), (6, 4, 1));
+        let c2 = counts[&2];
+        assert_eq!((c2.queued, c2.queued_projects, c2.running), (2, 1, 3));
+        assert_eq!(counts[&3], Default::default());
+        assert!(t.db.count_builds(&[]).await.unwrap().is_empty());
+        t.cleanup().await;
     }
-    t.add_worker(1, "w1").await;
-    t.add_builds(&[
-        // latest: 3 QUEUED of project 10, 1 of project 11, 2 with no project -> 4 distinct.
-        (1, 1, "QUEUED", Some(10), None),
-        (2, 1, "QUEUED", Some(10), None),
-        (3, 1, "QUEUED", Some(10), None),
-        (4, 1, "QUEUED", Some(11), None),
-        (5, 1, "QUEUED", None, None),
-        (6, 1, "QUEUED", None, None),
-        (7, 1, "RUNNING", Some(12), Some(1)),
-        (8, 1, "SUCCESS", Some(12), Some(1)),
-        (9, 1, "FAILURE", Some(12), None),
-        (10, 1, "ABORTED", Some(12), None),
-        // every: 2 queued same project, 3 running.
-        (11, 2, "QUEUED", Some(20), None),
-        (12, 2, "QUEUED", Some(20), None),
-        (13, 2, "RUNNING", Some(21), None),
-        (14, 2, "RUNNING", Some(21), None),
-        (15, 2, "RUNNING", None, None),
-        (16, 2, "ORPHANED", None, None),
-        // unnamed pool has activity but is not asked for.
-        (17, 4, "QUEUED", Some(40), None),
-    ])
-    .await;
-    let counts = t.db.count_builds(&[1, 2, 3]).await.unwrap();
-    assert_eq!(counts.len(), 3);
-    let c1 = counts[&1];
-    assert_eq!((c1.queued, c1.queued_projects, c1.running), (6, 4, 1));
-    let c2 = counts[&2];
-    assert_eq!((c2.queued, c2.queued_projects, c2.running), (2, 1, 3));
-    assert_eq!(counts[&3], Default::default());
-    assert!(t.db.count_builds(&[]).await.unwrap().is_empty());
-    t.cleanup().await;
-});
+);
 
-db_test!(busy_workers_join_running_builds_to_hostnames, |t: TestDb| async move {
-    t.add_pool(&shell_pool(1, "a", "true")).await;
-    t.add_pool(&shell_pool(2, "b", "true")).await;
-    t.add_worker(1, "ip-10-0-0-1.ec2.internal").await;
-    t.add_worker(2, "ip-10-0-0-2.ec2.internal").await;
-    t.add_worker(3, "other-pool-host").await;
-    t.add_builds(&[
-        (1, 1, "RUNNING", Some(1), Some(1)),
-        (2, 1, "SUCCESS", Some(1), Some(2)),
-        (3, 1, "QUEUED", Some(1), None),
-        (4, 2, "RUNNING", Some(2), Some(3)),
-    ])
-    .await;
-    let busy = t.db.busy_workers(1).await.unwrap();
-    let hosts: Vec<_> = busy.iter().map(|b| (b.hostname.as_str(), b.build_id)).collect();
-    assert_eq!(hosts, vec![("ip-10-0-0-1.ec2.internal", 1)]);
-    t.cleanup().await;
-});
+db_test!(
+    busy_workers_join_running_builds_to_hostnames,
+    |t: TestDb| async move {
+        t.add_pool(&shell_pool(1, "a", "true")).await;
+        t.add_pool(&shell_pool(2, "b", "true")).await;
+        t.add_worker(1, "ip-10-0-0-1.ec2.internal").await;
+        t.add_worker(2, "ip-10-0-0-2.ec2.internal").await;
+        t.add_worker(3, "other-pool-host").await;
+        t.add_builds(&[
+            (1, 1, "RUNNING", Some(1), Some(1)),
+            (2, 1, "SUCCESS", Some(1), Some(2)),
+            (3, 1, "QUEUED", Some(1), None),
+            (4, 2, "RUNNING", Some(2), Some(3)),
+        ])
+        .await;
+        let busy = t.db.busy_workers(1).await.unwrap();
+        let hosts: Vec<_> = busy
+            .iter()
+            .map(|b| (b.hostname.as_str(), b.build_id))
+            .collect();
+        assert_eq!(hosts, vec![("ip-10-0-0-1.ec2.internal", 1)]);
+        t.cleanup().await;
+    }
+);
 
 db_test!(writes_only_status_and_time, |t: TestDb| async move {
     let p = shell_pool(1, "p", "true");
@@ -98,22 +110,41 @@ db_test!(writes_only_status_and_time, |t: TestDb| async move {
     t.add_pool(&p).await;
     t.add_pool(&q).await;
     let at = Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap();
-    t.db.record_success(1, at).await.unwrap();
+    t.db.record_successes(&[1], at).await.unwrap();
     let mut expected = p.clone();
     expected.autoscaling_status = Some(0);
     expected.last_autoscaled = Some(at);
     assert_eq!(t.pool("p").await, expected);
-    t.db.record_failure(1, 3).await.unwrap();
+    t.db.record_failures(&[(1, 3)]).await.unwrap();
     expected.autoscaling_status = Some(3);
-    assert_eq!(t.pool("p").await, expected, "a failure keeps last_autoscaled");
+    assert_eq!(
+        t.pool("p").await,
+        expected,
+        "a failure keeps last_autoscaled"
+    );
     assert_eq!(t.pool("q").await, q, "other pools untouched");
+    // Batches: several pools, several statuses, in as few statements as there are statuses.
+    t.add_pool(&shell_pool(3, "r", "true")).await;
+    t.db.record_failures(&[(1, 4), (2, 4), (3, 9)])
+        .await
+        .unwrap();
+    assert_eq!(t.status_of("p").await.0, Some(4));
+    assert_eq!(t.status_of("q").await, (Some(4), None));
+    assert_eq!(t.status_of("r").await, (Some(9), None));
+    t.db.record_successes(&[2, 3], at).await.unwrap();
+    assert_eq!(t.status_of("q").await, (Some(0), Some(at)));
+    assert_eq!(t.status_of("r").await, (Some(0), Some(at)));
+    assert_eq!(t.status_of("p").await.0, Some(4));
     t.cleanup().await;
 });
 
 db_test!(db_init_refuses_an_existing_schema, |t: TestDb| async move {
     let err = t.db.init_schema().await.unwrap_err();
     assert!(matches!(err, DbError::AlreadyInitialized(_)), "{err}");
-    assert_eq!(err.to_string(), "database already has Vespene tables (builds, worker_pools, workers); refusing to touch it");
+    assert_eq!(
+        err.to_string(),
+        "database already has Vespene tables (builds, worker_pools, workers); refusing to touch it"
+    );
     t.cleanup().await;
 });
 
@@ -122,10 +153,20 @@ async fn db_init_creates_tables_in_an_empty_postgres() {
     let t = TestDb::postgres_empty().await;
     assert!(t.db.existing_tables().await.unwrap().is_empty());
     t.db.init_schema().await.unwrap();
-    assert_eq!(t.db.existing_tables().await.unwrap(), vec!["builds", "worker_pools", "workers"]);
+    assert_eq!(
+        t.db.existing_tables().await.unwrap(),
+        vec!["builds", "worker_pools", "workers"]
+    );
     // And the autoscaler's queries work on it.
     t.add_pool(&shell_pool(1, "p", "true")).await;
-    t.exec(&autoscaler::demo::insert_build_sql(1, 1, "QUEUED", Some(5), None)).await;
+    t.exec(&autoscaler::demo::insert_build_sql(
+        1,
+        1,
+        "QUEUED",
+        Some(5),
+        None,
+    ))
+    .await;
     assert_eq!(t.db.count_builds(&[1]).await.unwrap()[&1].queued, 1);
     t.cleanup().await;
 }
@@ -135,7 +176,10 @@ async fn unreachable_database_is_a_clean_error_without_password() {
     // Port 1 is closed: connection refused.
     let db = autoscaler::db::Database::connect(
         "postgres://vespene:hunter2@127.0.0.1:1/vespene",
-        &autoscaler::db::ConnectOptions { acquire_timeout: std::time::Duration::from_secs(2), ..Default::default() },
+        &autoscaler::db::ConnectOptions {
+            acquire_timeout: std::time::Duration::from_secs(2),
+            ..Default::default()
+        },
     )
     .unwrap();
     let err = db.load_pools(&["x".into()]).await.unwrap_err().to_string();
@@ -143,3 +187,24 @@ async fn unreachable_database_is_a_clean_error_without_password() {
     assert!(!err.contains("hunter2"), "{err}");
     let _ = Engine::Sqlite;
 }
+
+db_test!(
+    ensure_index_is_explicit_and_idempotent,
+    |t: TestDb| async move {
+        assert!(t.db.ensure_index().await.unwrap(), "created the first time");
+        assert!(
+            !t.db.ensure_index().await.unwrap(),
+            "left alone the second time"
+        );
+        // The counts are the same with the index in place.
+        t.add_pool(&shell_pool(1, "p", "true")).await;
+        t.add_builds(&[
+            (1, 1, "QUEUED", Some(1), None),
+            (2, 1, "RUNNING", Some(2), None),
+        ])
+        .await;
+        let c = t.db.count_builds(&[1]).await.unwrap()[&1];
+        assert_eq!((c.queued, c.running), (1, 1));
+        t.cleanup().await;
+    }
+);

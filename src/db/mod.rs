@@ -11,6 +11,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{PgPool, SqlitePool};
 use std::collections::HashMap;
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -49,8 +50,12 @@ pub fn redact_url(raw: &str) -> String {
             let pairs: Vec<(String, String)> = u
                 .query_pairs()
                 .map(|(k, v)| {
-                    let secret = k.eq_ignore_ascii_case("password") || k.eq_ignore_ascii_case("sslpassword");
-                    (k.into_owned(), if secret { "***".into() } else { v.into_owned() })
+                    let secret =
+                        k.eq_ignore_ascii_case("password") || k.eq_ignore_ascii_case("sslpassword");
+                    (
+                        k.into_owned(),
+                        if secret { "***".into() } else { v.into_owned() },
+                    )
                 })
                 .collect();
             if !pairs.is_empty() {
@@ -59,7 +64,11 @@ pub fn redact_url(raw: &str) -> String {
             u.to_string()
         }
         // Unparseable: show only the scheme-ish prefix, which cannot hold a password.
-        Err(_) => raw.split("://").next().map(|s| format!("{s}://…")).unwrap_or_default(),
+        Err(_) => raw
+            .split("://")
+            .next()
+            .map(|s| format!("{s}://…"))
+            .unwrap_or_default(),
     }
 }
 
@@ -172,7 +181,10 @@ const POOL_COLUMNS: &str = "id, name, variables, isolation_method, sudo_user, pe
 
 /// `$1, $2, …, $n` for an IN list.
 fn placeholders(n: usize) -> String {
-    (1..=n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+    (1..=n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The one grouped query that counts every named pool's builds per cycle. It reads only the
@@ -192,10 +204,23 @@ fn count_sql(n: usize) -> String {
     )
 }
 
-const BUSY_SQL: &str = "SELECT w.hostname AS hostname, b.id AS build_id, b.start_time AS start_time \
+const BUSY_SQL: &str =
+    "SELECT w.hostname AS hostname, b.id AS build_id, b.start_time AS start_time \
     FROM builds b JOIN workers w ON w.id = b.worker_id \
     WHERE b.worker_pool_id = $1 AND b.status = 'RUNNING' AND w.hostname IS NOT NULL \
     ORDER BY b.id";
+
+/// Name of the optional partial index.
+pub const ACTIVE_BUILDS_INDEX_NAME: &str = "autoscaler_builds_active";
+
+/// The exact statement `autoscaler db ensure-index` runs. Vespene's `builds` has no index on
+/// `status`, so the count query scans every build ever run; this partial index holds only the
+/// QUEUED and RUNNING rows (a few per pool), so it stays tiny however long the history grows,
+/// and costs Vespene's writers one small index update per status change into or out of those
+/// two states. Drop it with `DROP INDEX autoscaler_builds_active`.
+pub const ACTIVE_BUILDS_INDEX: &str =
+    "CREATE INDEX autoscaler_builds_active ON builds (worker_pool_id, status) \
+    WHERE status IN ('QUEUED', 'RUNNING')";
 
 /// A worker row, for the audit's "never checked in" and "stale worker" findings.
 #[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
@@ -227,6 +252,14 @@ impl Database {
                 .create_if_missing(opts.create_sqlite)
                 .journal_mode(SqliteJournalMode::Wal)
                 .busy_timeout(Duration::from_secs(10));
+            let file = o.get_filename();
+            if !opts.create_sqlite && file != Path::new(":memory:") && !file.exists() {
+                return Err(invalid(format!(
+                    "SQLite file {} does not exist (create one with `autoscaler db init`, or point \
+                     --database-url / DATABASE_URL at Vespene's PostgreSQL)",
+                    file.display()
+                )));
+            }
             let pool = SqlitePoolOptions::new()
                 .max_connections(opts.max_connections)
                 .acquire_timeout(opts.acquire_timeout)
@@ -283,7 +316,8 @@ impl Database {
     /// QUEUED and RUNNING counts for all the given pools in ONE grouped query. A pool with no
     /// active build is present with zero counts.
     pub async fn count_builds(&self, pool_ids: &[i64]) -> Result<HashMap<i64, Counts>, DbError> {
-        let mut out: HashMap<i64, Counts> = pool_ids.iter().map(|id| (*id, Counts::default())).collect();
+        let mut out: HashMap<i64, Counts> =
+            pool_ids.iter().map(|id| (*id, Counts::default())).collect();
         if pool_ids.is_empty() {
             return Ok(out);
         }
@@ -331,19 +365,54 @@ impl Database {
             .fetch_all(p).await.map_err(DbError::query("reading workers")))
     }
 
-    /// Records a successful attempt: status 0 and the time, which restarts the pool's timer.
-    pub async fn record_success(&self, pool_id: i64, at: DateTime<Utc>) -> Result<(), DbError> {
-        let sql = "UPDATE worker_pools SET autoscaling_status = $1, last_autoscaled = $2 WHERE id = $3";
-        on_pool!(self, p => sqlx::query(sql).bind(0i32).bind(at).bind(pool_id as i32)
-            .execute(p).await.map(|_| ()).map_err(DbError::query("writing autoscaling_status")))
+    /// Records successful attempts, in one statement for the whole batch: status 0 and the
+    /// time, which restarts each pool's timer.
+    pub async fn record_successes(
+        &self,
+        pool_ids: &[i64],
+        at: DateTime<Utc>,
+    ) -> Result<(), DbError> {
+        if pool_ids.is_empty() {
+            return Ok(());
+        }
+        let sql =
+            format!(
+            "UPDATE worker_pools SET autoscaling_status = 0, last_autoscaled = $1 WHERE id IN ({})",
+            (2..pool_ids.len() + 2).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+        );
+        on_pool!(self, p => {
+            let mut q = sqlx::query(&sql).bind(at);
+            for id in pool_ids {
+                q = q.bind(*id as i32);
+            }
+            q.execute(p).await.map(|_| ()).map_err(DbError::query("writing autoscaling_status"))
+        })
     }
 
-    /// Records a failed attempt: the status code only; `last_autoscaled` is left alone so the
-    /// pool stays due and is retried next cycle.
-    pub async fn record_failure(&self, pool_id: i64, status: i32) -> Result<(), DbError> {
-        let sql = "UPDATE worker_pools SET autoscaling_status = $1 WHERE id = $2";
-        on_pool!(self, p => sqlx::query(sql).bind(status).bind(pool_id as i32)
-            .execute(p).await.map(|_| ()).map_err(DbError::query("writing autoscaling_status")))
+    /// Records failed attempts `(pool id, status)`: the status only, one statement per distinct
+    /// status; `last_autoscaled` is left alone so each pool stays due and is retried.
+    pub async fn record_failures(&self, failures: &[(i64, i32)]) -> Result<(), DbError> {
+        let mut by_status: std::collections::BTreeMap<i32, Vec<i64>> = Default::default();
+        for &(id, status) in failures {
+            by_status.entry(status).or_default().push(id);
+        }
+        for (status, ids) in by_status {
+            let sql = format!(
+                "UPDATE worker_pools SET autoscaling_status = $1 WHERE id IN ({})",
+                (2..ids.len() + 2)
+                    .map(|i| format!("${i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            on_pool!(self, p => {
+                let mut q = sqlx::query(&sql).bind(status);
+                for id in &ids {
+                    q = q.bind(*id as i32);
+                }
+                q.execute(p).await.map(|_| ()).map_err(DbError::query("writing autoscaling_status"))?
+            });
+        }
+        Ok(())
     }
 
     /// Runs a multi-statement SQL script as is (schema creation, test fixtures).
@@ -384,6 +453,22 @@ impl Database {
         Ok(())
     }
 
+    /// Creates, if missing, the one optional index the autoscaler benefits from (see
+    /// [`ACTIVE_BUILDS_INDEX`]); never called implicitly. Returns whether it was created.
+    pub async fn ensure_index(&self) -> Result<bool, DbError> {
+        let exists_sql = match self {
+            Database::Postgres(_) => "SELECT COUNT(*) FROM pg_indexes WHERE schemaname = current_schema() AND indexname = $1",
+            Database::Sqlite(_) => "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = $1",
+        };
+        let (n,): (i64,) = on_pool!(self, p => sqlx::query_as::<_, (i64,)>(exists_sql).bind(ACTIVE_BUILDS_INDEX_NAME)
+            .fetch_one(p).await.map_err(DbError::query("looking for the index"))?);
+        if n > 0 {
+            return Ok(false);
+        }
+        self.run_script(ACTIVE_BUILDS_INDEX).await?;
+        Ok(true)
+    }
+
     /// Closes every connection (tests drop their databases afterwards).
     pub async fn close(&self) {
         on_pool!(self, p => p.close().await)
@@ -408,7 +493,11 @@ mod tests {
 
     #[test]
     fn invalid_url_names_the_problem_without_the_password() {
-        let err = Database::connect("mysql://root:hunter2@localhost/x", &ConnectOptions::default()).unwrap_err();
+        let err = Database::connect(
+            "mysql://root:hunter2@localhost/x",
+            &ConnectOptions::default(),
+        )
+        .unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("expected a postgres://"), "{msg}");
         assert!(!msg.contains("hunter2"), "{msg}");

@@ -90,17 +90,33 @@ pub fn validate(pool: &WorkerPool) -> Result<(), SettingError> {
         ("multiplier", pool.multiplier),
     ] {
         if !value.is_finite() {
-            return Err(SettingError::new(pool, field, format!("must be a finite number, got {value}")));
+            return Err(SettingError::new(
+                pool,
+                field,
+                format!("must be a finite number, got {value}"),
+            ));
         }
         if value < 0.0 {
-            return Err(SettingError::new(pool, field, format!("must not be negative, got {value}")));
+            return Err(SettingError::new(
+                pool,
+                field,
+                format!("must not be negative, got {value}"),
+            ));
         }
     }
     if pool.maximum < 0 {
-        return Err(SettingError::new(pool, "maximum", format!("must not be negative, got {}", pool.maximum)));
+        return Err(SettingError::new(
+            pool,
+            "maximum",
+            format!("must not be negative, got {}", pool.maximum),
+        ));
     }
     if pool.minimum < 0 {
-        return Err(SettingError::new(pool, "minimum", format!("must not be negative, got {}", pool.minimum)));
+        return Err(SettingError::new(
+            pool,
+            "minimum",
+            format!("must not be negative, got {}", pool.minimum),
+        ));
     }
     if pool.minimum > pool.maximum {
         return Err(SettingError::new(
@@ -164,25 +180,72 @@ mod tests {
 
     #[test]
     fn rejects_nonsense_naming_the_field() {
-        let cases: Vec<(Box<dyn Fn(&mut WorkerPool)>, &str, &str)> = vec![
-            (Box::new(|p| { p.minimum = 5; p.maximum = 3 }), "minimum", "5 is greater than maximum 3"),
-            (Box::new(|p| p.maximum = -1), "maximum", "must not be negative"),
-            (Box::new(|p| p.minimum = -1), "minimum", "must not be negative"),
-            (Box::new(|p| p.queued_weight = f64::NAN), "queued_weight", "finite"),
-            (Box::new(|p| p.running_weight = f64::INFINITY), "running_weight", "finite"),
-            (Box::new(|p| p.running_weight = -0.5), "running_weight", "must not be negative"),
-            (Box::new(|p| p.multiplier = -1.0), "multiplier", "must not be negative"),
-            (Box::new(|p| p.multiplier = f64::NEG_INFINITY), "multiplier", "finite"),
+        type Case = (Box<dyn Fn(&mut WorkerPool)>, &'static str, &'static str);
+        let cases: Vec<Case> = vec![
+            (
+                Box::new(|p| {
+                    p.minimum = 5;
+                    p.maximum = 3
+                }),
+                "minimum",
+                "5 is greater than maximum 3",
+            ),
+            (
+                Box::new(|p| p.maximum = -1),
+                "maximum",
+                "must not be negative",
+            ),
+            (
+                Box::new(|p| p.minimum = -1),
+                "minimum",
+                "must not be negative",
+            ),
+            (
+                Box::new(|p| p.queued_weight = f64::NAN),
+                "queued_weight",
+                "finite",
+            ),
+            (
+                Box::new(|p| p.running_weight = f64::INFINITY),
+                "running_weight",
+                "finite",
+            ),
+            (
+                Box::new(|p| p.running_weight = -0.5),
+                "running_weight",
+                "must not be negative",
+            ),
+            (
+                Box::new(|p| p.multiplier = -1.0),
+                "multiplier",
+                "must not be negative",
+            ),
+            (
+                Box::new(|p| p.multiplier = f64::NEG_INFINITY),
+                "multiplier",
+                "finite",
+            ),
             (Box::new(|p| p.excess = -11), "excess", "below -maximum"),
-            (Box::new(|p| p.reevaluate_minutes = -5), "reevaluate_minutes", "must not be negative"),
-            (Box::new(|p| p.planner = Some("magic".into())), "planner", "unknown planner \"magic\""),
+            (
+                Box::new(|p| p.reevaluate_minutes = -5),
+                "reevaluate_minutes",
+                "must not be negative",
+            ),
+            (
+                Box::new(|p| p.planner = Some("magic".into())),
+                "planner",
+                "unknown planner \"magic\"",
+            ),
         ];
         for (mutate, field, text) in cases {
             let mut p = pool();
             mutate(&mut p);
             let err = validate(&p).unwrap_err();
             assert_eq!(err.field, field, "{err}");
-            assert!(err.to_string().starts_with(&format!("pool p: {field}: ")), "{err}");
+            assert!(
+                err.to_string().starts_with(&format!("pool p: {field}: ")),
+                "{err}"
+            );
             assert!(err.message.contains(text), "{err}");
         }
     }
@@ -219,7 +282,11 @@ mod tests {
 
     #[test]
     fn build_latest_counts_projects() {
-        let c = Counts { queued: 7, queued_projects: 2, running: 1 };
+        let c = Counts {
+            queued: 7,
+            queued_projects: 2,
+            running: 1,
+        };
         let mut p = pool();
         assert_eq!(c.effective_queued(&p), 2);
         p.build_latest = false;

@@ -39,7 +39,15 @@ mod tests {
     use proptest::prelude::*;
 
     #[allow(clippy::too_many_arguments)]
-    fn pool(qw: f64, rw: f64, m: f64, excess: i32, min: i32, max: i32, build_latest: bool) -> WorkerPool {
+    fn pool(
+        qw: f64,
+        rw: f64,
+        m: f64,
+        excess: i32,
+        min: i32,
+        max: i32,
+        build_latest: bool,
+    ) -> WorkerPool {
         let mut p = WorkerPool::with_defaults(1, "p");
         p.queued_weight = qw;
         p.running_weight = rw;
@@ -55,7 +63,8 @@ mod tests {
     #[test]
     fn matches_hand_computed_table() {
         #[rustfmt::skip]
-        let rows: &[(f64, f64, f64, i32, i32, i32, bool, u64, u64, u64, u32, u32)] = &[
+        type Row = (f64, f64, f64, i32, i32, i32, bool, u64, u64, u64, u32, u32);
+        let rows: &[Row] = &[
             // qw   rw   mult  exc min max  latest  Q  Qp  R   size qsize
             (1.0, 1.0, 1.0,  0, 0, 10, false,  3, 3,  2,   5,  3), // defaults
             (1.0, 1.0, 1.0,  0, 0, 10, true,   5, 2,  1,   3,  2), // build_latest: distinct projects
@@ -70,16 +79,39 @@ mod tests {
             (1e300,1.0,1e300,0, 0,  7, false,  1, 1,  0,   7,  7), // huge: saturates to maximum
             (1.0, 1.0, 1.0,  0, 0,  0, false,  5, 5,  5,   0,  0), // maximum 0
         ];
-        for (i, &(qw, rw, m, e, min, max, latest, q, qp, r, size, qsize)) in rows.iter().enumerate() {
+        for (i, &(qw, rw, m, e, min, max, latest, q, qp, r, size, qsize)) in rows.iter().enumerate()
+        {
             let p = pool(qw, rw, m, e, min, max, latest);
             super::super::validate(&p).unwrap();
-            let got = Stock.plan(&p, &Counts { queued: q, queued_projects: qp, running: r });
-            assert_eq!(got, Plan { size, queued_size: qsize }, "row {i}");
+            let got = Stock.plan(
+                &p,
+                &Counts {
+                    queued: q,
+                    queued_projects: qp,
+                    running: r,
+                },
+            );
+            assert_eq!(
+                got,
+                Plan {
+                    size,
+                    queued_size: qsize
+                },
+                "row {i}"
+            );
         }
     }
 
     fn settings() -> impl Strategy<Value = WorkerPool> {
-        (0.0..8.0f64, 0.0..8.0f64, 0.0..8.0f64, 0..50i32, 0..60i32, -20..20i32, any::<bool>())
+        (
+            0.0..8.0f64,
+            0.0..8.0f64,
+            0.0..8.0f64,
+            0..50i32,
+            0..60i32,
+            -20..20i32,
+            any::<bool>(),
+        )
             .prop_map(|(qw, rw, m, min, span, excess, latest)| {
                 let max = min + span;
                 pool(qw, rw, m, excess.max(-max), min, max, latest)

@@ -19,6 +19,9 @@ pub enum Engine {
     Sqlite,
 }
 
+/// `(id, pool_id, status, project_id, worker_id)` of a build fixture.
+pub type BuildRow<'a> = (i64, i64, &'a str, Option<i64>, Option<i64>);
+
 /// A database that exists for one test and is dropped afterwards.
 pub struct TestDb {
     pub engine: Engine,
@@ -29,7 +32,8 @@ pub struct TestDb {
 }
 
 pub fn admin_url() -> String {
-    std::env::var("AUTOSCALER_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("AUTOSCALER_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -52,8 +56,13 @@ impl TestDb {
     pub async fn postgres() -> TestDb {
         let db = TestDb::postgres_empty().await;
         // A dedicated connection: the dump empties search_path for its session.
-        let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("connect to test database");
-        sqlx::raw_sql(VESPENE_SCHEMA).execute(&mut conn).await.expect("load Vespene schema");
+        let mut conn = sqlx::PgConnection::connect(&db.url)
+            .await
+            .expect("connect to test database");
+        sqlx::raw_sql(VESPENE_SCHEMA)
+            .execute(&mut conn)
+            .await
+            .expect("load Vespene schema");
         conn.close().await.ok();
         db
     }
@@ -70,25 +79,49 @@ impl TestDb {
         let mut conn = sqlx::PgConnection::connect(&admin)
             .await
             .unwrap_or_else(|e| panic!("PostgreSQL for tests at {admin}: {e}"));
-        sqlx::raw_sql(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create database");
+        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .expect("create database");
         conn.close().await.ok();
         let url = url_with_db(&admin, &name);
         let db = Database::connect(&url, &ConnectOptions::default()).expect("connect");
-        TestDb { engine: Engine::Postgres, url, db, pg_name: Some(name), _dir: None }
+        TestDb {
+            engine: Engine::Postgres,
+            url,
+            db,
+            pg_name: Some(name),
+            _dir: None,
+        }
     }
 
     /// A new SQLite file with `db init`'s schema.
     pub async fn sqlite() -> TestDb {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}", dir.path().join("vespene.db").display());
-        let db = Database::connect(&url, &ConnectOptions { create_sqlite: true, ..ConnectOptions::default() })
-            .expect("connect");
+        let db = Database::connect(
+            &url,
+            &ConnectOptions {
+                create_sqlite: true,
+                ..ConnectOptions::default()
+            },
+        )
+        .expect("connect");
         db.init_schema().await.expect("db init");
-        TestDb { engine: Engine::Sqlite, url, db, pg_name: None, _dir: Some(dir) }
+        TestDb {
+            engine: Engine::Sqlite,
+            url,
+            db,
+            pg_name: None,
+            _dir: Some(dir),
+        }
     }
 
     pub async fn exec(&self, sql: &str) {
-        self.db.run_script(sql).await.unwrap_or_else(|e| panic!("{e}\n{sql}"));
+        self.db
+            .run_script(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{sql}"));
     }
 
     pub async fn add_pool(&self, pool: &WorkerPool) {
@@ -96,15 +129,19 @@ impl TestDb {
     }
 
     pub async fn add_worker(&self, id: i64, hostname: &str) {
-        self.exec(&insert_worker_sql(id, hostname, Some(chrono::Utc::now()))).await;
+        self.exec(&insert_worker_sql(id, hostname, Some(chrono::Utc::now())))
+            .await;
     }
 
     /// Adds builds `(id, pool_id, status, project_id, worker_id)`; on the real schema it first
     /// adds the projects they reference (foreign key).
-    pub async fn add_builds(&self, builds: &[(i64, i64, &str, Option<i64>, Option<i64>)]) {
+    pub async fn add_builds(&self, builds: &[BuildRow<'_>]) {
         let mut sql = String::from("BEGIN;\n");
         if self.engine == Engine::Postgres {
-            let mut projects: Vec<(i64, i64)> = builds.iter().filter_map(|b| b.3.map(|p| (p, b.1))).collect();
+            let mut projects: Vec<(i64, i64)> = builds
+                .iter()
+                .filter_map(|b| b.3.map(|p| (p, b.1)))
+                .collect();
             projects.sort();
             projects.dedup_by_key(|p| p.0);
             for (project, pool) in projects {
@@ -119,14 +156,21 @@ impl TestDb {
     }
 
     /// Reads `(autoscaling_status, last_autoscaled)` of a pool.
-    pub async fn status_of(&self, name: &str) -> (Option<i32>, Option<chrono::DateTime<chrono::Utc>>) {
+    pub async fn status_of(
+        &self,
+        name: &str,
+    ) -> (Option<i32>, Option<chrono::DateTime<chrono::Utc>>) {
         let p = self.db.load_pools(&[name.to_string()]).await.unwrap();
         let p = p.first().unwrap_or_else(|| panic!("no pool {name}"));
         (p.autoscaling_status, p.last_autoscaled)
     }
 
     pub async fn pool(&self, name: &str) -> WorkerPool {
-        self.db.load_pools(&[name.to_string()]).await.unwrap().remove(0)
+        self.db
+            .load_pools(&[name.to_string()])
+            .await
+            .unwrap()
+            .remove(0)
     }
 
     /// Closes connections and drops the PostgreSQL database.

@@ -62,7 +62,11 @@ fn environment() -> Environment<'static> {
 /// Renders a pool's `executor_command` with the variables Vespene documents: `worker_pool`
 /// (every column), `worker` (the same object, the name the docs use), `size` and
 /// `queued_size`. The result is trimmed; an all-blank result is [`TemplateError::Empty`].
-pub fn render_command(template: &str, pool: &WorkerPool, plan: Plan) -> Result<String, TemplateError> {
+pub fn render_command(
+    template: &str,
+    pool: &WorkerPool,
+    plan: Plan,
+) -> Result<String, TemplateError> {
     let env = environment();
     let pool_value = Value::from_serialize(pool);
     let ctx = context! {
@@ -103,7 +107,10 @@ mod tests {
 
     #[test]
     fn renders_documented_variables() {
-        let plan = Plan { size: 5, queued_size: 2 };
+        let plan = Plan {
+            size: 5,
+            queued_size: 2,
+        };
         let out = render_command(
             "scale {{ worker_pool.name }} {{ worker.name }} {{ size }} {{ queued_size }} {{ worker_pool.maximum }}",
             &pool("linux"),
@@ -117,7 +124,8 @@ mod tests {
     fn undefined_variable_is_an_error() {
         let err = render_command("run {{ sise }}", &pool("p"), Plan::default()).unwrap_err();
         assert!(matches!(err, TemplateError::Undefined { .. }), "{err:?}");
-        let err = render_command("run {{ worker_pool.nope }}", &pool("p"), Plan::default()).unwrap_err();
+        let err =
+            render_command("run {{ worker_pool.nope }}", &pool("p"), Plan::default()).unwrap_err();
         assert!(matches!(err, TemplateError::Undefined { .. }), "{err:?}");
     }
 
@@ -145,20 +153,38 @@ mod tests {
     #[test]
     fn shell_quote_survives_metacharacters() {
         let nasty = "a'; rm -rf / #$(id)`x`";
-        let out = render_command("echo {{ worker_pool.name | shell_quote }}", &pool(nasty), Plan::default()).unwrap();
+        let out = render_command(
+            "echo {{ worker_pool.name | shell_quote }}",
+            &pool(nasty),
+            Plan::default(),
+        )
+        .unwrap();
         assert_eq!(out, r#"echo 'a'\''; rm -rf / #$(id)`x`'"#);
         // And a shell really reads it back as one word, unchanged.
-        let echoed = std::process::Command::new("sh").arg("-c").arg(&out).output().unwrap();
+        let echoed = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&out)
+            .output()
+            .unwrap();
         assert_eq!(String::from_utf8_lossy(&echoed.stdout).trim_end(), nasty);
         assert_eq!(shell_quote("plain-name_1"), "plain-name_1");
         assert_eq!(shell_quote(""), "''");
-        let n = render_command("{{ size | shell_quote }}", &pool("p"), Plan { size: 3, queued_size: 0 }).unwrap();
+        let n = render_command(
+            "{{ size | shell_quote }}",
+            &pool("p"),
+            Plan {
+                size: 3,
+                queued_size: 0,
+            },
+        )
+        .unwrap();
         assert_eq!(n, "3");
     }
 
     #[test]
     fn no_html_escaping() {
-        let out = render_command("{{ worker_pool.name }}", &pool("a&b<c>"), Plan::default()).unwrap();
+        let out =
+            render_command("{{ worker_pool.name }}", &pool("a&b<c>"), Plan::default()).unwrap();
         assert_eq!(out, "a&b<c>");
     }
 }

@@ -11,7 +11,9 @@ mod run;
 pub use config::Config;
 
 use async_trait::async_trait;
-use autoscaler_executor::{render_command, ErrorKind, Executor, ExecutorError, Outcome, ScaleRequest};
+use autoscaler_executor::{
+    render_command, ErrorKind, Executor, ExecutorError, Outcome, ScaleRequest,
+};
 use std::time::Duration;
 
 /// See the crate docs.
@@ -38,8 +40,13 @@ impl Executor for ShellExecutor {
 
     async fn scale(&self, request: ScaleRequest<'_>) -> Result<Outcome, ExecutorError> {
         let pool = request.pool;
-        let command = render_command(&pool.executor_command, pool, request.plan)
-            .map_err(|e| ExecutorError::new(&pool.name, ErrorKind::Template, format!("executor_command: {e}")))?;
+        let command = render_command(&pool.executor_command, pool, request.plan).map_err(|e| {
+            ExecutorError::new(
+                &pool.name,
+                ErrorKind::Template,
+                format!("executor_command: {e}"),
+            )
+        })?;
         if request.dry_run {
             return Ok(Outcome {
                 actions: vec![format!("would run: {command}")],
@@ -54,7 +61,15 @@ impl Executor for ShellExecutor {
         ];
         let timeout = Duration::from_secs(self.config.timeout_seconds);
         let grace = Duration::from_secs(self.config.kill_grace_seconds);
-        run::run(&self.config.shell, &command, &env, &pool.name, timeout, grace).await?;
+        run::run(
+            &self.config.shell,
+            &command,
+            &env,
+            &pool.name,
+            timeout,
+            grace,
+        )
+        .await?;
         Ok(Outcome {
             actions: vec![format!("ran: {command}")],
             applied: None,

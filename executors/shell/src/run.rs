@@ -30,7 +30,11 @@ impl Drop for GroupGuard {
     }
 }
 
-fn stream<R: AsyncRead + Unpin + Send + 'static>(reader: R, pool: String, name: &'static str) -> JoinHandle<Option<String>> {
+fn stream<R: AsyncRead + Unpin + Send + 'static>(
+    reader: R,
+    pool: String,
+    name: &'static str,
+) -> JoinHandle<Option<String>> {
     tokio::spawn(async move {
         let mut lines = BufReader::new(reader).lines();
         let mut last = None;
@@ -64,13 +68,25 @@ pub(crate) async fn run(
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().map_err(|e| {
-        ExecutorError::new(pool, ErrorKind::Spawn, format!("could not start {shell} -c for executor_command: {e}"))
+        ExecutorError::new(
+            pool,
+            ErrorKind::Spawn,
+            format!("could not start {shell} -c for executor_command: {e}"),
+        )
     })?;
     let mut guard = GroupGuard {
         pgid: child.id().map(|id| id as i32),
     };
-    let out = stream(child.stdout.take().expect("piped"), pool.to_string(), "stdout");
-    let err = stream(child.stderr.take().expect("piped"), pool.to_string(), "stderr");
+    let out = stream(
+        child.stdout.take().expect("piped"),
+        pool.to_string(),
+        "stdout",
+    );
+    let err = stream(
+        child.stderr.take().expect("piped"),
+        pool.to_string(),
+        "stderr",
+    );
 
     let status = match tokio::time::timeout(timeout, child.wait()).await {
         Ok(status) => status,
@@ -88,11 +104,20 @@ pub(crate) async fn run(
             return Err(ExecutorError::new(
                 pool,
                 ErrorKind::Timeout,
-                format!("executor_command still running after {} s; killed its process group", timeout.as_secs()),
+                format!(
+                    "executor_command still running after {} s; killed its process group",
+                    timeout.as_secs()
+                ),
             ));
         }
     };
-    let status = status.map_err(|e| ExecutorError::new(pool, ErrorKind::Spawn, format!("waiting for executor_command: {e}")))?;
+    let status = status.map_err(|e| {
+        ExecutorError::new(
+            pool,
+            ErrorKind::Spawn,
+            format!("waiting for executor_command: {e}"),
+        )
+    })?;
     // The shell has exited: kill anything it left behind in its group, then collect output.
     guard.signal(libc::SIGKILL);
     guard.pgid = None;
@@ -102,7 +127,9 @@ pub(crate) async fn run(
         return Ok(());
     }
     use std::os::unix::process::ExitStatusExt;
-    let code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+    let code = status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
     let tail = last_err
         .map(|l| format!(": {}", l.chars().take(300).collect::<String>()))
         .unwrap_or_default();

@@ -1,7 +1,10 @@
 //! The shell executor against a real `/bin/sh`.
 
 use async_trait::async_trait;
-use autoscaler_executor::{BusyWorker, DirectoryError, ErrorKind, Executor, Plan, ScaleRequest, WorkerDirectory, WorkerPool};
+use autoscaler_executor::{
+    BusyWorker, DirectoryError, ErrorKind, Executor, Plan, ScaleRequest, WorkerDirectory,
+    WorkerPool,
+};
 use autoscaler_shell::{Config, ShellExecutor};
 use std::time::{Duration, Instant};
 
@@ -21,10 +24,17 @@ fn pool(command: &str) -> WorkerPool {
     p
 }
 
-async fn scale(exec: &ShellExecutor, p: &WorkerPool, dry_run: bool) -> Result<autoscaler_executor::Outcome, autoscaler_executor::ExecutorError> {
+async fn scale(
+    exec: &ShellExecutor,
+    p: &WorkerPool,
+    dry_run: bool,
+) -> Result<autoscaler_executor::Outcome, autoscaler_executor::ExecutorError> {
     exec.scale(ScaleRequest {
         pool: p,
-        plan: Plan { size: 4, queued_size: 1 },
+        plan: Plan {
+            size: 4,
+            queued_size: 1,
+        },
         dry_run,
         workers: &NoWorkers,
     })
@@ -41,8 +51,15 @@ async fn runs_the_rendered_command_with_env() {
     ));
     let exec = ShellExecutor::new(Config::default());
     let outcome = scale(&exec, &p, false).await.unwrap();
-    assert_eq!(std::fs::read_to_string(&out).unwrap(), "linux-large 4 1 linux-large 4\n");
-    assert!(outcome.actions[0].starts_with("ran: echo linux-large 4 1"), "{:?}", outcome.actions);
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "linux-large 4 1 linux-large 4\n"
+    );
+    assert!(
+        outcome.actions[0].starts_with("ran: echo linux-large 4 1"),
+        "{:?}",
+        outcome.actions
+    );
 }
 
 #[tokio::test]
@@ -50,35 +67,74 @@ async fn dry_run_renders_and_runs_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("marker");
     let p = pool(&format!("touch {} # {{{{ size }}}}", marker.display()));
-    let outcome = scale(&ShellExecutor::new(Config::default()), &p, true).await.unwrap();
-    assert_eq!(outcome.actions, vec![format!("would run: touch {} # 4", marker.display())]);
+    let outcome = scale(&ShellExecutor::new(Config::default()), &p, true)
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome.actions,
+        vec![format!("would run: touch {} # 4", marker.display())]
+    );
     assert!(!marker.exists());
 }
 
 #[tokio::test]
 async fn exit_code_becomes_the_status() {
     let p = pool("echo about to fail >&2; exit 7");
-    let err = scale(&ShellExecutor::new(Config::default()), &p, false).await.unwrap_err();
+    let err = scale(&ShellExecutor::new(Config::default()), &p, false)
+        .await
+        .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Command(7));
     assert_eq!(err.status_code(), 7);
-    assert_eq!(err.to_string(), "pool linux-large: executor_command exited with status 7: about to fail");
+    assert_eq!(
+        err.to_string(),
+        "pool linux-large: executor_command exited with status 7: about to fail"
+    );
 }
 
 #[tokio::test]
 async fn template_errors_are_distinct() {
-    let err = scale(&ShellExecutor::new(Config::default()), &pool("echo {{ nope }}"), false).await.unwrap_err();
+    let err = scale(
+        &ShellExecutor::new(Config::default()),
+        &pool("echo {{ nope }}"),
+        false,
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Template);
-    assert!(err.to_string().starts_with("pool linux-large: executor_command: undefined variable"), "{err}");
-    let err = scale(&ShellExecutor::new(Config::default()), &pool("echo {{ size"), false).await.unwrap_err();
-    assert!(err.to_string().starts_with("pool linux-large: executor_command: template syntax error at line 1"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("pool linux-large: executor_command: undefined variable"),
+        "{err}"
+    );
+    let err = scale(
+        &ShellExecutor::new(Config::default()),
+        &pool("echo {{ size"),
+        false,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("pool linux-large: executor_command: template syntax error at line 1"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn spawn_failure_is_distinct() {
-    let cfg = Config { shell: "/nonexistent/sh".into(), ..Config::default() };
-    let err = scale(&ShellExecutor::new(cfg), &pool("true"), false).await.unwrap_err();
+    let cfg = Config {
+        shell: "/nonexistent/sh".into(),
+        ..Config::default()
+    };
+    let err = scale(&ShellExecutor::new(cfg), &pool("true"), false)
+        .await
+        .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Spawn);
-    assert!(err.to_string().contains("could not start /nonexistent/sh -c"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("could not start /nonexistent/sh -c"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -86,15 +142,28 @@ async fn timeout_kills_the_whole_process_group() {
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("child.pid");
     // The shell starts a background grandchild that would outlive a plain kill of the shell.
-    let p = pool(&format!("sleep 300 & echo $! > {}; wait", pidfile.display()));
-    let cfg = Config { timeout_seconds: 1, kill_grace_seconds: 1, ..Config::default() };
+    let p = pool(&format!(
+        "sleep 300 & echo $! > {}; wait",
+        pidfile.display()
+    ));
+    let cfg = Config {
+        timeout_seconds: 1,
+        kill_grace_seconds: 1,
+        ..Config::default()
+    };
     let started = Instant::now();
-    let err = scale(&ShellExecutor::new(cfg), &p, false).await.unwrap_err();
+    let err = scale(&ShellExecutor::new(cfg), &p, false)
+        .await
+        .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Timeout);
     assert_eq!(err.status_code(), 124);
     assert!(err.to_string().contains("still running after 1 s"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(30));
-    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     // Give the kernel a moment to reap, then the grandchild must be gone.
     let mut alive = true;
     for _ in 0..50 {

@@ -1,0 +1,231 @@
+//! Cost of one `--force` evaluation cycle on PostgreSQL: database reads and writes, planner and
+//! a no-op executor, end to end through the same `Engine` the binary runs.
+//!
+//! `cargo bench --bench cycle` loads Vespene's real schema into a scratch database, fills it
+//! with pools and build history, and for each size runs a child process (so peak RSS is that
+//! size's own) that does one warm-up cycle and then timed cycles. Prints a Markdown table.
+//!
+//! Environment: `AUTOSCALER_TEST_PG` (admin URL, default postgres://postgres@127.0.0.1:5432/test),
+//! `BENCH_POOLS` (default "1,100,1000,10000"), `BENCH_BUILDS` (default "100000,1000000"),
+//! `BENCH_REPS` (default 15).
+
+use async_trait::async_trait;
+use autoscaler::engine::{Engine, EngineOptions, PoolResult, Registry};
+use autoscaler_executor::{Executor, ExecutorError, Outcome, ScaleRequest};
+use sqlx::Connection;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+const SCHEMA: &str = include_str!("../tests/fixtures/vespene_schema.sql");
+
+/// Succeeds at once: the bench measures the autoscaler, not a backend.
+struct Noop;
+
+#[async_trait]
+impl Executor for Noop {
+    fn name(&self) -> &'static str {
+        "noop"
+    }
+    fn declarative(&self) -> bool {
+        false
+    }
+    async fn scale(&self, r: ScaleRequest<'_>) -> Result<Outcome, ExecutorError> {
+        Ok(Outcome {
+            actions: vec![],
+            applied: Some(r.plan.size),
+            revisit: false,
+        })
+    }
+}
+
+fn env_list(name: &str, default: &str) -> Vec<usize> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .map(|s| s.trim().parse().expect("a number"))
+        .collect()
+}
+
+fn admin_url() -> String {
+    std::env::var("AUTOSCALER_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+fn db_url(name: &str) -> String {
+    let mut u = url::Url::parse(&admin_url()).unwrap();
+    u.set_path(&format!("/{name}"));
+    u.to_string()
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Child: time cycles over the first `pools` pools.
+async fn child(url: &str, pools: usize, reps: usize) {
+    let db = autoscaler::run::connect(url, 8).unwrap();
+    let mut registry = Registry::default();
+    registry.register(Arc::new(Noop));
+    let engine = Engine::new(
+        db,
+        registry,
+        EngineOptions {
+            dry_run: false,
+            concurrency: 8,
+        },
+    );
+    let names: Vec<String> = (1..=pools).map(|i| format!("pool-{i:05}")).collect();
+    let (_tx, stop) = tokio::sync::watch::channel(false);
+    let warm = engine.run_cycle(&names, true, &stop).await.unwrap();
+    let scaled = warm
+        .pools
+        .iter()
+        .filter(|p| matches!(p.result, PoolResult::Scaled { .. }))
+        .count();
+    assert_eq!(scaled, pools, "every pool must be scaled");
+    let mut times = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let t = Instant::now();
+        engine.run_cycle(&names, true, &stop).await.unwrap();
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!(
+        "RESULT {:.2} {:.2} {:.2} {}",
+        times[times.len() / 2],
+        times[0],
+        times[times.len() - 1],
+        peak_rss_kib()
+    );
+}
+
+async fn setup(name: &str, max_pools: usize, finished: usize) {
+    let mut admin = sqlx::PgConnection::connect(&admin_url())
+        .await
+        .expect("PostgreSQL");
+    sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let mut c = sqlx::PgConnection::connect(&db_url(name)).await.unwrap();
+    sqlx::raw_sql(SCHEMA).execute(&mut c).await.unwrap();
+    let p = max_pools;
+    let fill = format!(
+        "SET search_path TO public;
+         INSERT INTO worker_pools (id, name, variables, isolation_method, sudo_user, permissions_hex, sleep_seconds,
+           auto_abort_minutes, build_latest, build_object_shelf_life, build_root_shelf_life, created_by_id,
+           autoscaling_enabled, autoscaling_status, excess, executor, executor_command, last_autoscaled, maximum,
+           minimum, multiplier, planner, queued_weight, reevaluate_minutes, running_weight)
+         SELECT g, 'pool-' || lpad(g::text, 5, '0'), '{{}}', 'basic', NULL, '0x777', 10, 1440, true, 365, 31, NULL,
+           true, NULL, 0, 'noop', '', NULL, 10, 0, 1.0, 'stock', 1.0, 10, 1.0 FROM generate_series(1, {p}) g;
+         INSERT INTO projects (id, name, pipeline_enabled, description, repo_url, repo_branch, scm_type,
+           webhook_enabled, timeout, launch_questions, schedule_enabled, monday, tuesday, wednesday, thursday,
+           friday, saturday, sunday, schedule_threshold, worker_pool_id, recursive)
+         SELECT g, 'project-' || g, false, '', 'https://example.invalid/r.git', 'main', 'git', false, 60, '[]',
+           false, false, false, false, false, false, false, false, 0, ((g - 1) / 2) + 1, false
+         FROM generate_series(1, {p} * 2) g;
+         -- History: finished builds spread over every pool, each with a few hundred bytes of output.
+         INSERT INTO builds (id, is_internal, status, working_dir, variables, output_variables, output, project_id,
+           worker_pool_id, queued_time, start_time, end_time, return_code)
+         SELECT g, false, CASE WHEN g % 10 = 0 THEN 'FAILURE' ELSE 'SUCCESS' END, '/srv/buildroot/' || g, '{{}}', '{{}}',
+           repeat('compiling unit ' || g || E'\\n', 8), ((g % {p}) * 2) + 1, (g % {p}) + 1,
+           now() - interval '30 days', now() - interval '30 days', now() - interval '29 days', 0
+         FROM generate_series(1, {finished}) g;
+         -- Activity: every fourth pool has 3 queued builds of 2 projects and 2 running.
+         INSERT INTO builds (id, is_internal, status, working_dir, variables, output_variables, project_id,
+           worker_pool_id, queued_time)
+         SELECT {finished} + row_number() OVER (), false, s.status, '/srv/buildroot', '{{}}', '{{}}', s.project, s.pool, now()
+         FROM (SELECT pool, status, project FROM generate_series(4, {p}, 4) pool,
+               LATERAL (VALUES ('QUEUED', pool * 2 - 1), ('QUEUED', pool * 2 - 1), ('QUEUED', pool * 2),
+                               ('RUNNING', pool * 2), ('RUNNING', pool * 2 - 1)) v(status, project)) s;
+         ANALYZE;"
+    );
+    sqlx::raw_sql(&fill).execute(&mut c).await.unwrap();
+    c.close().await.ok();
+}
+
+fn run_child(url: &str, pools: usize, reps: usize) -> (f64, f64, f64, u64) {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--child", url, &pools.to_string(), &reps.to_string()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .unwrap_or_else(|| panic!("child failed: {}", String::from_utf8_lossy(&out.stderr)));
+    let v: Vec<&str> = line.split_whitespace().collect();
+    (
+        v[0].parse().unwrap(),
+        v[1].parse().unwrap(),
+        v[2].parse().unwrap(),
+        v[3].parse().unwrap(),
+    )
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    if let Some(i) = args.iter().position(|a| a == "--child") {
+        let (url, pools, reps) = (
+            &args[i + 1],
+            args[i + 2].parse().unwrap(),
+            args[i + 3].parse().unwrap(),
+        );
+        rt.block_on(child(url, pools, reps));
+        return;
+    }
+    let pools = env_list("BENCH_POOLS", "1,100,1000,10000");
+    let builds = env_list("BENCH_BUILDS", "100000,1000000");
+    let reps = env_list("BENCH_REPS", "15")[0];
+    let max_pools = *pools.iter().max().unwrap();
+    println!("One --force cycle on PostgreSQL (median of {reps}, after one warm-up cycle; min-max in brackets).\n");
+    println!("| pools | finished builds | active builds | no index: cycle ms | with partial index: cycle ms | peak RSS |");
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for &finished in &builds {
+        let name = format!("autoscaler_bench_{}", std::process::id());
+        let t = Instant::now();
+        rt.block_on(setup(&name, max_pools, finished));
+        eprintln!(
+            "loaded {max_pools} pools and {finished} finished builds in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+        let url = db_url(&name);
+        let mut rows = Vec::new();
+        for &n in &pools {
+            rows.push(run_child(&url, n, reps));
+        }
+        rt.block_on(async {
+            let db = autoscaler::run::connect(&url, 1).unwrap();
+            db.ensure_index().await.unwrap();
+            db.run_script("ANALYZE builds").await.unwrap();
+            db.close().await;
+        });
+        for (k, &n) in pools.iter().enumerate() {
+            let (med, lo, hi, rss) = rows[k];
+            let (imed, ilo, ihi, irss) = run_child(&url, n, reps);
+            let active = (n / 4) * 5;
+            println!(
+                "| {n} | {finished} | {active} | {med:.1} [{lo:.1}-{hi:.1}] | {imed:.1} [{ilo:.1}-{ihi:.1}] | {:.1} MiB |",
+                rss.max(irss) as f64 / 1024.0
+            );
+        }
+        rt.block_on(async {
+            let mut admin = sqlx::PgConnection::connect(&admin_url()).await.unwrap();
+            sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut admin)
+                .await
+                .unwrap();
+        });
+    }
+}
