@@ -75,6 +75,7 @@ async fn child(url: &str, pools: usize, reps: usize) {
     let engine = Engine::new(
         db,
         registry,
+        autoscaler::planner::Planners::default(),
         EngineOptions {
             dry_run: false,
             concurrency: 8,

@@ -26,6 +26,9 @@ pub struct Config {
     /// Per-backend settings.
     #[serde(default)]
     pub executors: ExecutorsConfig,
+    /// Per-planner settings, `[planners.NAME]`; each planner checks its own keys.
+    #[serde(default)]
+    pub planners: std::collections::BTreeMap<String, toml::Table>,
 }
 
 /// One section per backend, named like the pool's `executor` column.
@@ -69,6 +72,13 @@ impl Config {
             path: origin.to_string(),
             reason: describe_toml_error(text, &e),
         })?;
+        if let Err(e) = crate::planner::Planners::from_config(&cfg.planners) {
+            return Err(ConfigError::Invalid {
+                path: origin.to_string(),
+                field: "planners",
+                reason: e.to_string(),
+            });
+        }
         if cfg.concurrency == Some(0) {
             return Err(ConfigError::Invalid {
                 path: origin.to_string(),

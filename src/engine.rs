@@ -3,7 +3,7 @@
 //! and record each outcome. The loop around it lives in `run.rs`.
 
 use crate::db::{Database, DbError};
-use crate::planner::{self, Counts, SettingError};
+use crate::planner::{self, Counts, PlanInput, PlannerState, Planners, SettingError};
 use async_trait::async_trait;
 use autoscaler_executor::{
     BusyWorker, DirectoryError, ErrorKind, Executor, ExecutorError, Outcome, Plan, ScaleRequest,
@@ -133,8 +133,10 @@ impl CycleReport {
 }
 
 /// What the engine remembers between cycles about a pool it scaled.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Memory {
+    /// The planner's own memory of this pool.
+    planner: PlannerState,
     /// The plan last applied successfully: a declarative backend is called again as soon as
     /// the plan differs, without waiting for the timer.
     last_plan: Option<Plan>,
@@ -159,6 +161,7 @@ impl WorkerDirectory for DbDirectory<'_> {
 pub struct Engine {
     db: Database,
     registry: Registry,
+    planners: Planners,
     options: EngineOptions,
     memory: Mutex<HashMap<i64, Memory>>,
 }
@@ -174,10 +177,16 @@ struct Job {
 
 impl Engine {
     /// Builds an engine over a database and the compiled-in backends.
-    pub fn new(db: Database, registry: Registry, options: EngineOptions) -> Self {
+    pub fn new(
+        db: Database,
+        registry: Registry,
+        planners: Planners,
+        options: EngineOptions,
+    ) -> Self {
         Engine {
             db,
             registry,
+            planners,
             options,
             memory: Mutex::new(HashMap::new()),
         }
@@ -240,8 +249,20 @@ impl Engine {
                 continue;
             }
             let c = counts.get(&pool.id).copied().unwrap_or_default();
-            let prepared =
-                planner::plan(pool, &c).and_then(|plan| Ok((plan, self.registry.lookup(pool)?)));
+            let (memory, prepared) = {
+                let mut all = self.memory.lock().expect("memory lock");
+                let memory = all.entry(pool.id).or_default();
+                let input = PlanInput {
+                    pool,
+                    counts: c,
+                    now,
+                };
+                let prepared = self
+                    .planners
+                    .plan(&input, &mut memory.planner)
+                    .and_then(|plan| Ok((plan, self.registry.lookup(pool)?)));
+                (memory.clone(), prepared)
+            };
             let (plan, executor) = match prepared {
                 Ok(x) => x,
                 Err(e) => {
@@ -251,13 +272,6 @@ impl Engine {
                     continue;
                 }
             };
-            let memory = self
-                .memory
-                .lock()
-                .expect("memory lock")
-                .get(&pool.id)
-                .copied()
-                .unwrap_or_default();
             let due = force
                 || planner::is_due(pool, now)
                 || memory.revisit
@@ -371,13 +385,12 @@ impl Engine {
                         "pool {}: size {} (queued_size {}) from {queued} queued, {} running",
                         pool.name, job.plan.size, job.plan.queued_size, job.counts.running
                     );
-                    self.memory.lock().expect("memory lock").insert(
-                        pool.id,
-                        Memory {
-                            last_plan: Some(job.plan),
-                            revisit: outcome.revisit,
-                        },
-                    );
+                    {
+                        let mut all = self.memory.lock().expect("memory lock");
+                        let memory = all.entry(pool.id).or_default();
+                        memory.last_plan = Some(job.plan);
+                        memory.revisit = outcome.revisit;
+                    }
                     successes.push(pool.id);
                     results.push((
                         job.index,
@@ -389,8 +402,12 @@ impl Engine {
                     ));
                 }
                 Err(e) => {
-                    // Forget the plan so a declarative pool is retried next cycle.
-                    self.memory.lock().expect("memory lock").remove(&pool.id);
+                    // Forget the applied plan so a declarative pool is retried next cycle.
+                    if let Some(memory) = self.memory.lock().expect("memory lock").get_mut(&pool.id)
+                    {
+                        memory.last_plan = None;
+                        memory.revisit = false;
+                    }
                     failures.push((pool.id, e.status_code()));
                     results.push((job.index, failed(pool, e.kind, &e.to_string())));
                 }

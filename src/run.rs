@@ -5,6 +5,7 @@ use crate::cli::RunArgs;
 use crate::config::Config;
 use crate::db::{ConnectOptions, Database, DbError};
 use crate::engine::{CycleReport, Engine, EngineOptions, PoolResult, Registry};
+use crate::planner::Planners;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -183,9 +184,12 @@ pub async fn engine_for(config: &Config, url: &str, dry_run: bool) -> Result<Eng
     let concurrency = config.concurrency.unwrap_or(8);
     let db = connect(url, concurrency)?;
     let registry = build_registry(config).await?;
+    let planners =
+        Planners::from_config(&config.planners).map_err(|e| RunError::Executor(e.to_string()))?;
     Ok(Engine::new(
         db,
         registry,
+        planners,
         EngineOptions {
             dry_run,
             concurrency,

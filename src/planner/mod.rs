@@ -9,6 +9,7 @@ pub use stock::Stock;
 
 use autoscaler_executor::{Plan, WorkerPool};
 use chrono::{DateTime, Duration, Utc};
+use std::collections::BTreeMap;
 
 /// Builds of one pool as counted this cycle.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -57,32 +58,136 @@ impl SettingError {
     }
 }
 
-/// A way of turning counts into a plan. Implementations must be pure.
+/// One planning step's inputs.
+#[derive(Clone, Copy, Debug)]
+pub struct PlanInput<'a> {
+    /// The pool row, settings validated.
+    pub pool: &'a WorkerPool,
+    /// Its builds this cycle.
+    pub counts: Counts,
+    /// The cycle's clock, passed in so planners stay pure and the simulator can run on
+    /// simulated time.
+    pub now: DateTime<Utc>,
+}
+
+/// What a planner may remember about one pool from one step to the next (the engine keeps one
+/// per pool in memory; the simulator one per simulated pool). Stateless planners ignore it;
+/// stateful ones (hysteresis, smoothing) keep their memory here and nowhere else, so the
+/// planner itself stays a pure function of (input, state).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PlannerState {
+    /// The planner's previous answer for this pool.
+    pub last_plan: Option<Plan>,
+    /// When `last_plan.size` last changed.
+    pub last_change: Option<DateTime<Utc>>,
+}
+
+/// A way of turning counts into a plan. Implementations must be pure: no I/O, no clock.
 pub trait Planner: Send + Sync {
     /// The name a pool's `planner` column selects this planner by.
     fn name(&self) -> &'static str;
-    /// The plan for a pool whose settings already passed [`validate`].
-    fn plan(&self, pool: &WorkerPool, counts: &Counts) -> Plan;
+    /// The plan for a pool whose settings already passed [`validate`]; must stay within the
+    /// pool's `minimum`..=`maximum`.
+    fn plan(&self, input: &PlanInput<'_>, state: &mut PlannerState) -> Plan;
 }
 
-/// Names accepted in the `planner` column. An empty or NULL planner means `stock`, the only
-/// planner Vespene ever shipped, so a pool created before a planner was chosen still works.
-pub const PLANNERS: &[&str] = &["stock"];
+/// A `[planners.NAME]` section of the config file that could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("[planners.{section}]: {message}")]
+pub struct PlannerConfigError {
+    /// The section's name.
+    pub section: String,
+    /// What is wrong, naming the key.
+    pub message: String,
+}
 
-/// Picks the pool's planner, or says the name is unknown.
-pub fn planner_for(pool: &WorkerPool) -> Result<&'static dyn Planner, SettingError> {
-    match pool.planner.as_deref().map(str::trim) {
-        None | Some("") | Some("stock") => Ok(&Stock),
-        Some(other) => Err(SettingError::new(
-            pool,
-            "planner",
-            format!("unknown planner {other:?} (known: {})", PLANNERS.join(", ")),
-        )),
+/// The planners this build offers, configured from the config file's `[planners.NAME]`
+/// sections. An empty or NULL `planner` column means `stock`, the only planner Vespene ever
+/// shipped, so a pool created before a planner was chosen still works.
+pub struct Planners {
+    list: Vec<Box<dyn Planner>>,
+}
+
+impl Default for Planners {
+    fn default() -> Self {
+        Planners::from_config(&Default::default()).expect("default planners")
     }
 }
 
-/// Checks every setting the planner and the timer use. Run before planning, so a pool with
-/// nonsense settings is reported and never scaled.
+impl Planners {
+    /// Builds every planner, each from its own section (absent: its defaults). A section for
+    /// an unknown planner, or with an unknown key, is an error.
+    pub fn from_config(
+        sections: &BTreeMap<String, toml::Table>,
+    ) -> Result<Planners, PlannerConfigError> {
+        let known = ["stock"];
+        for name in sections.keys() {
+            if !known.contains(&name.as_str()) {
+                return Err(PlannerConfigError {
+                    section: name.clone(),
+                    message: format!("unknown planner (known: {})", known.join(", ")),
+                });
+            }
+        }
+        if let Some(key) = sections.get("stock").and_then(|t| t.keys().next()) {
+            return Err(PlannerConfigError {
+                section: "stock".into(),
+                message: format!(
+                    "unknown key `{key}`: the stock planner takes its settings from the pool row"
+                ),
+            });
+        }
+        Ok(Planners {
+            list: vec![Box::new(Stock)],
+        })
+    }
+
+    /// Names, for messages and `--help`.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.list.iter().map(|p| p.name()).collect()
+    }
+
+    /// The pool's planner, or a setting error naming the `planner` column.
+    pub fn lookup(&self, pool: &WorkerPool) -> Result<&dyn Planner, SettingError> {
+        let name = match pool.planner.as_deref().map(str::trim) {
+            None | Some("") => "stock",
+            Some(n) => n,
+        };
+        self.list
+            .iter()
+            .find(|p| p.name() == name)
+            .map(|p| p.as_ref())
+            .ok_or_else(|| {
+                SettingError::new(
+                    pool,
+                    "planner",
+                    format!(
+                        "unknown planner {name:?} (known: {})",
+                        self.names().join(", ")
+                    ),
+                )
+            })
+    }
+
+    /// Validates the pool's settings, then runs its planner.
+    pub fn plan(
+        &self,
+        input: &PlanInput<'_>,
+        state: &mut PlannerState,
+    ) -> Result<Plan, SettingError> {
+        validate(input.pool)?;
+        let plan = self.lookup(input.pool)?.plan(input, state);
+        if state.last_plan.map(|p| p.size) != Some(plan.size) {
+            state.last_change = Some(input.now);
+        }
+        state.last_plan = Some(plan);
+        Ok(plan)
+    }
+}
+
+/// Checks every setting the planners and the timer use (the planner's name is checked by
+/// [`Planners::lookup`]). Run before planning, so a pool with nonsense settings is reported and
+/// never scaled.
 pub fn validate(pool: &WorkerPool) -> Result<(), SettingError> {
     for (field, value) in [
         ("queued_weight", pool.queued_weight),
@@ -144,14 +249,7 @@ pub fn validate(pool: &WorkerPool) -> Result<(), SettingError> {
             format!("must not be negative, got {}", pool.reevaluate_minutes),
         ));
     }
-    planner_for(pool)?;
     Ok(())
-}
-
-/// Validates the pool and runs its planner.
-pub fn plan(pool: &WorkerPool, counts: &Counts) -> Result<Plan, SettingError> {
-    validate(pool)?;
-    Ok(planner_for(pool)?.plan(pool, counts))
 }
 
 /// Whether the pool's `reevaluate_minutes` timer has run out: never autoscaled, or last
@@ -231,16 +329,17 @@ mod tests {
                 "reevaluate_minutes",
                 "must not be negative",
             ),
-            (
-                Box::new(|p| p.planner = Some("magic".into())),
-                "planner",
-                "unknown planner \"magic\"",
-            ),
         ];
         for (mutate, field, text) in cases {
             let mut p = pool();
             mutate(&mut p);
             let err = validate(&p).unwrap_err();
+            assert_eq!(
+                Planners::default()
+                    .plan(&input(&p), &mut PlannerState::default())
+                    .unwrap_err(),
+                err
+            );
             assert_eq!(err.field, field, "{err}");
             assert!(
                 err.to_string().starts_with(&format!("pool p: {field}: ")),
@@ -248,6 +347,73 @@ mod tests {
             );
             assert!(err.message.contains(text), "{err}");
         }
+    }
+
+    fn input(p: &WorkerPool) -> PlanInput<'_> {
+        PlanInput {
+            pool: p,
+            counts: Counts::default(),
+            now: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn unknown_planner_names_the_column() {
+        let mut p = pool();
+        p.planner = Some("magic".into());
+        let err = Planners::default()
+            .plan(&input(&p), &mut PlannerState::default())
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "pool p: planner: unknown planner \"magic\" (known: stock)"
+        );
+    }
+
+    #[test]
+    fn planner_sections_are_checked() {
+        let mut sections = BTreeMap::new();
+        sections.insert("magic".to_string(), toml::Table::new());
+        let err = Planners::from_config(&sections).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "[planners.magic]: unknown planner (known: stock)"
+        );
+        let mut sections = BTreeMap::new();
+        let mut t = toml::Table::new();
+        t.insert("boot".into(), toml::Value::Integer(3));
+        sections.insert("stock".to_string(), t);
+        assert!(Planners::from_config(&sections)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("unknown key `boot`"));
+    }
+
+    #[test]
+    fn state_tracks_changes() {
+        let planners = Planners::default();
+        let mut state = PlannerState::default();
+        let p = pool();
+        let t0 = Utc::now();
+        let mut i = PlanInput {
+            pool: &p,
+            counts: Counts {
+                queued: 2,
+                queued_projects: 2,
+                running: 0,
+            },
+            now: t0,
+        };
+        planners.plan(&i, &mut state).unwrap();
+        assert_eq!(state.last_change, Some(t0));
+        i.now = t0 + Duration::minutes(1);
+        planners.plan(&i, &mut state).unwrap();
+        assert_eq!(state.last_change, Some(t0), "same size: no change");
+        i.counts.queued_projects = 5;
+        planners.plan(&i, &mut state).unwrap();
+        assert_eq!(state.last_change, Some(t0 + Duration::minutes(1)));
+        assert_eq!(state.last_plan.unwrap().size, 5);
     }
 
     #[test]

@@ -1,5 +1,7 @@
-use super::{clamp, Counts, Planner};
-use autoscaler_executor::{Plan, WorkerPool};
+use super::{clamp, PlanInput, Planner, PlannerState};
+use autoscaler_executor::Plan;
+#[cfg(test)]
+use autoscaler_executor::WorkerPool;
 
 /// Vespene's formula, as its documentation means it (FACTS.md), with the Python original's
 /// defects fixed: weights applied, `size` counts running builds and `queued_size` does not,
@@ -23,7 +25,8 @@ impl Planner for Stock {
         "stock"
     }
 
-    fn plan(&self, pool: &WorkerPool, counts: &Counts) -> Plan {
+    fn plan(&self, input: &PlanInput<'_>, _state: &mut PlannerState) -> Plan {
+        let (pool, counts) = (input.pool, &input.counts);
         let q = counts.effective_queued(pool) as f64 * pool.queued_weight;
         let r = counts.running as f64 * pool.running_weight;
         Plan {
@@ -36,7 +39,19 @@ impl Planner for Stock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::planner::Counts;
     use proptest::prelude::*;
+
+    fn stock(p: &WorkerPool, counts: Counts) -> Plan {
+        Stock.plan(
+            &PlanInput {
+                pool: p,
+                counts,
+                now: chrono::Utc::now(),
+            },
+            &mut PlannerState::default(),
+        )
+    }
 
     #[allow(clippy::too_many_arguments)]
     fn pool(
@@ -66,26 +81,26 @@ mod tests {
         type Row = (f64, f64, f64, i32, i32, i32, bool, u64, u64, u64, u32, u32);
         let rows: &[Row] = &[
             // qw   rw   mult  exc min max  latest  Q  Qp  R   size qsize
-            (1.0, 1.0, 1.0,  0, 0, 10, false,  3, 3,  2,   5,  3), // defaults
-            (1.0, 1.0, 1.0,  0, 0, 10, true,   5, 2,  1,   3,  2), // build_latest: distinct projects
-            (2.0, 0.5, 1.0,  0, 0, 50, false,  3, 3,  3,   8,  6), // 6 + 1.5 = 7.5 -> 8
-            (1.0, 1.0, 1.5,  1, 0, 50, false,  3, 3,  0,   6,  6), // ceil(4.5)+1
-            (1.0, 1.0, 1.0,  0, 2, 10, false,  0, 0,  0,   2,  2), // minimum holds
-            (1.0, 1.0, 1.0,  0, 0, 10, false, 40, 40, 9,  10, 10), // maximum holds
-            (1.0, 1.0, 1.0, -2, 0, 10, false,  1, 1,  4,   3,  0), // negative excess, floor at minimum
-            (0.0, 1.0, 1.0,  0, 0, 10, false,  9, 9,  4,   4,  0), // queued ignored
-            (1.0, 1.0, 0.0,  3, 0, 10, false,  9, 9,  4,   3,  3), // multiplier 0: excess only
-            (0.25,1.0, 1.0,  0, 0, 10, false,  1, 1,  0,   1,  1), // ceil(0.25)
-            (1e300,1.0,1e300,0, 0,  7, false,  1, 1,  0,   7,  7), // huge: saturates to maximum
-            (1.0, 1.0, 1.0,  0, 0,  0, false,  5, 5,  5,   0,  0), // maximum 0
+            (1.0, 1.0, 1.0, 0, 0, 10, false, 3, 3, 2, 5, 3), // defaults
+            (1.0, 1.0, 1.0, 0, 0, 10, true, 5, 2, 1, 3, 2),  // build_latest: distinct projects
+            (2.0, 0.5, 1.0, 0, 0, 50, false, 3, 3, 3, 8, 6), // 6 + 1.5 = 7.5 -> 8
+            (1.0, 1.0, 1.5, 1, 0, 50, false, 3, 3, 0, 6, 6), // ceil(4.5)+1
+            (1.0, 1.0, 1.0, 0, 2, 10, false, 0, 0, 0, 2, 2), // minimum holds
+            (1.0, 1.0, 1.0, 0, 0, 10, false, 40, 40, 9, 10, 10), // maximum holds
+            (1.0, 1.0, 1.0, -2, 0, 10, false, 1, 1, 4, 3, 0), // negative excess, floor at minimum
+            (0.0, 1.0, 1.0, 0, 0, 10, false, 9, 9, 4, 4, 0), // queued ignored
+            (1.0, 1.0, 0.0, 3, 0, 10, false, 9, 9, 4, 3, 3), // multiplier 0: excess only
+            (0.25, 1.0, 1.0, 0, 0, 10, false, 1, 1, 0, 1, 1), // ceil(0.25)
+            (1e300, 1.0, 1e300, 0, 0, 7, false, 1, 1, 0, 7, 7), // huge: saturates to maximum
+            (1.0, 1.0, 1.0, 0, 0, 0, false, 5, 5, 5, 0, 0),  // maximum 0
         ];
         for (i, &(qw, rw, m, e, min, max, latest, q, qp, r, size, qsize)) in rows.iter().enumerate()
         {
             let p = pool(qw, rw, m, e, min, max, latest);
             super::super::validate(&p).unwrap();
-            let got = Stock.plan(
+            let got = stock(
                 &p,
-                &Counts {
+                Counts {
                     queued: q,
                     queued_projects: qp,
                     running: r,
@@ -121,7 +136,7 @@ mod tests {
     proptest! {
         #[test]
         fn always_within_bounds(p in settings(), q in 0u64..10_000, r in 0u64..10_000) {
-            let plan = Stock.plan(&p, &Counts { queued: q, queued_projects: q / 2, running: r });
+            let plan = stock(&p, Counts { queued: q, queued_projects: q / 2, running: r });
             prop_assert!(plan.size as i32 >= p.minimum && plan.size as i32 <= p.maximum);
             prop_assert!(plan.queued_size as i32 >= p.minimum && plan.queued_size as i32 <= p.maximum);
             prop_assert!(plan.queued_size <= plan.size);
@@ -129,9 +144,9 @@ mod tests {
 
         #[test]
         fn monotone_in_queued_and_running(p in settings(), q in 0u64..1000, r in 0u64..1000, dq in 0u64..100, dr in 0u64..100) {
-            let a = Stock.plan(&p, &Counts { queued: q, queued_projects: q, running: r });
-            let b = Stock.plan(&p, &Counts { queued: q + dq, queued_projects: q + dq, running: r });
-            let c = Stock.plan(&p, &Counts { queued: q, queued_projects: q, running: r + dr });
+            let a = stock(&p, Counts { queued: q, queued_projects: q, running: r });
+            let b = stock(&p, Counts { queued: q + dq, queued_projects: q + dq, running: r });
+            let c = stock(&p, Counts { queued: q, queued_projects: q, running: r + dr });
             prop_assert!(b.size >= a.size && b.queued_size >= a.queued_size);
             prop_assert!(c.size >= a.size && c.queued_size == a.queued_size);
         }
