@@ -16,3 +16,4 @@ pub mod engine;
 pub mod logging;
 pub mod planner;
 pub mod run;
+pub mod simulate;
