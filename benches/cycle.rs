@@ -79,6 +79,7 @@ async fn child(url: &str, pools: usize, reps: usize) {
         EngineOptions {
             dry_run: false,
             concurrency: 8,
+            ..EngineOptions::default()
         },
     );
     let names: Vec<String> = (1..=pools).map(|i| format!("pool-{i:05}")).collect();

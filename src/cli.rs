@@ -86,6 +86,11 @@ pub struct RunArgs {
     /// command; for clouds: each call). Changes nothing, writes nothing to the database.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics and liveness at /healthz (unhealthy
+    /// once the database has been unreachable for unhealthy_after_seconds, default 120).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Subcommands.

@@ -23,6 +23,17 @@ pub struct Config {
     /// Pools evaluated at the same time; a slow pool then delays no other pool by more than
     /// its own timeout. Default 8.
     pub concurrency: Option<usize>,
+    /// The runaway guard: at most this many workers above the size last applied, per pool
+    /// per cycle (and at most this many launched by one shell call). Default: unlimited,
+    /// since declarative backends converge anyway and the pool `maximum` always applies.
+    pub max_step_up: Option<u32>,
+    /// After SIGTERM/SIGINT, how long executor calls in progress may go on before they are
+    /// stopped. Default 30.
+    pub shutdown_grace_seconds: Option<u64>,
+    /// Serve `/metrics` and `/healthz` here (`--metrics-addr` wins).
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// `/healthz` fails once the database has been unreachable this long. Default 120.
+    pub unhealthy_after_seconds: Option<u64>,
     /// Per-backend settings.
     #[serde(default)]
     pub executors: ExecutorsConfig,
@@ -38,6 +49,9 @@ pub struct ExecutorsConfig {
     #[cfg(feature = "shell")]
     #[serde(default)]
     pub shell: autoscaler_shell::Config,
+    #[cfg(feature = "gce-mig")]
+    #[serde(default, rename = "gce-mig")]
+    pub gce_mig: autoscaler_gce_mig::Config,
 }
 
 /// A config file that could not be used; the message carries the path and, for syntax and

@@ -1,6 +1,7 @@
-//! One evaluation cycle: read every named pool and its counts (two queries), plan each pool,
-//! decide which are due, let each backend batch its reads, scale the due pools concurrently,
-//! and record each outcome. The loop around it lives in `run.rs`.
+//! One evaluation cycle: lock the named pools (one actor per pool), read them and their counts
+//! (one query each), plan each pool, decide which are due, validate their executor settings,
+//! let each backend batch its reads, scale the due pools concurrently, and record the outcomes
+//! in batches. The loop around it lives in `run.rs`.
 
 use crate::db::{Database, DbError};
 use crate::planner::{self, Counts, PlanInput, PlannerState, Planners, SettingError};
@@ -13,6 +14,7 @@ use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// The backends compiled into this binary, by the name a pool's `executor` column uses.
@@ -72,6 +74,12 @@ pub struct EngineOptions {
     pub dry_run: bool,
     /// Pools scaled at the same time.
     pub concurrency: usize,
+    /// The runaway guard: at most this many workers more than the last applied size per
+    /// cycle (and at most this many launched by one non-declarative call). None: unlimited.
+    pub max_step_up: Option<u32>,
+    /// After SIGTERM/SIGINT, how long executor calls in progress may run before they are
+    /// stopped (their pools are then recorded as cancelled, never as successes).
+    pub shutdown_grace: Duration,
 }
 
 impl Default for EngineOptions {
@@ -79,6 +87,8 @@ impl Default for EngineOptions {
         EngineOptions {
             dry_run: false,
             concurrency: 8,
+            max_step_up: None,
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }
@@ -90,6 +100,8 @@ pub enum PoolResult {
     Missing,
     /// `autoscaling_enabled` is false: not evaluated, not written.
     Disabled,
+    /// Another autoscaler process holds the pool this cycle: not evaluated, not written.
+    HeldElsewhere,
     /// Planned, but neither the timer nor a changed plan called for the executor; not written.
     NotDue { plan: Plan, counts: Counts },
     /// The executor ran (or, in a dry run, described) and succeeded.
@@ -132,13 +144,13 @@ impl CycleReport {
     }
 }
 
-/// What the engine remembers between cycles about a pool it scaled.
+/// What the engine remembers between cycles about a pool.
 #[derive(Clone, Debug, Default)]
 struct Memory {
     /// The planner's own memory of this pool.
     planner: PlannerState,
     /// The plan last applied successfully: a declarative backend is called again as soon as
-    /// the plan differs, without waiting for the timer.
+    /// the plan differs, without waiting for the timer; and the runaway guard's base.
     last_plan: Option<Plan>,
     /// The backend asked to be called next cycle (draining in progress).
     revisit: bool,
@@ -176,7 +188,7 @@ struct Job {
 }
 
 impl Engine {
-    /// Builds an engine over a database and the compiled-in backends.
+    /// Builds an engine over a database, the compiled-in backends and the planners.
     pub fn new(
         db: Database,
         registry: Registry,
@@ -198,7 +210,8 @@ impl Engine {
     }
 
     /// Runs one cycle over the named pools. `force` ignores every timer. Pools not yet started
-    /// when `stop` turns true are left alone (not written); pools already running finish.
+    /// when `stop` turns true are left alone (not written); pools in progress get the
+    /// shutdown grace period, then are stopped and recorded as cancelled.
     ///
     /// Returns `Err` only when the pools or their counts could not be read: then nothing was
     /// done to any pool.
@@ -208,17 +221,30 @@ impl Engine {
         force: bool,
         stop: &watch::Receiver<bool>,
     ) -> Result<CycleReport, DbError> {
+        // Lock first, then read: what we act on was read while we held the pool.
+        let locks = self.db.lock_pools(names).await?;
+        let result = self.locked_cycle(names, force, stop, &locks).await;
+        locks.release().await;
+        result
+    }
+
+    async fn locked_cycle(
+        &self,
+        names: &[String],
+        force: bool,
+        stop: &watch::Receiver<bool>,
+        locks: &crate::db::PoolLocks,
+    ) -> Result<CycleReport, DbError> {
         let now = Utc::now();
         let rows = self.db.load_pools(names).await?;
         let by_name: HashMap<&str, &WorkerPool> =
             rows.iter().map(|p| (p.name.as_str(), p)).collect();
-
-        let enabled_ids: Vec<i64> = rows
+        let mine: Vec<i64> = rows
             .iter()
-            .filter(|p| p.autoscaling_enabled)
+            .filter(|p| p.autoscaling_enabled && locks.holds(p.id))
             .map(|p| p.id)
             .collect();
-        let counts = self.db.count_builds(&enabled_ids).await?;
+        let counts = self.db.count_builds(&mine).await?;
 
         let mut reports: Vec<PoolReport> = Vec::with_capacity(names.len());
         let mut jobs: Vec<Job> = Vec::new();
@@ -248,52 +274,37 @@ impl Engine {
                 reports.push(report);
                 continue;
             }
-            let c = counts.get(&pool.id).copied().unwrap_or_default();
-            let (memory, prepared) = {
-                let mut all = self.memory.lock().expect("memory lock");
-                let memory = all.entry(pool.id).or_default();
-                let input = PlanInput {
-                    pool,
-                    counts: c,
-                    now,
-                };
-                let prepared = self
-                    .planners
-                    .plan(&input, &mut memory.planner)
-                    .and_then(|plan| Ok((plan, self.registry.lookup(pool)?)));
-                (memory.clone(), prepared)
-            };
-            let (plan, executor) = match prepared {
-                Ok(x) => x,
-                Err(e) => {
-                    report.result = failed(pool, ErrorKind::Config, &e.to_string());
-                    settings_failures.push((pool.id, ErrorKind::Config.status_code()));
-                    reports.push(report);
-                    continue;
-                }
-            };
-            let due = force
-                || planner::is_due(pool, now)
-                || memory.revisit
-                || (executor.declarative() && memory.last_plan != Some(plan));
-            if !due {
-                tracing::debug!(pool = %name, size = plan.size, queued_size = plan.queued_size, outcome = "not_due",
-                    "pool {name}: not due (reevaluate_minutes {})", pool.reevaluate_minutes);
-                report.result = PoolResult::NotDue { plan, counts: c };
+            if !locks.holds(pool.id) {
+                tracing::debug!(pool = %name, outcome = "held_elsewhere",
+                    "pool {name}: another autoscaler holds this pool this cycle; skipping it");
+                report.result = PoolResult::HeldElsewhere;
                 reports.push(report);
                 continue;
             }
-            report.result = PoolResult::Interrupted;
-            reports.push(report);
-            jobs.push(Job {
-                index,
-                pool: pool.clone(),
-                plan,
-                counts: c,
-                executor,
-            });
+            let c = counts.get(&pool.id).copied().unwrap_or_default();
+            match self.evaluate(pool, c, now, force) {
+                Ok((plan, Some(executor))) => {
+                    report.result = PoolResult::Interrupted;
+                    reports.push(report);
+                    jobs.push(Job {
+                        index,
+                        pool: pool.clone(),
+                        plan,
+                        counts: c,
+                        executor,
+                    });
+                }
+                Ok((plan, None)) => {
+                    report.result = PoolResult::NotDue { plan, counts: c };
+                    reports.push(report);
+                }
+                Err(e) => {
+                    settings_failures.push((pool.id, e.status_code()));
+                    report.result = failed(pool, e.kind, &e.to_string());
+                    reports.push(report);
+                }
+            }
         }
-
         if !self.options.dry_run {
             if let Err(e) = self.db.record_failures(&settings_failures).await {
                 tracing::error!(
@@ -323,10 +334,10 @@ impl Engine {
         // successes that are ready), so a slow pool never holds back another pool's record.
         let directory = DbDirectory(&self.db);
         let directory = &directory;
-        let stop = stop.clone();
+        let stop_starting = stop.clone();
         let mut finished = stream::iter(jobs.into_iter().enumerate())
             .take_while(|_| {
-                let stopping = *stop.borrow();
+                let stopping = *stop_starting.borrow();
                 if stopping {
                     tracing::info!("shutting down: not starting the remaining pools");
                 }
@@ -334,18 +345,30 @@ impl Engine {
             })
             .map(|(i, job)| {
                 let prepared = failed_prepare.remove(&i);
+                let mut stop = stop.clone();
+                let grace = self.options.shutdown_grace;
                 async move {
                     let result = match prepared {
                         Some(err) => Err(err),
                         None => {
-                            job.executor
-                                .scale(ScaleRequest {
-                                    pool: &job.pool,
-                                    plan: job.plan,
-                                    dry_run: self.options.dry_run,
-                                    workers: directory,
-                                })
-                                .await
+                            let scale = job.executor.scale(ScaleRequest {
+                                pool: &job.pool,
+                                plan: job.plan,
+                                dry_run: self.options.dry_run,
+                                workers: directory,
+                            });
+                            let deadline = async {
+                                let _ = stop.wait_for(|s| *s).await;
+                                tokio::time::sleep(grace).await;
+                            };
+                            tokio::select! {
+                                r = scale => r,
+                                _ = deadline => Err(ExecutorError::new(
+                                    &job.pool.name,
+                                    ErrorKind::Cancelled,
+                                    format!("executor call stopped {} s after shutdown began; its work may be incomplete", grace.as_secs()),
+                                )),
+                            }
                         }
                     };
                     (job, result)
@@ -359,6 +382,52 @@ impl Engine {
             }
         }
         Ok(CycleReport { pools: reports })
+    }
+
+    /// Plans one pool, applies the runaway guard, decides whether it is due and checks its
+    /// executor settings. The executor is returned only when the pool is due.
+    fn evaluate(
+        &self,
+        pool: &WorkerPool,
+        counts: Counts,
+        now: DateTime<Utc>,
+        force: bool,
+    ) -> Result<(Plan, Option<Arc<dyn Executor>>), ExecutorError> {
+        let setting = |e: SettingError| {
+            ExecutorError::new(
+                &pool.name,
+                ErrorKind::Config,
+                format!("{}: {}", e.field, e.message),
+            )
+        };
+        let mut all = self.memory.lock().expect("memory lock");
+        let memory = all.entry(pool.id).or_default();
+        let input = PlanInput { pool, counts, now };
+        let planned = self
+            .planners
+            .plan(&input, &mut memory.planner)
+            .map_err(setting)?;
+        let executor = self.registry.lookup(pool).map_err(setting)?;
+        let (plan, why) = crate::guard::limit(
+            planned,
+            pool,
+            memory.last_plan.map(|p| p.size),
+            self.options.max_step_up,
+        );
+        for w in why {
+            tracing::warn!(pool = %pool.name, outcome = "clamped", "pool {}: {w}", pool.name);
+        }
+        let due = force
+            || planner::is_due(pool, now)
+            || memory.revisit
+            || (executor.declarative() && memory.last_plan != Some(plan));
+        if !due {
+            tracing::debug!(pool = %pool.name, size = plan.size, queued_size = plan.queued_size, outcome = "not_due",
+                "pool {}: not due (reevaluate_minutes {})", pool.name, pool.reevaluate_minutes);
+            return Ok((plan, None));
+        }
+        executor.validate(pool, plan)?;
+        Ok((plan, Some(executor)))
     }
 
     /// Logs, remembers and records (in batches) a set of finished pools.

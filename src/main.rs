@@ -89,7 +89,8 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<u8> {
                 Ok(run::run_once(&engine, &cli.run).await?)
             } else {
                 let stop = run::shutdown_signal();
-                Ok(run::run_loop(&engine, &cli.run, stop).await)
+                let metrics = run::start_metrics(&config, cli.run.metrics_addr).await?;
+                Ok(run::run_loop(&engine, &cli.run, stop, metrics.as_deref()).await)
             }
         }
     }
@@ -129,6 +130,7 @@ async fn demo(keep: Option<std::path::PathBuf>, config: Config) -> anyhow::Resul
         force: true,
         sleep: 20,
         dry_run: false,
+        metrics_addr: None,
     };
     let code = run::run_once(&engine, &args).await?;
     let pools = engine.database().load_all_pools().await?;

@@ -5,6 +5,7 @@ use crate::cli::RunArgs;
 use crate::config::Config;
 use crate::db::{ConnectOptions, Database, DbError};
 use crate::engine::{CycleReport, Engine, EngineOptions, PoolResult, Registry};
+use crate::metrics::Metrics;
 use crate::planner::Planners;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +35,25 @@ pub async fn build_registry(config: &Config) -> Result<Registry, RunError> {
     registry.register(Arc::new(autoscaler_shell::ShellExecutor::new(
         config.executors.shell.clone(),
     )));
+    #[cfg(feature = "gce-mig")]
+    {
+        let cfg = config.executors.gce_mig.clone();
+        let check_cfg = cfg.clone();
+        registry.register(Arc::new(crate::lazy::LazyExecutor::new(
+            "gce-mig",
+            true,
+            Box::new(move |pool, plan| autoscaler_gce_mig::validate_pool(&check_cfg, pool, plan)),
+            Box::new(move || {
+                let cfg = cfg.clone();
+                Box::pin(async move {
+                    autoscaler_gce_mig::GceMigExecutor::from_config(cfg)
+                        .await
+                        .map(|e| Arc::new(e) as Arc<dyn autoscaler_executor::Executor>)
+                        .map_err(|e| (e.kind(), e.to_string()))
+                })
+            }),
+        )));
+    }
     let _ = config;
     Ok(registry)
 }
@@ -96,6 +116,9 @@ pub fn print_dry_run(report: &CycleReport) {
             }
             PoolResult::Missing => println!("pool {}: no such pool", p.name),
             PoolResult::Disabled => println!("pool {}: autoscaling disabled", p.name),
+            PoolResult::HeldElsewhere => {
+                println!("pool {}: held by another autoscaler this cycle", p.name)
+            }
             PoolResult::Failed { error, .. } => println!("pool {}: FAILED: {error}", p.name),
             PoolResult::Interrupted => println!("pool {}: not evaluated (shutting down)", p.name),
         }
@@ -138,15 +161,24 @@ pub fn backoff(failures: u32, cap: Duration) -> Duration {
 /// The loop: a cycle, then `--sleep` seconds, until SIGINT/SIGTERM. Database failures are
 /// logged once when they start and once when they end, retried with backoff, and never acted
 /// on.
-pub async fn run_loop(engine: &Engine, args: &RunArgs, mut stop: watch::Receiver<bool>) -> u8 {
+pub async fn run_loop(
+    engine: &Engine,
+    args: &RunArgs,
+    mut stop: watch::Receiver<bool>,
+    metrics: Option<&Metrics>,
+) -> u8 {
     let sleep = Duration::from_secs(args.sleep);
     let mut failures: u32 = 0;
     loop {
         if *stop.borrow() {
             return EXIT_OK;
         }
+        let started = std::time::Instant::now();
         let wait = match engine.run_cycle(&args.queues, false, &stop).await {
             Ok(report) => {
+                if let Some(m) = metrics {
+                    m.observe_cycle(&report, started.elapsed());
+                }
                 if failures > 0 {
                     tracing::info!(
                         outcome = "recovered",
@@ -160,6 +192,9 @@ pub async fn run_loop(engine: &Engine, args: &RunArgs, mut stop: watch::Receiver
                 sleep
             }
             Err(e) => {
+                if let Some(m) = metrics {
+                    m.observe_database_down();
+                }
                 if failures == 0 {
                     tracing::error!(
                         outcome = "database_down",
@@ -179,6 +214,24 @@ pub async fn run_loop(engine: &Engine, args: &RunArgs, mut stop: watch::Receiver
     }
 }
 
+/// Starts the metrics server when an address is configured.
+pub async fn start_metrics(
+    config: &Config,
+    flag: Option<std::net::SocketAddr>,
+) -> Result<Option<Arc<Metrics>>, RunError> {
+    let Some(addr) = flag.or(config.metrics_addr) else {
+        return Ok(None);
+    };
+    let metrics = Arc::new(Metrics::new(Duration::from_secs(
+        config.unhealthy_after_seconds.unwrap_or(120),
+    )));
+    let bound = crate::metrics::serve(addr, metrics.clone())
+        .await
+        .map_err(|e| RunError::Executor(format!("--metrics-addr {addr}: {e}")))?;
+    tracing::info!("metrics at http://{bound}/metrics, health at http://{bound}/healthz");
+    Ok(Some(metrics))
+}
+
 /// Builds an engine for the main job.
 pub async fn engine_for(config: &Config, url: &str, dry_run: bool) -> Result<Engine, RunError> {
     let concurrency = config.concurrency.unwrap_or(8);
@@ -193,6 +246,8 @@ pub async fn engine_for(config: &Config, url: &str, dry_run: bool) -> Result<Eng
         EngineOptions {
             dry_run,
             concurrency,
+            max_step_up: config.max_step_up,
+            shutdown_grace: Duration::from_secs(config.shutdown_grace_seconds.unwrap_or(30)),
         },
     ))
 }

@@ -298,7 +298,9 @@ fn bad_database_url_fails_cleanly_without_secrets() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("database: reading worker_pools:"),
+        stderr.contains(
+            "database: connecting: error communicating with database: Connection refused"
+        ),
         "{stderr}"
     );
     assert!(!stderr.contains("hunter2"), "{stderr}");

@@ -4,6 +4,10 @@
 //! (SQLite numbers `$N` parameters in order of appearance, PostgreSQL by N; the queries use
 //! them in order). The autoscaler writes only `autoscaling_status` and `last_autoscaled`.
 
+mod lock;
+
+pub use lock::{PoolLocks, LOCK_NAMESPACE};
+
 use crate::planner::Counts;
 use autoscaler_executor::{BusyWorker, WorkerPool};
 use chrono::{DateTime, Utc};
@@ -472,6 +476,55 @@ impl Database {
     /// Closes every connection (tests drop their databases afterwards).
     pub async fn close(&self) {
         on_pool!(self, p => p.close().await)
+    }
+
+    /// Builds of a pool queued in `[since, until)`, oldest id first, as `(id, project_id,
+    /// queued_time, start_time, end_time)`: what `autoscaler simulate --export-trace` turns
+    /// into a trace. Read-only, five narrow columns (never `output`). The time range is
+    /// applied here rather than in SQL because Vespene's PostgreSQL and an SQLite copy store
+    /// timestamps in forms that one SQL comparison cannot serve both; the rows are streamed,
+    /// so a long history costs time, not memory.
+    #[allow(clippy::type_complexity)]
+    pub async fn trace_builds(
+        &self,
+        pool_id: i64,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<
+        Vec<(
+            i64,
+            Option<i64>,
+            DateTime<Utc>,
+            Option<DateTime<Utc>>,
+            Option<DateTime<Utc>>,
+        )>,
+        DbError,
+    > {
+        use futures::TryStreamExt;
+        type Row = (
+            i32,
+            Option<i32>,
+            Option<DateTime<Utc>>,
+            Option<DateTime<Utc>>,
+            Option<DateTime<Utc>>,
+        );
+        const SQL: &str = "SELECT id, project_id, queued_time, start_time, end_time FROM builds \
+            WHERE worker_pool_id = $1 AND queued_time IS NOT NULL ORDER BY id";
+        let mut out = Vec::new();
+        on_pool!(self, p => {
+            let mut rows = sqlx::query_as::<_, Row>(SQL).bind(pool_id as i32).fetch(p);
+            while let Some((id, project, queued, start, end)) = rows
+                .try_next()
+                .await
+                .map_err(DbError::query("reading builds for a trace"))?
+            {
+                let Some(queued) = queued else { continue };
+                if queued >= since && queued < until {
+                    out.push((i64::from(id), project.map(i64::from), queued, start, end));
+                }
+            }
+        });
+        Ok(out)
     }
 }
 

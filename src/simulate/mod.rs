@@ -17,6 +17,10 @@ pub struct SimulateArgs {
 pub struct SimulateError(pub String);
 
 /// Runs the subcommand; returns the exit status.
-pub async fn run(_args: SimulateArgs, _database_url: &str, _config: &Config) -> Result<u8, SimulateError> {
+pub async fn run(
+    _args: SimulateArgs,
+    _database_url: &str,
+    _config: &Config,
+) -> Result<u8, SimulateError> {
     Err(SimulateError("not implemented yet".into()))
 }

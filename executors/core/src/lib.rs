@@ -80,9 +80,26 @@ pub trait Executor: Send + Sync {
     /// pool's `reevaluate_minutes`; a non-declarative backend keeps Vespene's timer semantics.
     fn declarative(&self) -> bool;
 
+    /// Checks the pool's executor settings (its rendered `executor_command` above all) without
+    /// any I/O. The engine calls it for every due pool before [`Executor::prepare`], so a pool
+    /// with a bad template or a malformed target fails alone, with a clear error, and no
+    /// backend call is made for it. The default renders the command and rejects an empty one.
+    fn validate(&self, pool: &WorkerPool, plan: Plan) -> Result<(), ExecutorError> {
+        render_command(&pool.executor_command, pool, plan)
+            .map(|_| ())
+            .map_err(|e| {
+                ExecutorError::new(
+                    &pool.name,
+                    ErrorKind::Template,
+                    format!("executor_command: {e}"),
+                )
+            })
+    }
+
     /// Called once per cycle, before any [`Executor::scale`], with every pool this backend is
     /// about to scale, so a cloud backend can batch its reads (one describe call for all
-    /// groups). A failure here fails every one of those pools, and no scale call is made.
+    /// groups). Only pools that passed [`Executor::validate`] are passed. A failure here fails
+    /// every one of those pools, and no scale call is made.
     async fn prepare(&self, _pools: &[&WorkerPool], _dry_run: bool) -> Result<(), ExecutorError> {
         Ok(())
     }

@@ -1,0 +1,718 @@
+//! The simulated fleet and the simulated autoscaler loop, event by event, in whole
+//! milliseconds.
+//!
+//! What is modelled, and how it maps to the real thing:
+//!
+//! - **The autoscaler loop** evaluates the pool every `sleep` (first at time 0) exactly as
+//!   `engine.rs` does: it counts QUEUED builds (and distinct queued projects) and RUNNING
+//!   builds, runs the pool's planner through [`Planners::plan`] with the planner's own
+//!   [`PlannerState`] carried from cycle to cycle, applies the runaway guard
+//!   ([`crate::guard::limit`]), and calls the executor when `force || is_due(pool, now) ||
+//!   revisit || (declarative && plan != last applied plan)`. A call restarts the pool's
+//!   `reevaluate_minutes` timer (`last_autoscaled = now`), as a successful real call does.
+//! - **A declarative executor** behaves like the `gce-mig` backend: it wants
+//!   `min(ceil(size / workers_per_instance), maximum / workers_per_instance)` instances;
+//!   scaling out launches the difference; scaling in deletes idle instances only (booting ones
+//!   count as idle), oldest first, and an instance with a running build holds the size up and
+//!   asks for a revisit until it is idle. Such a held instance keeps taking builds meanwhile.
+//! - **A non-declarative (shell) executor** launches `ceil(queued_size / workers_per_instance)`
+//!   new instances per call and never removes any: its workers exit on their own after
+//!   `max_builds` builds or after `max_wait` without one (Vespene's `--max-builds` and
+//!   `--max-wait-minutes`, with the idle time measured as the docs mean it), and an instance
+//!   ends when all its workers have.
+//! - **Instances** cost from launch to termination, boot included; a launched instance
+//!   becomes `workers_per_instance` workers after `boot`.
+//! - **Workers** behave like Vespene's worker loop: a worker polls the queue when it starts
+//!   and then `worker_poll` after each empty poll or each finished build (the pool's
+//!   `sleep_seconds`); with `worker_poll` 0 an idle worker takes a build the instant it is
+//!   queued. A poll takes the oldest QUEUED build; with the pool's `build_latest` it also
+//!   aborts every other QUEUED build of that project (Vespene's `cleanup_extra_builds`).
+//!   Builds are never killed: nothing here can end an instance that runs one.
+//!
+//! Events at the same instant happen in this order: builds finish, instances finish booting,
+//! builds are queued, workers poll, the autoscaler evaluates. So a build queued at the very
+//! instant of an evaluation is counted by it.
+//!
+//! Not modelled: Vespene's `auto_abort_minutes` orphaning (a day later by default), failed
+//! executor calls, API latency, and instance boot-time variance.
+
+use crate::planner::{self, Counts, PlanInput, PlannerState, Planners};
+use crate::simulate::trace::Trace;
+use autoscaler_executor::{Plan, WorkerPool};
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, VecDeque};
+
+/// How long the simulation may run past the last queued build before it is cut off (a planner
+/// that never lets the fleet come to rest would otherwise run forever).
+pub const TAIL_CAP_MS: i64 = 24 * 3600 * 1000;
+
+/// How the executor applies a plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExecutorModel {
+    /// Sets the group size (aws-asg, gce-mig): changed plans are applied at once; scale-in
+    /// removes idle instances only.
+    Declarative,
+    /// Launches `queued_size` workers per call (shell with a non-declarative command).
+    Shell {
+        /// Builds a worker runs before it exits (`--max-builds`); `None`: no limit.
+        max_builds: Option<u32>,
+        /// Idle time after which a worker exits (`--max-wait-minutes`); `None`: never.
+        max_wait_ms: Option<i64>,
+    },
+}
+
+impl ExecutorModel {
+    /// Whether the engine treats this executor as declarative.
+    pub fn declarative(&self) -> bool {
+        matches!(self, ExecutorModel::Declarative)
+    }
+}
+
+/// The simulated fleet and loop settings (the pool's own settings come from its row).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Fleet {
+    /// Launch to first poll of the queue.
+    pub boot_ms: i64,
+    /// Workers on each instance.
+    pub workers_per_instance: u32,
+    /// The autoscaler's `--sleep` between cycles.
+    pub sleep_ms: i64,
+    /// A worker's pause between polls of the queue (Vespene's pool `sleep_seconds`); 0 means
+    /// it takes a queued build at once.
+    pub worker_poll_ms: i64,
+    /// How plans are applied.
+    pub executor: ExecutorModel,
+    /// The config file's `max_step_up` (the engine's runaway guard).
+    pub max_step_up: Option<u32>,
+}
+
+/// What became of one build of the trace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BuildFate {
+    /// A worker started it at this time (ms).
+    Ran { start_ms: i64 },
+    /// Aborted at this time because a worker took an older build of the same project
+    /// (`build_latest`).
+    Superseded { at_ms: i64 },
+    /// Still queued when the simulation was cut off.
+    NeverStarted,
+}
+
+/// One instance's life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InstanceLife {
+    /// Launched (billing starts).
+    pub launched_ms: i64,
+    /// Became workers.
+    pub ready_ms: i64,
+    /// Terminated (billing stops); `None`: still there at the end.
+    pub gone_ms: Option<i64>,
+}
+
+/// The fleet and queue at one instant, for the plot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sample {
+    pub t_ms: i64,
+    /// QUEUED builds.
+    pub queued: u32,
+    /// RUNNING builds.
+    pub running: u32,
+    /// Workers on booted instances.
+    pub ready_workers: u32,
+    /// Workers paid for (booting ones included).
+    pub provisioned_workers: u32,
+}
+
+/// Everything a run produced; [`crate::simulate::report`] turns it into figures.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    /// Per trace build, in trace order.
+    pub fates: Vec<BuildFate>,
+    /// Per instance, in launch order.
+    pub instances: Vec<InstanceLife>,
+    /// When the simulation ended: the first evaluation at which every build had finished
+    /// and the fleet had come to rest (the planner's idle plan applied, nothing held), or
+    /// [`TAIL_CAP_MS`] after the last build was queued.
+    pub end_ms: i64,
+    /// Whether the end came from the cap rather than from rest.
+    pub capped: bool,
+    /// Executor calls that launched instances.
+    pub scale_out_events: u64,
+    /// Executor calls that deleted instances.
+    pub scale_in_events: u64,
+    /// Executor calls in all (including ones that changed nothing).
+    pub executor_calls: u64,
+    /// Autoscaler cycles run.
+    pub cycles: u64,
+    /// The largest plan size asked for.
+    pub peak_plan: u32,
+    /// State changes over time (only when asked for).
+    pub series: Vec<Sample>,
+}
+
+/// Why a simulation cannot run with these settings.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ModelError {
+    /// A pool setting is unusable (the same check the engine makes).
+    #[error(transparent)]
+    Setting(#[from] planner::SettingError),
+    /// A fleet setting is unusable.
+    #[error("{0}")]
+    Fleet(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Finish = 0,
+    Ready = 1,
+    Arrival = 2,
+    Poll = 3,
+    Cycle = 4,
+}
+
+/// (time, kind, sequence, a, b): a/b are an instance or slot index and a generation.
+type Event = Reverse<(i64, Kind, u64, u32, u32)>;
+
+struct Instance {
+    launched: i64,
+    ready_at: i64,
+    gone: Option<i64>,
+    ready: bool,
+    busy: u32,
+    live_slots: u32,
+}
+
+#[derive(Clone, Copy)]
+struct Slot {
+    build: Option<u32>,
+    done: u32,
+    exited: bool,
+    idle_since: i64,
+    generation: u32,
+}
+
+struct Sim<'a> {
+    trace: &'a Trace,
+    fleet: Fleet,
+    pool: WorkerPool,
+    planners: &'a Planners,
+    k: u32,
+    t: i64,
+    seq: u64,
+    events: BinaryHeap<Event>,
+    next_arrival: usize,
+    instances: Vec<Instance>,
+    slots: Vec<Slot>,
+    /// Instances not terminated, in launch order.
+    live: Vec<u32>,
+    /// Idle slots of booted instances (only when workers take builds at once).
+    idle: BTreeSet<u32>,
+    queue: VecDeque<u32>,
+    aborted: Vec<bool>,
+    per_project: Vec<VecDeque<u32>>,
+    queued: u32,
+    projects_queued: u32,
+    no_project_queued: u32,
+    running: u32,
+    ready_workers: u32,
+    fates: Vec<BuildFate>,
+    state: PlannerState,
+    last_applied: Option<Plan>,
+    revisit: bool,
+    out: Outcome,
+    record: bool,
+}
+
+/// Replays `trace` against `pool` (its planner, weights, bounds, timer and `build_latest`)
+/// on `fleet`. Deterministic: the same inputs give the same outcome.
+pub fn simulate(
+    trace: &Trace,
+    pool: &WorkerPool,
+    fleet: &Fleet,
+    planners: &Planners,
+    record_series: bool,
+) -> Result<Outcome, ModelError> {
+    planner::validate(pool)?;
+    planners.lookup(pool)?;
+    if fleet.workers_per_instance == 0 {
+        return Err(ModelError::Fleet(
+            "--workers-per-instance must be at least 1".into(),
+        ));
+    }
+    if fleet.sleep_ms <= 0 {
+        return Err(ModelError::Fleet("--sleep must be more than 0".into()));
+    }
+    if fleet.boot_ms < 0 || fleet.worker_poll_ms < 0 {
+        return Err(ModelError::Fleet(
+            "--boot-seconds and --worker-poll-seconds must not be negative".into(),
+        ));
+    }
+    if fleet.executor.declarative() && pool.maximum.max(0) < fleet.workers_per_instance as i32 {
+        return Err(ModelError::Fleet(format!(
+            "pool {}: maximum ({}) is smaller than --workers-per-instance ({}): not one instance fits",
+            pool.name, pool.maximum, fleet.workers_per_instance
+        )));
+    }
+    let mut sim = Sim {
+        trace,
+        fleet: *fleet,
+        pool: pool.clone(),
+        planners,
+        k: fleet.workers_per_instance,
+        t: 0,
+        seq: 0,
+        events: BinaryHeap::new(),
+        next_arrival: 0,
+        instances: Vec::new(),
+        slots: Vec::new(),
+        live: Vec::new(),
+        idle: BTreeSet::new(),
+        queue: VecDeque::new(),
+        aborted: vec![false; trace.builds.len()],
+        per_project: vec![VecDeque::new(); trace.projects.len()],
+        queued: 0,
+        projects_queued: 0,
+        no_project_queued: 0,
+        running: 0,
+        ready_workers: 0,
+        fates: vec![BuildFate::NeverStarted; trace.builds.len()],
+        state: PlannerState::default(),
+        last_applied: None,
+        revisit: false,
+        out: Outcome {
+            fates: Vec::new(),
+            instances: Vec::new(),
+            end_ms: 0,
+            capped: false,
+            scale_out_events: 0,
+            scale_in_events: 0,
+            executor_calls: 0,
+            cycles: 0,
+            peak_plan: 0,
+            series: Vec::new(),
+        },
+        record: record_series,
+    };
+    sim.pool.last_autoscaled = None;
+    sim.run()?;
+    Ok(sim.finish())
+}
+
+impl Sim<'_> {
+    fn push(&mut self, t: i64, kind: Kind, a: u32, b: u32) {
+        self.seq += 1;
+        self.events.push(Reverse((t, kind, self.seq, a, b)));
+    }
+
+    fn instant_claims(&self) -> bool {
+        self.fleet.worker_poll_ms == 0
+    }
+
+    /// The plan a planner settles on with nothing to do: the simulation may end once that is
+    /// applied and every build is done.
+    fn resting_plan(&self) -> Result<Plan, ModelError> {
+        Ok(self.planners.plan(
+            &PlanInput {
+                pool: &self.pool,
+                counts: Counts::default(),
+                now: self.trace.start,
+            },
+            &mut PlannerState::default(),
+        )?)
+    }
+
+    fn run(&mut self) -> Result<(), ModelError> {
+        let resting = self.resting_plan()?;
+        let last_queued = self.trace.builds.last().map(|b| b.queued_ms).unwrap_or(0);
+        let cap = last_queued + TAIL_CAP_MS;
+        // A running fleet at the pool's floor (a declarative group sits at its size).
+        if self.fleet.executor.declarative() {
+            let floor = self.target_instances(self.pool.minimum.max(0) as u32);
+            for _ in 0..floor {
+                self.launch(0, 0);
+            }
+        }
+        self.push(0, Kind::Cycle, 0, 0);
+        loop {
+            let arrival = self
+                .trace
+                .builds
+                .get(self.next_arrival)
+                .map(|b| (b.queued_ms, Kind::Arrival));
+            let top = self.events.peek().map(|Reverse(e)| (e.0, e.1));
+            let take_arrival = match (arrival, top) {
+                (Some(a), Some(e)) => a < e,
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            if take_arrival {
+                let b = self.next_arrival as u32;
+                self.next_arrival += 1;
+                self.t = self.trace.builds[b as usize].queued_ms;
+                self.arrive(b);
+            } else {
+                let Some(Reverse((t, kind, _, a, b))) = self.events.pop() else {
+                    break; // unreachable: a cycle is always pending
+                };
+                self.t = t;
+                match kind {
+                    Kind::Finish => self.finish_build(a),
+                    Kind::Ready => self.ready(a),
+                    Kind::Poll => self.poll(a, b),
+                    Kind::Cycle => {
+                        let rest = self.cycle(resting)?;
+                        if rest || self.t >= cap {
+                            self.out.capped = !rest;
+                            self.out.end_ms = self.t;
+                            self.sample();
+                            return Ok(());
+                        }
+                        let next = self.t + self.fleet.sleep_ms;
+                        self.push(next, Kind::Cycle, 0, 0);
+                    }
+                    Kind::Arrival => unreachable!("arrivals are not queued as events"),
+                }
+            }
+            self.sample();
+        }
+        Ok(())
+    }
+
+    fn sample(&mut self) {
+        if !self.record {
+            return;
+        }
+        let s = Sample {
+            t_ms: self.t,
+            queued: self.queued,
+            running: self.running,
+            ready_workers: self.ready_workers,
+            provisioned_workers: self.live.len() as u32 * self.k,
+        };
+        match self.out.series.last_mut() {
+            Some(last) if last.t_ms == s.t_ms => *last = s,
+            Some(last)
+                if (last.queued, last.running, last.ready_workers, last.provisioned_workers)
+                    == (s.queued, s.running, s.ready_workers, s.provisioned_workers) => {}
+            _ => self.out.series.push(s),
+        }
+    }
+
+    fn arrive(&mut self, b: u32) {
+        self.queue.push_back(b);
+        self.queued += 1;
+        match self.trace.builds[b as usize].project {
+            Some(p) => {
+                let list = &mut self.per_project[p as usize];
+                if list.is_empty() {
+                    self.projects_queued += 1;
+                }
+                list.push_back(b);
+            }
+            None => self.no_project_queued += 1,
+        }
+        self.dispatch();
+    }
+
+    /// With instant claims, idle workers (oldest instance first) take queued builds.
+    fn dispatch(&mut self) {
+        if !self.instant_claims() {
+            return;
+        }
+        while self.queued > 0 {
+            let Some(slot) = self.idle.pop_first() else {
+                return;
+            };
+            self.claim(slot);
+        }
+    }
+
+    /// The slot takes the oldest queued build (there is one).
+    fn claim(&mut self, slot: u32) {
+        let b = loop {
+            let b = self.queue.pop_front().expect("claim with a queued build");
+            if !self.aborted[b as usize] {
+                break b;
+            }
+        };
+        self.queued -= 1;
+        match self.trace.builds[b as usize].project {
+            Some(p) => {
+                let list = &mut self.per_project[p as usize];
+                let first = list.pop_front();
+                debug_assert_eq!(first, Some(b));
+                if self.pool.build_latest {
+                    for other in list.drain(..) {
+                        self.aborted[other as usize] = true;
+                        self.fates[other as usize] = BuildFate::Superseded { at_ms: self.t };
+                        self.queued -= 1;
+                    }
+                }
+                if list.is_empty() {
+                    self.projects_queued -= 1;
+                }
+            }
+            None => self.no_project_queued -= 1,
+        }
+        self.fates[b as usize] = BuildFate::Ran { start_ms: self.t };
+        let s = &mut self.slots[slot as usize];
+        s.build = Some(b);
+        self.instances[(slot / self.k) as usize].busy += 1;
+        self.running += 1;
+        let end = self.t + self.trace.builds[b as usize].duration_ms;
+        self.push(end, Kind::Finish, slot, 0);
+    }
+
+    fn finish_build(&mut self, slot: u32) {
+        let s = &mut self.slots[slot as usize];
+        s.build = None;
+        s.done += 1;
+        let done = s.done;
+        self.instances[(slot / self.k) as usize].busy -= 1;
+        self.running -= 1;
+        if let ExecutorModel::Shell {
+            max_builds: Some(m),
+            ..
+        } = self.fleet.executor
+        {
+            if done >= m {
+                self.exit_worker(slot);
+                return;
+            }
+        }
+        self.became_idle(slot);
+        self.dispatch();
+    }
+
+    fn became_idle(&mut self, slot: u32) {
+        let t = self.t;
+        let s = &mut self.slots[slot as usize];
+        s.idle_since = t;
+        s.generation = s.generation.wrapping_add(1);
+        let generation = s.generation;
+        if self.instant_claims() {
+            self.idle.insert(slot);
+            if let ExecutorModel::Shell {
+                max_wait_ms: Some(w),
+                ..
+            } = self.fleet.executor
+            {
+                self.push(t + w, Kind::Poll, slot, generation);
+            }
+        } else {
+            // Vespene's worker sleeps `sleep_seconds` after each build before polling again.
+            let next = if self.slots[slot as usize].done == 0 {
+                t
+            } else {
+                t + self.fleet.worker_poll_ms
+            };
+            self.push(next, Kind::Poll, slot, generation);
+        }
+    }
+
+    fn ready(&mut self, inst: u32) {
+        let i = &mut self.instances[inst as usize];
+        if i.gone.is_some() {
+            return;
+        }
+        i.ready = true;
+        let workers = i.live_slots;
+        self.ready_workers += workers;
+        for slot in inst * self.k..(inst + 1) * self.k {
+            self.became_idle(slot);
+        }
+        self.dispatch();
+    }
+
+    /// A worker's poll (or, with instant claims, its idle-exit timer).
+    fn poll(&mut self, slot: u32, generation: u32) {
+        let s = self.slots[slot as usize];
+        let inst = &self.instances[(slot / self.k) as usize];
+        if inst.gone.is_some() || s.exited || s.build.is_some() || s.generation != generation {
+            return;
+        }
+        if !self.instant_claims() && self.queued > 0 {
+            self.claim(slot);
+            return;
+        }
+        if let ExecutorModel::Shell {
+            max_wait_ms: Some(w),
+            ..
+        } = self.fleet.executor
+        {
+            if self.t - s.idle_since >= w {
+                self.exit_worker(slot);
+                return;
+            }
+        }
+        if !self.instant_claims() {
+            let next = self.t + self.fleet.worker_poll_ms;
+            self.push(next, Kind::Poll, slot, generation);
+        }
+    }
+
+    fn exit_worker(&mut self, slot: u32) {
+        self.slots[slot as usize].exited = true;
+        self.idle.remove(&slot);
+        let inst = slot / self.k;
+        let i = &mut self.instances[inst as usize];
+        i.live_slots -= 1;
+        let (was_ready, left) = (i.ready, i.live_slots);
+        if was_ready {
+            self.ready_workers -= 1;
+        }
+        if left == 0 {
+            self.terminate(inst);
+        }
+    }
+
+    fn launch(&mut self, at: i64, boot: i64) {
+        let inst = self.instances.len() as u32;
+        self.instances.push(Instance {
+            launched: at,
+            ready_at: at + boot,
+            gone: None,
+            ready: false,
+            busy: 0,
+            live_slots: self.k,
+        });
+        for _ in 0..self.k {
+            self.slots.push(Slot {
+                build: None,
+                done: 0,
+                exited: false,
+                idle_since: at,
+                generation: 0,
+            });
+        }
+        self.live.push(inst);
+        self.push(at + boot, Kind::Ready, inst, 0);
+    }
+
+    fn terminate(&mut self, inst: u32) {
+        let t = self.t;
+        let i = &mut self.instances[inst as usize];
+        debug_assert_eq!(i.busy, 0, "never terminate an instance with a running build");
+        i.gone = Some(t);
+        let workers = if i.ready { i.live_slots } else { 0 };
+        i.live_slots = 0;
+        self.ready_workers -= workers;
+        for slot in inst * self.k..(inst + 1) * self.k {
+            self.idle.remove(&slot);
+        }
+        self.live.retain(|&x| x != inst);
+    }
+
+    fn target_instances(&self, size: u32) -> u32 {
+        let max_instances = self.pool.maximum.max(0) as u32 / self.k;
+        size.div_ceil(self.k).min(max_instances)
+    }
+
+    /// One autoscaler cycle; returns whether the simulation may end here.
+    fn cycle(&mut self, resting: Plan) -> Result<bool, ModelError> {
+        self.out.cycles += 1;
+        let now = self.trace.start + chrono::Duration::milliseconds(self.t);
+        let counts = Counts {
+            queued: u64::from(self.queued),
+            queued_projects: u64::from(self.projects_queued + self.no_project_queued),
+            running: u64::from(self.running),
+        };
+        let input = PlanInput {
+            pool: &self.pool,
+            counts,
+            now,
+        };
+        let planned = self.planners.plan(&input, &mut self.state)?;
+        let (plan, _) = crate::guard::limit(
+            planned,
+            &self.pool,
+            self.last_applied.map(|p| p.size),
+            self.fleet.max_step_up,
+        );
+        self.out.peak_plan = self.out.peak_plan.max(plan.size);
+        let declarative = self.fleet.executor.declarative();
+        let due = planner::is_due(&self.pool, now)
+            || self.revisit
+            || (declarative && self.last_applied != Some(plan));
+        if due {
+            self.out.executor_calls += 1;
+            self.revisit = self.apply(plan);
+            self.last_applied = Some(plan);
+            self.pool.last_autoscaled = Some(now);
+            self.dispatch();
+        }
+        let all_done = self.next_arrival == self.trace.builds.len()
+            && self.queued == 0
+            && self.running == 0;
+        Ok(all_done
+            && if declarative {
+                self.last_applied == Some(resting)
+                    && !self.revisit
+                    && self.live.len() as u32 == self.target_instances(resting.size)
+            } else {
+                self.live.is_empty()
+            })
+    }
+
+    /// Calls the executor; returns its `revisit`.
+    fn apply(&mut self, plan: Plan) -> bool {
+        let t = self.t;
+        let boot = self.fleet.boot_ms;
+        match self.fleet.executor {
+            ExecutorModel::Declarative => {
+                let want = self.target_instances(plan.size) as usize;
+                let current = self.live.len();
+                if want > current {
+                    for _ in current..want {
+                        self.launch(t, boot);
+                    }
+                    self.out.scale_out_events += 1;
+                    false
+                } else if want < current {
+                    let reduction = current - want;
+                    let victims: Vec<u32> = self
+                        .live
+                        .iter()
+                        .copied()
+                        .filter(|&i| self.instances[i as usize].busy == 0)
+                        .take(reduction)
+                        .collect();
+                    if !victims.is_empty() {
+                        self.out.scale_in_events += 1;
+                    }
+                    let held = reduction - victims.len();
+                    for v in victims {
+                        self.terminate(v);
+                    }
+                    held > 0
+                } else {
+                    false
+                }
+            }
+            ExecutorModel::Shell { .. } => {
+                let n = plan.queued_size.div_ceil(self.k);
+                for _ in 0..n {
+                    self.launch(t, boot);
+                }
+                if n > 0 {
+                    self.out.scale_out_events += 1;
+                }
+                false
+            }
+        }
+    }
+
+    fn finish(mut self) -> Outcome {
+        self.out.fates = self.fates;
+        self.out.instances = self
+            .instances
+            .iter()
+            .map(|i| InstanceLife {
+                launched_ms: i.launched,
+                ready_ms: i.ready_at,
+                gone_ms: i.gone,
+            })
+            .collect();
+        self.out
+    }
+}

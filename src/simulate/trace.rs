@@ -1,0 +1,459 @@
+//! Traces of builds: what the simulator replays.
+//!
+//! A trace is a CSV file with a header row naming the columns `queued_at`, `duration_seconds`
+//! and, optionally, `project` (in any order; other columns are an error, so a misspelt column
+//! is never silently ignored). Lines starting with `#` are comments (the generators record
+//! their command line and seed there).
+//!
+//! - `queued_at`: when the build was queued, either an RFC 3339 timestamp
+//!   (`2024-03-04T09:15:00Z`) or a number of seconds since the start of the trace (`540`,
+//!   `540.25`). One trace uses one form throughout. With timestamps the simulation starts at
+//!   the earliest one; with offsets it starts at offset 0, which is taken to be
+//!   [`OFFSET_EPOCH`] (a Monday, 00:00 UTC) so planners see a plausible clock.
+//! - `duration_seconds`: how long the build runs once a worker has it (a non-negative number).
+//! - `project`: any text; builds of the same project are duplicates for Vespene's
+//!   `build_latest`. Empty means "no project": such a build is never a duplicate.
+//!
+//! Times are kept in whole milliseconds; the rows may come in any order.
+
+use chrono::{DateTime, TimeZone, Utc};
+use std::collections::HashMap;
+use std::io::{Read, Write};
+
+/// Where offset traces start: Monday 2024-03-04 00:00:00 UTC. A fixed, documented instant, so
+/// a planner that looks at the clock sees the same day every run.
+pub const OFFSET_EPOCH: i64 = 1_709_510_400;
+
+/// One build of a trace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceBuild {
+    /// Milliseconds after the start of the trace.
+    pub queued_ms: i64,
+    /// Milliseconds of work once started.
+    pub duration_ms: i64,
+    /// Index into [`Trace::projects`]; `None` for a build without a project.
+    pub project: Option<u32>,
+}
+
+/// A whole trace, sorted by queue time (rows queued at the same instant keep their file order,
+/// which stands in for Vespene's build ids).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Trace {
+    /// The instant that offset 0 stands for.
+    pub start: DateTime<Utc>,
+    /// The builds, by queue time.
+    pub builds: Vec<TraceBuild>,
+    /// Project names, indexed by [`TraceBuild::project`].
+    pub projects: Vec<String>,
+    /// Whether `queued_at` was written as RFC 3339 timestamps (kept when writing it back).
+    pub timestamps: bool,
+}
+
+/// A trace that could not be read. The message names the file, the line and the column, so a
+/// bad row in a 100,000-line export can be found and fixed.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    /// The file could not be read or written.
+    #[error("{file}: {reason}")]
+    Io { file: String, reason: String },
+    /// The header row is missing a column or has an unknown one.
+    #[error("{file}: line {line}: {reason}")]
+    Header {
+        file: String,
+        line: u64,
+        reason: String,
+    },
+    /// A value could not be used.
+    #[error("{file}: line {line}, column {column} ({name}): {reason}")]
+    Value {
+        file: String,
+        line: u64,
+        column: usize,
+        name: &'static str,
+        reason: String,
+    },
+    /// The CSV itself is malformed (unbalanced quotes, a row with too many fields, …).
+    #[error("{file}: line {line}: {reason}")]
+    Csv {
+        file: String,
+        line: u64,
+        reason: String,
+    },
+}
+
+/// The trace's column layout, found from the header row.
+struct Columns {
+    queued_at: usize,
+    duration: usize,
+    project: Option<usize>,
+    count: usize,
+}
+
+impl Trace {
+    /// Reads a trace file; errors name `path`.
+    pub fn load(path: &std::path::Path) -> Result<Trace, TraceError> {
+        let file = std::fs::File::open(path).map_err(|e| TraceError::Io {
+            file: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Trace::parse(file, &path.display().to_string())
+    }
+
+    /// Parses trace CSV from `input`; `origin` names it in errors.
+    pub fn parse(input: impl Read, origin: &str) -> Result<Trace, TraceError> {
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .comment(Some(b'#'))
+            .trim(csv::Trim::All)
+            .flexible(true)
+            .from_reader(input);
+        let mut record = csv::StringRecord::new();
+        let csv_err = |e: csv::Error| {
+            let line = e.position().map(|p| p.line()).unwrap_or(0);
+            let reason = match e.kind() {
+                csv::ErrorKind::Utf8 { err, .. } => {
+                    format!("field {} is not valid UTF-8", err.field() + 1)
+                }
+                csv::ErrorKind::Io(io) => io.to_string(),
+                other => format!("{other:?}"),
+            };
+            TraceError::Csv {
+                file: origin.to_string(),
+                line,
+                reason,
+            }
+        };
+        // The header: the first non-comment, non-blank row.
+        let columns = loop {
+            if !reader.read_record(&mut record).map_err(csv_err)? {
+                return Err(TraceError::Header {
+                    file: origin.to_string(),
+                    line: 1,
+                    reason: "empty trace: expected a header row `queued_at,duration_seconds,project`"
+                        .into(),
+                });
+            }
+            if record.iter().all(str::is_empty) {
+                continue;
+            }
+            let line = record.position().map(|p| p.line()).unwrap_or(1);
+            break header(&record, origin, line)?;
+        };
+
+        let mut interned: HashMap<String, u32> = HashMap::new();
+        let mut projects: Vec<String> = Vec::new();
+        let mut rows: Vec<(Stamp, i64, Option<u32>)> = Vec::new();
+        let mut form: Option<(bool, u64)> = None; // (timestamps?, line that decided)
+        while reader.read_record(&mut record).map_err(csv_err)? {
+            let line = record.position().map(|p| p.line()).unwrap_or(0);
+            if record.iter().all(str::is_empty) {
+                continue;
+            }
+            let value_err = |column: usize, name: &'static str, reason: String| TraceError::Value {
+                file: origin.to_string(),
+                line,
+                column: column + 1,
+                name,
+                reason,
+            };
+            if record.len() != columns.count {
+                return Err(TraceError::Csv {
+                    file: origin.to_string(),
+                    line,
+                    reason: format!(
+                        "expected {} fields as in the header, found {}",
+                        columns.count,
+                        record.len()
+                    ),
+                });
+            }
+            let raw = &record[columns.queued_at];
+            let stamp = parse_queued_at(raw)
+                .map_err(|reason| value_err(columns.queued_at, "queued_at", reason))?;
+            let is_ts = matches!(stamp, Stamp::At(_));
+            match form {
+                None => form = Some((is_ts, line)),
+                Some((ts, first)) if ts != is_ts => {
+                    return Err(value_err(
+                        columns.queued_at,
+                        "queued_at",
+                        format!(
+                            "{raw:?} is {} but line {first} used {}; use one form throughout",
+                            if is_ts { "a timestamp" } else { "a seconds offset" },
+                            if ts { "timestamps" } else { "seconds offsets" }
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+            let raw = &record[columns.duration];
+            let duration_ms = parse_seconds(raw)
+                .map_err(|reason| value_err(columns.duration, "duration_seconds", reason))?;
+            let project = match columns.project.map(|c| &record[c]) {
+                None | Some("") => None,
+                Some(name) => Some(match interned.get(name) {
+                    Some(&i) => i,
+                    None => {
+                        let i = projects.len() as u32;
+                        interned.insert(name.to_string(), i);
+                        projects.push(name.to_string());
+                        i
+                    }
+                }),
+            };
+            rows.push((stamp, duration_ms, project));
+        }
+
+        let timestamps = form.map(|f| f.0).unwrap_or(false);
+        let start = if timestamps {
+            rows.iter()
+                .filter_map(|r| match r.0 {
+                    Stamp::At(t) => Some(t),
+                    Stamp::Offset(_) => None,
+                })
+                .min()
+                .expect("timestamps imply a row")
+        } else {
+            Utc.timestamp_opt(OFFSET_EPOCH, 0).unwrap()
+        };
+        let mut builds: Vec<TraceBuild> = rows
+            .into_iter()
+            .map(|(stamp, duration_ms, project)| TraceBuild {
+                queued_ms: match stamp {
+                    Stamp::At(t) => (t - start).num_milliseconds(),
+                    Stamp::Offset(ms) => ms,
+                },
+                duration_ms,
+                project,
+            })
+            .collect();
+        builds.sort_by_key(|b| b.queued_ms); // stable: ties keep file order
+        Ok(Trace {
+            start,
+            builds,
+            projects,
+            timestamps,
+        })
+    }
+
+    /// Writes the trace as CSV (the same format [`Trace::parse`] reads), with `comments` as
+    /// `#` lines at the top.
+    pub fn write(&self, out: impl Write, comments: &[String]) -> std::io::Result<()> {
+        let mut out = std::io::BufWriter::new(out);
+        for c in comments {
+            for line in c.lines() {
+                writeln!(out, "# {line}")?;
+            }
+        }
+        writeln!(out, "queued_at,duration_seconds,project")?;
+        for b in &self.builds {
+            let queued = if self.timestamps {
+                (self.start + chrono::Duration::milliseconds(b.queued_ms))
+                    .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+            } else {
+                format_seconds(b.queued_ms)
+            };
+            let project = b
+                .project
+                .map(|p| csv_field(&self.projects[p as usize]))
+                .unwrap_or_default();
+            writeln!(out, "{queued},{},{project}", format_seconds(b.duration_ms))?;
+        }
+        out.flush()
+    }
+
+    /// Sum of every build's duration, in seconds.
+    pub fn total_work_seconds(&self) -> f64 {
+        self.builds.iter().map(|b| b.duration_ms as f64).sum::<f64>() / 1000.0
+    }
+}
+
+/// A `queued_at` value before the trace's start is known.
+#[derive(Clone, Copy, Debug)]
+enum Stamp {
+    At(DateTime<Utc>),
+    Offset(i64),
+}
+
+fn header(record: &csv::StringRecord, origin: &str, line: u64) -> Result<Columns, TraceError> {
+    let err = |reason: String| TraceError::Header {
+        file: origin.to_string(),
+        line,
+        reason,
+    };
+    let (mut queued_at, mut duration, mut project) = (None, None, None);
+    for (i, name) in record.iter().enumerate() {
+        let slot = match name.to_ascii_lowercase().as_str() {
+            "queued_at" => &mut queued_at,
+            "duration_seconds" => &mut duration,
+            "project" => &mut project,
+            other => {
+                return Err(err(format!(
+                    "column {} is {other:?}; expected the columns queued_at, duration_seconds and optionally project",
+                    i + 1
+                )))
+            }
+        };
+        if slot.replace(i).is_some() {
+            return Err(err(format!("column {} repeats {name:?}", i + 1)));
+        }
+    }
+    let missing = |what: &str| err(format!("the header has no {what} column (expected queued_at,duration_seconds,project)"));
+    Ok(Columns {
+        queued_at: queued_at.ok_or_else(|| missing("queued_at"))?,
+        duration: duration.ok_or_else(|| missing("duration_seconds"))?,
+        project,
+        count: record.len(),
+    })
+}
+
+fn parse_queued_at(raw: &str) -> Result<Stamp, String> {
+    if raw.is_empty() {
+        return Err("empty; expected an RFC 3339 timestamp or seconds since the start".into());
+    }
+    if raw.contains('T') || raw.contains('t') || raw.matches('-').count() >= 2 {
+        return DateTime::parse_from_rfc3339(raw)
+            .map(|t| Stamp::At(t.with_timezone(&Utc)))
+            .map_err(|e| format!("{raw:?} is not an RFC 3339 timestamp ({e})"));
+    }
+    if raw.parse::<f64>().is_err() {
+        return Err(format!(
+            "{raw:?} is neither an RFC 3339 timestamp nor a number of seconds"
+        ));
+    }
+    parse_seconds(raw).map(Stamp::Offset)
+}
+
+/// A non-negative number of seconds, to whole milliseconds.
+fn parse_seconds(raw: &str) -> Result<i64, String> {
+    let x: f64 = raw
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a number of seconds"))?;
+    if !x.is_finite() || x < 0.0 {
+        return Err(format!("{raw:?} must be a finite number, 0 or more"));
+    }
+    if x > 1e12 {
+        return Err(format!("{raw:?} is too large"));
+    }
+    Ok((x * 1000.0).round() as i64)
+}
+
+/// Milliseconds as seconds, without a fraction when whole.
+pub(crate) fn format_seconds(ms: i64) -> String {
+    if ms % 1000 == 0 {
+        (ms / 1000).to_string()
+    } else {
+        let s = format!("{:.3}", ms as f64 / 1000.0);
+        s.trim_end_matches('0').to_string()
+    }
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r', '#']) || s.trim() != s {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Trace, TraceError> {
+        Trace::parse(text.as_bytes(), "t.csv")
+    }
+
+    #[test]
+    fn offsets_sorted_and_interned() {
+        let t = parse(
+            "# comment\nqueued_at,duration_seconds,project\n10,60,a\n0,30.5,b\n10,5,a\n3,1,\n",
+        )
+        .unwrap();
+        assert!(!t.timestamps);
+        assert_eq!(t.start.timestamp(), OFFSET_EPOCH);
+        assert_eq!(t.projects, vec!["a", "b"]);
+        let got: Vec<(i64, i64, Option<u32>)> = t
+            .builds
+            .iter()
+            .map(|b| (b.queued_ms, b.duration_ms, b.project))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (0, 30_500, Some(1)),
+                (3000, 1000, None),
+                (10_000, 60_000, Some(0)),
+                (10_000, 5000, Some(0))
+            ]
+        );
+        assert_eq!(t.total_work_seconds(), 96.5);
+    }
+
+    #[test]
+    fn timestamps_start_at_the_earliest_and_columns_may_be_reordered() {
+        let t = parse("project,queued_at,duration_seconds\nx,2024-03-04T09:00:10Z,5\ny,2024-03-04T10:00:00+01:00,7\n").unwrap();
+        assert!(t.timestamps);
+        assert_eq!(t.start.to_rfc3339(), "2024-03-04T09:00:00+00:00");
+        assert_eq!(t.builds[0].queued_ms, 0);
+        assert_eq!(t.builds[0].project, Some(1));
+        assert_eq!(t.builds[1].queued_ms, 10_000);
+    }
+
+    #[test]
+    fn errors_name_line_and_column() {
+        let e = parse("queued_at,duration_seconds,project\n0,10,a\n5,ten,b\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "t.csv: line 3, column 2 (duration_seconds): \"ten\" is not a number of seconds"
+        );
+        let e = parse("queued_at,duration_seconds\n0,10\n2024-01-01T00:00:00Z,1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("t.csv: line 3, column 1 (queued_at): \"2024-01-01T00:00:00Z\" is a timestamp but line 2 used seconds offsets"),
+            "{e}"
+        );
+        let e = parse("queued_at,duration_seconds\n\n-4,10\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("t.csv: line 3, column 1 (queued_at)"), "{e}");
+        let e = parse("queued_at,duration_seconds,project\n1,2,a,extra\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "t.csv: line 2: expected 3 fields as in the header, found 4"
+        );
+        let e = parse("queued,duration_seconds\n").unwrap_err().to_string();
+        assert!(e.starts_with("t.csv: line 1: column 1 is \"queued\""), "{e}");
+        let e = parse("duration_seconds,project\n").unwrap_err().to_string();
+        assert!(e.contains("no queued_at column"), "{e}");
+        let e = parse("queued_at,duration_seconds\n2024-13-01T00:00:00Z,1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2, column 1 (queued_at): \"2024-13-01T00:00:00Z\" is not an RFC 3339 timestamp"), "{e}");
+        let e = parse("queued_at,duration_seconds\n1,NaN\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 2, column 2 (duration_seconds)"), "{e}");
+        assert!(parse("").unwrap_err().to_string().contains("empty trace"));
+    }
+
+    #[test]
+    fn writes_what_it_reads() {
+        for text in [
+            "queued_at,duration_seconds,project\n0,30.5,b\n3,1,\n10,60,\"a,1\"\n",
+            "queued_at,duration_seconds,project\n2024-03-04T09:00:00Z,5,x\n2024-03-04T09:00:10.250Z,7,y\n",
+        ] {
+            let t = parse(text).unwrap();
+            let mut out = Vec::new();
+            t.write(&mut out, &["seed 1".into()]).unwrap();
+            let back = String::from_utf8(out).unwrap();
+            assert!(back.starts_with("# seed 1\n"));
+            assert_eq!(parse(&back).unwrap(), t, "{back}");
+        }
+    }
+}
