@@ -102,7 +102,7 @@ pub enum Command {
     /// Replay a trace of builds through the real planner and a model of the fleet (boot time,
     /// workers per instance, drain on scale-in), and report queue waits and worker-hours, to
     /// tune a pool before production.
-    Simulate(crate::simulate::SimulateArgs),
+    Simulate(Box<crate::simulate::SimulateArgs>),
     /// Create a throw-away SQLite Vespene database with sample pools and builds, and run one
     /// forced cycle on it with a shell executor that only prints what it would scale.
     Demo {

@@ -173,3 +173,38 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! Property tests over config parsing: whatever the file holds, parsing returns a config or
+    //! an error that names the file, and never panics.
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+            if let Err(e) = Config::parse(&text, "f.toml") {
+                prop_assert!(e.to_string().starts_with("config file f.toml: "));
+            }
+        }
+
+        #[test]
+        fn tomlish_text_never_panics(lines in proptest::collection::vec(
+            prop_oneof![
+                Just("[executors.shell]".to_string()),
+                Just("[executors.gce-mig]".to_string()),
+                Just("[planners.stock]".to_string()),
+                "[a-z_]{1,12} = [0-9]{1,4}",
+                "[a-z_]{1,12} = \"[a-z ]{0,8}\"",
+                "(concurrency|max_step_up|timeout_seconds|workers_per_instance) = -?[0-9]{1,3}",
+            ], 0..8)) {
+            let text = lines.join("\n");
+            if let Err(e) = Config::parse(&text, "f.toml") {
+                let msg = e.to_string();
+                prop_assert!(msg.starts_with("config file f.toml: "), "{}", msg);
+            }
+        }
+    }
+}

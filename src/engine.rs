@@ -236,7 +236,17 @@ impl Engine {
         locks: &crate::db::PoolLocks,
     ) -> Result<CycleReport, DbError> {
         let now = Utc::now();
-        let rows = self.db.load_pools(names).await?;
+        let loaded = self.db.load_pools_checked(names).await?;
+        let mut rows = Vec::with_capacity(loaded.len());
+        let mut unreadable: HashMap<String, crate::db::UnreadablePool> = HashMap::new();
+        for r in loaded {
+            match r {
+                Ok(p) => rows.push(p),
+                Err(e) => {
+                    unreadable.insert(e.name.clone().unwrap_or_default(), e);
+                }
+            }
+        }
         let by_name: HashMap<&str, &WorkerPool> =
             rows.iter().map(|p| (p.name.as_str(), p)).collect();
         let mine: Vec<i64> = rows
@@ -255,6 +265,23 @@ impl Engine {
                 continue; // the same --queue twice is evaluated once
             }
             let index = reports.len();
+            if let Some(e) = unreadable.get(name.as_str()) {
+                let status = ErrorKind::Config.status_code();
+                tracing::error!(pool = %name, outcome = "failed", kind = "config", status, "{e}");
+                if let Some(id) = e.id.filter(|id| locks.holds(*id)) {
+                    settings_failures.push((id, status));
+                }
+                reports.push(PoolReport {
+                    name: name.clone(),
+                    executor: None,
+                    result: PoolResult::Failed {
+                        status,
+                        kind: "config",
+                        error: e.to_string(),
+                    },
+                });
+                continue;
+            }
             let Some(pool) = by_name.get(name.as_str()).copied() else {
                 tracing::warn!(pool = %name, outcome = "missing", "pool {name}: no worker pool with this name; skipping it");
                 reports.push(PoolReport {

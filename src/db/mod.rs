@@ -111,77 +111,113 @@ impl Default for ConnectOptions {
     fn default() -> Self {
         ConnectOptions {
             max_connections: 10,
-            acquire_timeout: Duration::from_secs(5),
+            acquire_timeout: Duration::from_secs(3),
             create_sqlite: false,
         }
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct PoolRow {
-    id: i32,
-    name: String,
-    variables: Option<String>,
-    isolation_method: String,
-    sudo_user: Option<String>,
-    permissions_hex: String,
-    sleep_seconds: i32,
-    auto_abort_minutes: i32,
-    build_latest: bool,
-    build_object_shelf_life: i32,
-    build_root_shelf_life: i32,
-    created_by_id: Option<i32>,
-    autoscaling_enabled: bool,
-    autoscaling_status: Option<i32>,
-    excess: i32,
-    executor: Option<String>,
-    executor_command: String,
-    last_autoscaled: Option<DateTime<Utc>>,
-    maximum: i32,
-    minimum: i32,
-    multiplier: f64,
-    planner: Option<String>,
-    queued_weight: f64,
-    reevaluate_minutes: i32,
-    running_weight: f64,
+/// A pool row that could not be read (a column holds something its type cannot: text in a
+/// REAL column on SQLite, say). It fails that pool alone, naming the column.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("pool {}: {column}: cannot be read: {reason}", name.as_deref().unwrap_or("?"))]
+pub struct UnreadablePool {
+    /// The row's id, when that much could be read (to record its status).
+    pub id: Option<i64>,
+    /// The row's name, when that much could be read.
+    pub name: Option<String>,
+    /// The column at fault.
+    pub column: &'static str,
+    /// The driver's reason.
+    pub reason: String,
 }
 
-impl From<PoolRow> for WorkerPool {
-    fn from(r: PoolRow) -> Self {
-        WorkerPool {
-            id: i64::from(r.id),
-            name: r.name,
-            variables: r.variables,
-            isolation_method: r.isolation_method,
-            sudo_user: r.sudo_user,
-            permissions_hex: r.permissions_hex,
-            sleep_seconds: r.sleep_seconds,
-            auto_abort_minutes: r.auto_abort_minutes,
-            build_latest: r.build_latest,
-            build_object_shelf_life: r.build_object_shelf_life,
-            build_root_shelf_life: r.build_root_shelf_life,
-            created_by_id: r.created_by_id,
-            autoscaling_enabled: r.autoscaling_enabled,
-            autoscaling_status: r.autoscaling_status,
-            excess: r.excess,
-            executor: r.executor,
-            executor_command: r.executor_command,
-            last_autoscaled: r.last_autoscaled,
-            maximum: r.maximum,
-            minimum: r.minimum,
-            multiplier: r.multiplier,
-            planner: r.planner,
-            queued_weight: r.queued_weight,
-            reevaluate_minutes: r.reevaluate_minutes,
-            running_weight: r.running_weight,
+/// Reads one column; `f64` columns also accept the text spellings `NaN`, `inf`, `-inf` that a
+/// loosely typed engine (SQLite) may hold, so validation can name the real problem.
+macro_rules! col {
+    ($row:expr, $name:literal) => {
+        $row.try_get($name).map_err(|e| ($name, e.to_string()))?
+    };
+    ($row:expr, $name:literal, f64) => {
+        match $row.try_get::<f64, _>($name) {
+            Ok(v) => v,
+            Err(e) => match $row
+                .try_get::<String, _>($name)
+                .ok()
+                .and_then(|t| t.trim().parse::<f64>().ok())
+            {
+                Some(v) => v,
+                None => return Err(($name, e.to_string())),
+            },
         }
-    }
+    };
 }
+
+/// Generates the row decoder for one engine's row type.
+macro_rules! pool_decoder {
+    ($fn:ident, $row:ty) => {
+        fn $fn(row: &$row) -> Result<WorkerPool, UnreadablePool> {
+            use sqlx::Row;
+            let inner = || -> Result<WorkerPool, (&'static str, String)> {
+                Ok(WorkerPool {
+                    id: i64::from({
+                        let v: i32 = col!(row, "id");
+                        v
+                    }),
+                    name: col!(row, "name"),
+                    variables: col!(row, "variables"),
+                    isolation_method: col!(row, "isolation_method"),
+                    sudo_user: col!(row, "sudo_user"),
+                    permissions_hex: col!(row, "permissions_hex"),
+                    sleep_seconds: col!(row, "sleep_seconds"),
+                    auto_abort_minutes: col!(row, "auto_abort_minutes"),
+                    build_latest: col!(row, "build_latest"),
+                    build_object_shelf_life: col!(row, "build_object_shelf_life"),
+                    build_root_shelf_life: col!(row, "build_root_shelf_life"),
+                    created_by_id: col!(row, "created_by_id"),
+                    autoscaling_enabled: col!(row, "autoscaling_enabled"),
+                    autoscaling_status: col!(row, "autoscaling_status"),
+                    excess: col!(row, "excess"),
+                    executor: col!(row, "executor"),
+                    executor_command: col!(row, "executor_command"),
+                    last_autoscaled: col!(row, "last_autoscaled"),
+                    maximum: col!(row, "maximum"),
+                    minimum: col!(row, "minimum"),
+                    multiplier: col!(row, "multiplier", f64),
+                    planner: col!(row, "planner"),
+                    queued_weight: col!(row, "queued_weight", f64),
+                    reevaluate_minutes: col!(row, "reevaluate_minutes"),
+                    running_weight: col!(row, "running_weight", f64),
+                })
+            };
+            inner().map_err(|(column, reason)| UnreadablePool {
+                id: row.try_get::<i32, _>("id").ok().map(i64::from),
+                name: row.try_get::<String, _>("name").ok(),
+                column,
+                reason,
+            })
+        }
+    };
+}
+
+pool_decoder!(decode_pg_pool, sqlx::postgres::PgRow);
+pool_decoder!(decode_sqlite_pool, sqlx::sqlite::SqliteRow);
 
 const POOL_COLUMNS: &str = "id, name, variables, isolation_method, sudo_user, permissions_hex, \
     sleep_seconds, auto_abort_minutes, build_latest, build_object_shelf_life, build_root_shelf_life, \
     created_by_id, autoscaling_enabled, autoscaling_status, excess, executor, executor_command, \
     last_autoscaled, maximum, minimum, multiplier, planner, queued_weight, reevaluate_minutes, running_weight";
+
+fn collect_pools(
+    rows: Vec<Result<WorkerPool, UnreadablePool>>,
+) -> Result<Vec<WorkerPool>, DbError> {
+    rows.into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| DbError::Query {
+            what: "reading worker_pools",
+            reason: e.to_string(),
+        })
+}
 
 /// `$1, $2, …, $n` for an IN list.
 fn placeholders(n: usize) -> String {
@@ -289,9 +325,13 @@ impl Database {
         on_pool!(self, p => sqlx::query("SELECT 1").execute(p).await.map(|_| ()).map_err(DbError::query("ping")))
     }
 
-    /// The named pools (every column), in one query. Names that match no row are simply
-    /// absent from the answer; the caller warns about them.
-    pub async fn load_pools(&self, names: &[String]) -> Result<Vec<WorkerPool>, DbError> {
+    /// The named pools (every column), in one query, each row read on its own: a row that
+    /// cannot be read fails only that pool. Names that match no row are absent from the
+    /// answer; the caller warns about them.
+    pub async fn load_pools_checked(
+        &self,
+        names: &[String],
+    ) -> Result<Vec<Result<WorkerPool, UnreadablePool>>, DbError> {
         if names.is_empty() {
             return Ok(Vec::new());
         }
@@ -299,22 +339,50 @@ impl Database {
             "SELECT {POOL_COLUMNS} FROM worker_pools WHERE name IN ({}) ORDER BY id",
             placeholders(names.len())
         );
-        let rows: Vec<PoolRow> = on_pool!(self, p => {
-            let mut q = sqlx::query_as::<_, PoolRow>(&sql);
-            for n in names {
-                q = q.bind(n);
-            }
-            q.fetch_all(p).await.map_err(DbError::query("reading worker_pools"))?
-        });
-        Ok(rows.into_iter().map(WorkerPool::from).collect())
+        self.fetch_pools(&sql, names).await
     }
 
-    /// Every pool, for `audit` without `--queue` and for benchmarks.
+    /// [`Database::load_pools_checked`], failing as a whole on an unreadable row (tools and
+    /// tests, where a partial answer is no use).
+    pub async fn load_pools(&self, names: &[String]) -> Result<Vec<WorkerPool>, DbError> {
+        collect_pools(self.load_pools_checked(names).await?)
+    }
+
+    /// Every pool, for `audit` without `--queue`, the simulator and benchmarks.
     pub async fn load_all_pools(&self) -> Result<Vec<WorkerPool>, DbError> {
         let sql = format!("SELECT {POOL_COLUMNS} FROM worker_pools ORDER BY id");
-        let rows: Vec<PoolRow> = on_pool!(self, p => sqlx::query_as::<_, PoolRow>(&sql)
-            .fetch_all(p).await.map_err(DbError::query("reading worker_pools"))?);
-        Ok(rows.into_iter().map(WorkerPool::from).collect())
+        collect_pools(self.fetch_pools(&sql, &[]).await?)
+    }
+
+    async fn fetch_pools(
+        &self,
+        sql: &str,
+        binds: &[String],
+    ) -> Result<Vec<Result<WorkerPool, UnreadablePool>>, DbError> {
+        Ok(match self {
+            Database::Postgres(p) => {
+                let mut q = sqlx::query(sql);
+                for b in binds {
+                    q = q.bind(b);
+                }
+                let rows = q
+                    .fetch_all(p)
+                    .await
+                    .map_err(DbError::query("reading worker_pools"))?;
+                rows.iter().map(decode_pg_pool).collect()
+            }
+            Database::Sqlite(p) => {
+                let mut q = sqlx::query(sql);
+                for b in binds {
+                    q = q.bind(b);
+                }
+                let rows = q
+                    .fetch_all(p)
+                    .await
+                    .map_err(DbError::query("reading worker_pools"))?;
+                rows.iter().map(decode_sqlite_pool).collect()
+            }
+        })
     }
 
     /// QUEUED and RUNNING counts for all the given pools in ONE grouped query. A pool with no

@@ -188,3 +188,45 @@ mod tests {
         assert_eq!(out, "a&b<c>");
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    //! Property tests over rendering: arbitrary templates render or fail with a classified
+    //! error, never panic; and `shell_quote` output is one shell word equal to its input.
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+        #[test]
+        fn arbitrary_templates_never_panic(t in "\\PC{0,80}", name in "\\PC{0,20}") {
+            let pool = WorkerPool::with_defaults(1, &name);
+            if let Ok(out) = render_command(&t, &pool, Plan { size: 3, queued_size: 1 }) {
+                prop_assert!(!out.trim().is_empty());
+            }
+        }
+
+        #[test]
+        fn jinja_shaped_templates_never_panic(parts in proptest::collection::vec(prop_oneof![
+            Just("{{ size }}"), Just("{{ worker_pool.name | shell_quote }}"), Just("{{ worker.nope }}"),
+            Just("{% if size > 2 %}"), Just("{% endif %}"), Just("{{"), Just("}}"), Just("{% for x in"),
+            Just(" echo "), Just("{{ queued_size | upper }}"), Just("{{ 1 / 0 }}"),
+        ], 0..10)) {
+            let t: String = parts.concat();
+            let _ = render_command(&t, &WorkerPool::with_defaults(1, "p"), Plan::default());
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn shell_quote_is_one_word(s in "[^\\x00]{0,40}") {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("printf '%s' {}", shell_quote(&s)))
+                .output()
+                .unwrap();
+            prop_assert_eq!(String::from_utf8_lossy(&out.stdout), s);
+        }
+    }
+}

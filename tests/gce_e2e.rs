@@ -1,0 +1,191 @@
+//! The real `autoscaler` binary with the gce-mig executor, against the in-process Compute REST
+//! double (no GCE emulator exists) and a PostgreSQL Vespene database.
+
+mod common;
+
+use autoscaler_gce_mig::double::{ComputeDouble, InstanceSpec};
+use common::{shell_pool, TestDb};
+use std::process::Output;
+
+const GROUP: &str = "projects/p1/zones/us-central1-a/instanceGroupManagers/linux-mig";
+const LABELS: &[(&str, &str)] = &[("vespene_worker", "true"), ("vespene_pool", "linux")];
+
+fn run(t: &TestDb, double: &ComputeDouble, cfg: &std::path::Path, args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_autoscaler"))
+        .arg("--database-url")
+        .arg(&t.url)
+        .arg("--config")
+        .arg(cfg)
+        .args(args)
+        .env("AUTOSCALER_GCE_ENDPOINT", double.endpoint())
+        .env("AUTOSCALER_GCE_CREDENTIALS", "anonymous")
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn gce_mig_end_to_end_on_postgres() {
+    let t = TestDb::postgres().await;
+    let (_addr, double) = ComputeDouble::start();
+    double.set_operation_polls(1);
+    double.add_group(GROUP, LABELS);
+    for (name, created) in [
+        ("w-old", "2026-01-01T00:00:00.000-07:00"),
+        ("w-mid", "2026-02-01T00:00:00.000-07:00"),
+        ("w-new", "2026-03-01T00:00:00.000-07:00"),
+    ] {
+        double.add_instance(GROUP, InstanceSpec::new(name, created).labels(LABELS));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("autoscaler.toml");
+    std::fs::write(&cfg, "[executors.gce-mig]\npoll_interval_ms = 20\n").unwrap();
+
+    let mut linux = shell_pool(
+        1,
+        "linux",
+        "projects/p1/zones/us-central1-a/instanceGroupManagers/{{ worker_pool.name }}-mig",
+    );
+    linux.executor = Some("gce-mig".into());
+    let mut broken = shell_pool(2, "broken", "zones/us-central1-a/linux-mig");
+    broken.executor = Some("gce-mig".into());
+    t.add_pool(&linux).await;
+    t.add_pool(&broken).await;
+    t.add_worker(1, "w-old").await;
+    t.add_builds(&[
+        (1, 1, "QUEUED", Some(1), None),
+        (2, 1, "QUEUED", Some(2), None),
+        (3, 1, "QUEUED", Some(3), None),
+        (4, 1, "QUEUED", Some(4), None),
+        (5, 1, "RUNNING", Some(5), Some(1)),
+    ])
+    .await;
+
+    // Scale out: 4 queued + 1 running = 5 workers; the group has 3.
+    let out = run(
+        &t,
+        &double,
+        &cfg,
+        &["--queue", "linux", "--queue", "broken", "--force"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the broken pool fails the run\n{stderr}"
+    );
+    assert_eq!(double.target_size(GROUP), Some(5), "{stderr}");
+    assert_eq!(t.status_of("linux").await.0, Some(0));
+    assert_eq!(
+        t.status_of("broken").await.0,
+        Some(2),
+        "malformed group path is a config error"
+    );
+    assert!(stderr.contains("pool broken: executor_command renders to \"zones/us-central1-a/linux-mig\", which is not a managed instance group"), "{stderr}");
+    assert_eq!(double.count("POST", "/resize"), 1);
+    assert!(
+        double.requests().iter().all(|r| !r.path.contains("broken")),
+        "no call for the broken pool"
+    );
+    let scale_out_requests = double.requests().len();
+
+    // Steady state: same plan, one GET, no POST.
+    double.clear_requests();
+    let out = run(&t, &double, &cfg, &["--queue", "linux", "--force"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let steady: Vec<_> = double.requests();
+    assert_eq!(
+        steady.iter().filter(|r| r.method == "POST").count(),
+        0,
+        "{steady:?}"
+    );
+    assert_eq!(steady.len(), 1, "{steady:?}");
+
+    // Scale in: the queue drains; w-old still runs build 5, so it survives; the rest are idle.
+    t.exec("UPDATE builds SET status = 'SUCCESS' WHERE status = 'QUEUED'")
+        .await;
+    double.clear_requests();
+    let out = run(&t, &double, &cfg, &["--queue", "linux", "--force"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        double.instance_names(GROUP),
+        vec!["w-old".to_string()],
+        "{stderr}"
+    );
+    assert_eq!(
+        double.count("POST", "/resize"),
+        0,
+        "scale-in never resizes down"
+    );
+    assert_eq!(double.count("POST", "/deleteInstances"), 1);
+    let scale_in_requests = double.requests().len();
+    println!("gce-mig requests per cycle: scale-out {scale_out_requests}, steady 1, scale-in {scale_in_requests}");
+
+    // Dry run: describes, sends nothing mutating.
+    t.exec("UPDATE builds SET status = 'QUEUED' WHERE id IN (1, 2)")
+        .await;
+    double.clear_requests();
+    let out = run(
+        &t,
+        &double,
+        &cfg,
+        &["--queue", "linux", "--force", "--dry-run"],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("would resize"), "{stdout}");
+    assert_eq!(double.count("POST", ""), 0);
+    assert_eq!(double.instance_names(GROUP).len(), 1);
+    t.cleanup().await;
+}
+
+#[tokio::test]
+async fn gce_without_credentials_fails_its_pools_only_and_quickly() {
+    let t = TestDb::sqlite().await;
+    let mut gce = shell_pool(1, "gce", "zones/z/instanceGroupManagers/g");
+    gce.executor = Some("gce-mig".into());
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("ran");
+    let shell = shell_pool(2, "shell", &format!("touch {}", log.display()));
+    t.add_pool(&gce).await;
+    t.add_pool(&shell).await;
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        "[executors.gce-mig]\nproject = \"p\"\ncredentials = \"/nonexistent/key.json\"\n",
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_autoscaler"))
+        .args(["--database-url", &t.url, "--config"])
+        .arg(&cfg)
+        .args(["--queue", "gce", "--queue", "shell", "--force"])
+        .env_remove("AUTOSCALER_GCE_ENDPOINT")
+        .env_remove("AUTOSCALER_GCE_CREDENTIALS")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("autoscaler: pool gce failed: pool gce:"),
+        "{stderr}"
+    );
+    assert_eq!(
+        t.status_of("gce").await.0,
+        Some(4),
+        "credentials status code\n{stderr}"
+    );
+    assert!(log.exists(), "the shell pool still ran");
+    assert_eq!(t.status_of("shell").await.0, Some(0));
+    t.cleanup().await;
+}
