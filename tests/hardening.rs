@@ -327,3 +327,35 @@ async fn sigterm_during_a_call_waits_the_grace_then_records_no_success() {
     );
     t.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_hung_pool_delays_no_other_pool_beyond_its_own_timeout() {
+    let t = TestDb::sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let fast: Vec<_> = (0..4).map(|i| dir.path().join(format!("fast{i}"))).collect();
+    t.add_pool(&shell_pool(1, "hung", "sleep 60")).await;
+    for (i, f) in fast.iter().enumerate() {
+        t.add_pool(&shell_pool(i as i64 + 2, &format!("fast{i}"), &format!("date +%s.%N > {}", f.display()))).await;
+    }
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "concurrency = 2\n[executors.shell]\ntimeout_seconds = 3\nkill_grace_seconds = 1\n").unwrap();
+    let start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let t0 = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_autoscaler"))
+        .args(["--database-url", &t.url, "--config", cfg.to_str().unwrap(), "--force", "--queue", "hung"])
+        .args((0..4).flat_map(|i| ["--queue".to_string(), format!("fast{i}")]))
+        .output()
+        .unwrap();
+    let took = t0.elapsed();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pool hung failed: pool hung: executor_command still running after 3 s"));
+    // With 2 slots, one held by the hung pool, the four fast pools still ran at once.
+    for f in &fast {
+        let at: f64 = std::fs::read_to_string(f).unwrap().trim().parse().unwrap();
+        assert!(at - start < 2.0, "{} ran {:.1} s after start", f.display(), at - start);
+    }
+    assert!(took < Duration::from_secs(10), "the run took {took:?}; the hung pool's timeout is 3 s");
+    assert_eq!(t.status_of("hung").await.0, Some(124));
+    assert_eq!(t.status_of("fast3").await.0, Some(0));
+    t.cleanup().await;
+}
