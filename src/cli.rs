@@ -99,6 +99,10 @@ pub enum Command {
     /// Database utilities.
     #[command(subcommand)]
     Db(DbCommand),
+    /// Audit the cloud fleets of the pools (read-only: changes nothing): orphans, untagged
+    /// instances, drift, stuck drains, workers that never checked in, stale worker rows,
+    /// version skew, old instances, and a summary.
+    Audit(Box<crate::audit::AuditArgs>),
     /// Replay a trace of builds through the real planner and a model of the fleet (boot time,
     /// workers per instance, drain on scale-in), and report queue waits and worker-hours, to
     /// tune a pool before production.

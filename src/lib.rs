@@ -8,6 +8,7 @@
 //! - [`engine`]: one evaluation cycle; [`run`]: the loop, signals, exit codes.
 //! - Executors live in their own crates under `executors/`.
 
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod db;

@@ -74,6 +74,7 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<u8> {
             Ok(EXIT_OK)
         }
         Some(Command::Demo { keep }) => demo(keep, config).await,
+        Some(Command::Audit(args)) => Ok(autoscaler::audit::run(*args, &url, &config).await?),
         Some(Command::Simulate(args)) => Ok(autoscaler::simulate::run(*args, &url, &config).await?),
         None => {
             if cli.run.queues.is_empty() {
