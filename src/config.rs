@@ -27,6 +27,11 @@ pub struct Config {
     /// per cycle (and at most this many launched by one shell call). Default: unlimited,
     /// since declarative backends converge anyway and the pool `maximum` always applies.
     pub max_step_up: Option<u32>,
+    /// Between full cycles (every `--sleep` seconds), pools with a declarative executor
+    /// (aws-asg, gce-mig) are re-planned every this many seconds, so a queued build reaches
+    /// the group within about a second. Each poll costs three small queries. 0 turns it off.
+    /// Default 1.
+    pub poll_seconds: Option<f64>,
     /// After SIGTERM/SIGINT, how long executor calls in progress may go on before they are
     /// stopped. Default 30.
     pub shutdown_grace_seconds: Option<u64>,
@@ -92,6 +97,15 @@ impl Config {
                 field: "planners",
                 reason: e.to_string(),
             });
+        }
+        if let Some(p) = cfg.poll_seconds {
+            if !p.is_finite() || p < 0.0 {
+                return Err(ConfigError::Invalid {
+                    path: origin.to_string(),
+                    field: "poll_seconds",
+                    reason: format!("must be a number of seconds, 0 or more, got {p}"),
+                });
+            }
         }
         if cfg.concurrency == Some(0) {
             return Err(ConfigError::Invalid {

@@ -38,6 +38,11 @@ impl Registry {
         self.executors.keys().copied().collect()
     }
 
+    /// Whether the pool's backend is registered and declarative.
+    pub fn is_declarative(&self, pool: &WorkerPool) -> bool {
+        self.lookup(pool).is_ok_and(|e| e.declarative())
+    }
+
     /// The pool's backend, or a setting error naming the `executor` column.
     pub fn lookup(&self, pool: &WorkerPool) -> Result<Arc<dyn Executor>, SettingError> {
         let name = pool.executor.as_deref().map(str::trim).unwrap_or("");
@@ -65,6 +70,16 @@ impl Registry {
             self.names().join(", ")
         )))
     }
+}
+
+/// Which pools a cycle evaluates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Every named pool (a full cycle, every `--sleep` seconds).
+    All,
+    /// Only pools with a declarative executor: the cheap fast poll between full cycles, so a
+    /// queue change reaches an Auto Scaling group or MIG within about a second.
+    Declarative,
 }
 
 /// Settings of the engine that come from the command line and config file.
@@ -204,6 +219,17 @@ impl Engine {
         }
     }
 
+    /// Whether any pool of a full cycle's report has a declarative executor, so the loop knows
+    /// whether fast polls between full cycles would have anything to do.
+    pub fn has_declarative_pools(&self, report: &CycleReport) -> bool {
+        report.pools.iter().any(|p| {
+            p.executor
+                .as_deref()
+                .and_then(|e| self.registry.executors.get(e.trim()))
+                .is_some_and(|e| e.declarative())
+        })
+    }
+
     /// The database, for callers that share the connection (metrics, audit).
     pub fn database(&self) -> &Database {
         &self.db
@@ -221,9 +247,22 @@ impl Engine {
         force: bool,
         stop: &watch::Receiver<bool>,
     ) -> Result<CycleReport, DbError> {
+        self.run_scoped_cycle(names, force, Scope::All, stop).await
+    }
+
+    /// [`Engine::run_cycle`] over a subset: with [`Scope::Declarative`], only the enabled pools
+    /// whose executor is declarative are evaluated (and reported); the rest are left for the
+    /// next full cycle, silently.
+    pub async fn run_scoped_cycle(
+        &self,
+        names: &[String],
+        force: bool,
+        scope: Scope,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<CycleReport, DbError> {
         // Lock first, then read: what we act on was read while we held the pool.
         let locks = self.db.lock_pools(names).await?;
-        let result = self.locked_cycle(names, force, stop, &locks).await;
+        let result = self.locked_cycle(names, force, scope, stop, &locks).await;
         locks.release().await;
         result
     }
@@ -232,6 +271,7 @@ impl Engine {
         &self,
         names: &[String],
         force: bool,
+        scope: Scope,
         stop: &watch::Receiver<bool>,
         locks: &crate::db::PoolLocks,
     ) -> Result<CycleReport, DbError> {
@@ -247,10 +287,24 @@ impl Engine {
                 }
             }
         }
+        let scoped: Vec<String>;
+        let names: &[String] = match scope {
+            Scope::All => names,
+            Scope::Declarative => {
+                unreadable.clear();
+                scoped = rows
+                    .iter()
+                    .filter(|p| p.autoscaling_enabled && self.registry.is_declarative(p))
+                    .map(|p| p.name.clone())
+                    .collect();
+                &scoped
+            }
+        };
         let by_name: HashMap<&str, &WorkerPool> =
             rows.iter().map(|p| (p.name.as_str(), p)).collect();
-        let mine: Vec<i64> = rows
+        let mine: Vec<i64> = names
             .iter()
+            .filter_map(|n| by_name.get(n.as_str()))
             .filter(|p| p.autoscaling_enabled && locks.holds(p.id))
             .map(|p| p.id)
             .collect();

@@ -91,7 +91,8 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<u8> {
             } else {
                 let stop = run::shutdown_signal();
                 let metrics = run::start_metrics(&config, cli.run.metrics_addr).await?;
-                Ok(run::run_loop(&engine, &cli.run, stop, metrics.as_deref()).await)
+                let poll = std::time::Duration::from_secs_f64(config.poll_seconds.unwrap_or(1.0));
+                Ok(run::run_loop(&engine, &cli.run, stop, metrics.as_deref(), poll).await)
             }
         }
     }

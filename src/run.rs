@@ -4,7 +4,7 @@
 use crate::cli::RunArgs;
 use crate::config::Config;
 use crate::db::{ConnectOptions, Database, DbError};
-use crate::engine::{CycleReport, Engine, EngineOptions, PoolResult, Registry};
+use crate::engine::{CycleReport, Engine, EngineOptions, PoolResult, Registry, Scope};
 use crate::metrics::Metrics;
 use crate::planner::Planners;
 use std::sync::Arc;
@@ -158,23 +158,32 @@ pub fn backoff(failures: u32, cap: Duration) -> Duration {
     base.saturating_sub(jitter)
 }
 
-/// The loop: a cycle, then `--sleep` seconds, until SIGINT/SIGTERM. Database failures are
-/// logged once when they start and once when they end, retried with backoff, and never acted
-/// on.
+/// The loop: a full cycle every `--sleep` seconds and, in between, a fast poll of the
+/// declarative pools every `poll` (so a queue change reaches a cloud group in about a second),
+/// until SIGINT/SIGTERM. Database failures are logged once when they start and once when they
+/// end, retried with backoff (capped at the loop interval), and never acted on.
 pub async fn run_loop(
     engine: &Engine,
     args: &RunArgs,
     mut stop: watch::Receiver<bool>,
     metrics: Option<&Metrics>,
+    poll: Duration,
 ) -> u8 {
     let sleep = Duration::from_secs(args.sleep);
     let mut failures: u32 = 0;
+    let mut next_full = tokio::time::Instant::now();
+    let mut fast_poll = false;
     loop {
         if *stop.borrow() {
             return EXIT_OK;
         }
+        let full = tokio::time::Instant::now() >= next_full;
+        let scope = if full { Scope::All } else { Scope::Declarative };
         let started = std::time::Instant::now();
-        let wait = match engine.run_cycle(&args.queues, false, &stop).await {
+        let wait = match engine
+            .run_scoped_cycle(&args.queues, false, scope, &stop)
+            .await
+        {
             Ok(report) => {
                 if let Some(m) = metrics {
                     m.observe_cycle(&report, started.elapsed());
@@ -186,10 +195,20 @@ pub async fn run_loop(
                     );
                 }
                 failures = 0;
-                if args.dry_run {
+                if args.dry_run && (full || !report.pools.is_empty()) {
                     print_dry_run(&report);
                 }
-                sleep
+                if full {
+                    next_full = tokio::time::Instant::now() + sleep;
+                    fast_poll =
+                        !poll.is_zero() && poll < sleep && engine.has_declarative_pools(&report);
+                }
+                let until_full = next_full.saturating_duration_since(tokio::time::Instant::now());
+                if fast_poll {
+                    poll.min(until_full)
+                } else {
+                    until_full
+                }
             }
             Err(e) => {
                 if let Some(m) = metrics {
@@ -204,6 +223,8 @@ pub async fn run_loop(
                     tracing::debug!("still failing: {e}");
                 }
                 failures = failures.saturating_add(1);
+                // Retry with a full cycle once the database answers.
+                next_full = tokio::time::Instant::now();
                 backoff(failures, sleep)
             }
         };
