@@ -269,8 +269,9 @@ locals {
     vespene_version = var.vespene_version
   }
 
-  # GCE label values: lower-case letters, digits, '_' and '-', at most 63 characters.
-  gce_pool    = substr(regex_replace(lower(var.pool), "[^a-z0-9_-]", "-"), 0, 63)
+  # GCE label values: lower-case letters, digits, '_' and '-', at most 63 characters; any other
+  # character becomes '_', exactly as the gce-mig executor and the audit expect (autoscaler_gce_mig::label_value).
+  gce_pool    = substr(regex_replace(lower(var.pool), "[^a-z0-9_-]", "_"), 0, 63)
   gce_version = substr(regex_replace(lower(var.vespene_version), "[^a-z0-9_-]", "-"), 0, 63)
   gce_labels = {
     vespene_worker  = "true"
