@@ -332,30 +332,88 @@ async fn sigterm_during_a_call_waits_the_grace_then_records_no_success() {
 async fn a_hung_pool_delays_no_other_pool_beyond_its_own_timeout() {
     let t = TestDb::sqlite().await;
     let dir = tempfile::tempdir().unwrap();
-    let fast: Vec<_> = (0..4).map(|i| dir.path().join(format!("fast{i}"))).collect();
+    let fast: Vec<_> = (0..4)
+        .map(|i| dir.path().join(format!("fast{i}")))
+        .collect();
     t.add_pool(&shell_pool(1, "hung", "sleep 60")).await;
     for (i, f) in fast.iter().enumerate() {
-        t.add_pool(&shell_pool(i as i64 + 2, &format!("fast{i}"), &format!("date +%s.%N > {}", f.display()))).await;
+        t.add_pool(&shell_pool(
+            i as i64 + 2,
+            &format!("fast{i}"),
+            &format!("date +%s.%N > {}", f.display()),
+        ))
+        .await;
     }
     let cfg = dir.path().join("c.toml");
-    std::fs::write(&cfg, "concurrency = 2\n[executors.shell]\ntimeout_seconds = 3\nkill_grace_seconds = 1\n").unwrap();
-    let start = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    std::fs::write(
+        &cfg,
+        "concurrency = 2\n[executors.shell]\ntimeout_seconds = 3\nkill_grace_seconds = 1\n",
+    )
+    .unwrap();
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
     let t0 = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_autoscaler"))
-        .args(["--database-url", &t.url, "--config", cfg.to_str().unwrap(), "--force", "--queue", "hung"])
+        .args([
+            "--database-url",
+            &t.url,
+            "--config",
+            cfg.to_str().unwrap(),
+            "--force",
+            "--queue",
+            "hung",
+        ])
         .args((0..4).flat_map(|i| ["--queue".to_string(), format!("fast{i}")]))
         .output()
         .unwrap();
     let took = t0.elapsed();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("pool hung failed: pool hung: executor_command still running after 3 s"));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("pool hung failed: pool hung: executor_command still running after 3 s"));
     // With 2 slots, one held by the hung pool, the four fast pools still ran at once.
     for f in &fast {
         let at: f64 = std::fs::read_to_string(f).unwrap().trim().parse().unwrap();
-        assert!(at - start < 2.0, "{} ran {:.1} s after start", f.display(), at - start);
+        assert!(
+            at - start < 2.0,
+            "{} ran {:.1} s after start",
+            f.display(),
+            at - start
+        );
     }
-    assert!(took < Duration::from_secs(10), "the run took {took:?}; the hung pool's timeout is 3 s");
+    assert!(
+        took < Duration::from_secs(10),
+        "the run took {took:?}; the hung pool's timeout is 3 s"
+    );
     assert_eq!(t.status_of("hung").await.0, Some(124));
     assert_eq!(t.status_of("fast3").await.0, Some(0));
+    t.cleanup().await;
+}
+
+#[tokio::test]
+async fn runaway_guard_bounds_each_step_and_the_maximum() {
+    let t = TestDb::sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("sizes");
+    let mut p = shell_pool(1, "p", &format!("echo {{{{ size }}}} {{{{ queued_size }}}} >> {}", log.display()));
+    p.maximum = 8;
+    p.reevaluate_minutes = 0;
+    p.build_latest = false;
+    t.add_pool(&p).await;
+    t.add_builds(&[(1, 1, "QUEUED", Some(1), None)]).await;
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "max_step_up = 3\n").unwrap();
+    // One process, several cycles: after a burst of 29 builds the size climbs by at most 3
+    // per cycle and stops at the maximum, 8; a shell call never launches more than 3.
+    let mut child = spawn(&t.url, &["--queue", "p", "--sleep", "1", "--config", cfg.to_str().unwrap()], &[]);
+    wait_until(Duration::from_secs(20), || !lines(&log).is_empty()).expect("first cycle");
+    t.add_builds(&(2..=30).map(|i| (i, 1, "QUEUED", Some(i), None)).collect::<Vec<_>>()).await;
+    wait_until(Duration::from_secs(20), || lines(&log).len() >= 5).expect("five cycles");
+    let (code, stderr) = terminate(&mut child);
+    assert_eq!(code, Some(0));
+    let got = lines(&log);
+    assert_eq!(&got[..5], &["1 1", "4 3", "7 3", "8 3", "8 3"], "{stderr}");
+    assert!(stderr.contains("pool p: size 8 is more than max_step_up 3 above the last applied 1; clamped to 4"), "{stderr}");
     t.cleanup().await;
 }
