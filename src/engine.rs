@@ -82,6 +82,45 @@ pub enum Scope {
     Declarative,
 }
 
+/// When a pool's executor is called: the one rule the engine and the simulator share.
+#[derive(Clone, Copy, Debug)]
+pub struct DueCheck {
+    /// `--force`: always.
+    pub force: bool,
+    /// A full cycle (every `--sleep`), or a fast poll of the declarative pools in between.
+    pub full_cycle: bool,
+    /// The pool's `reevaluate_minutes` timer has run out.
+    pub timer_due: bool,
+    /// The executor sets a size (aws-asg, gce-mig) rather than launching machines.
+    pub declarative: bool,
+    /// The executor asked to be called again (instances draining).
+    pub revisit: bool,
+    /// The size this process last applied to the pool.
+    pub last_size: Option<u32>,
+    /// The size planned now.
+    pub size: u32,
+}
+
+impl DueCheck {
+    /// Full cycles: the timer, a revisit, or (declarative) a changed size. Fast polls only
+    /// scale out: a queued build reaches its group within a poll, while scale-in and revisits
+    /// wait for the next full cycle, so an idle machine is not deleted a second after its build
+    /// ended (the simulator showed `stock` re-booting for every build otherwise) and a held
+    /// drain is not re-checked every second.
+    pub fn due(&self) -> bool {
+        if self.force {
+            return true;
+        }
+        if self.full_cycle {
+            self.timer_due
+                || self.revisit
+                || (self.declarative && self.last_size != Some(self.size))
+        } else {
+            self.declarative && self.last_size.is_none_or(|last| self.size > last)
+        }
+    }
+}
+
 /// Settings of the engine that come from the command line and config file.
 #[derive(Clone, Debug)]
 pub struct EngineOptions {
@@ -165,7 +204,7 @@ struct Memory {
     /// The planner's own memory of this pool.
     planner: PlannerState,
     /// The plan last applied successfully: a declarative backend is called again as soon as
-    /// the plan differs, without waiting for the timer; and the runaway guard's base.
+    /// its size differs, without waiting for the timer; and the runaway guard's base.
     last_plan: Option<Plan>,
     /// The backend asked to be called next cycle (draining in progress).
     revisit: bool,
@@ -363,7 +402,7 @@ impl Engine {
                 continue;
             }
             let c = counts.get(&pool.id).copied().unwrap_or_default();
-            match self.evaluate(pool, c, now, force) {
+            match self.evaluate(pool, c, now, force, scope) {
                 Ok((plan, Some(executor))) => {
                     report.result = PoolResult::Interrupted;
                     reports.push(report);
@@ -473,6 +512,7 @@ impl Engine {
         counts: Counts,
         now: DateTime<Utc>,
         force: bool,
+        scope: Scope,
     ) -> Result<(Plan, Option<Arc<dyn Executor>>), ExecutorError> {
         let setting = |e: SettingError| {
             ExecutorError::new(
@@ -498,10 +538,16 @@ impl Engine {
         for w in why {
             tracing::warn!(pool = %pool.name, outcome = "clamped", "pool {}: {w}", pool.name);
         }
-        let due = force
-            || planner::is_due(pool, now)
-            || memory.revisit
-            || (executor.declarative() && memory.last_plan != Some(plan));
+        let due = DueCheck {
+            force,
+            full_cycle: scope == Scope::All,
+            timer_due: planner::is_due(pool, now),
+            declarative: executor.declarative(),
+            revisit: memory.revisit,
+            last_size: memory.last_plan.map(|p| p.size),
+            size: plan.size,
+        }
+        .due();
         if !due {
             tracing::debug!(pool = %pool.name, size = plan.size, queued_size = plan.queued_size, outcome = "not_due",
                 "pool {}: not due (reevaluate_minutes {})", pool.name, pool.reevaluate_minutes);

@@ -4,7 +4,8 @@
 //! - [`cli`]: the command line contract.
 //! - [`config`]: the optional TOML file.
 //! - [`db`]: the Vespene database (PostgreSQL or SQLite).
-//! - [`planner`]: pure planners (`stock`).
+//! - [`planner`]: pure planners (`stock`, `boot-aware`); [`guard`]: the runaway guard.
+//! - [`simulate`]: replays a trace of builds through the planners; [`audit`]: read-only fleet audit.
 //! - [`engine`]: one evaluation cycle; [`run`]: the loop, signals, exit codes.
 //! - Executors live in their own crates under `executors/`.
 

@@ -3,13 +3,15 @@
 //! Pure by design (no I/O, no clock of its own): the engine, the simulator and the tests all
 //! call the same code with the same inputs and get the same answer.
 
+mod boot_aware;
 mod stock;
 
+pub use boot_aware::{BootAware, BootAwareConfig, DemandSample};
 pub use stock::Stock;
 
 use autoscaler_executor::{Plan, WorkerPool};
 use chrono::{DateTime, Duration, Utc};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 /// Builds of one pool as counted this cycle.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -80,6 +82,9 @@ pub struct PlannerState {
     pub last_plan: Option<Plan>,
     /// When `last_plan.size` last changed.
     pub last_change: Option<DateTime<Utc>>,
+    /// `boot-aware`'s recent cycles, pruned to its window: the demand it holds capacity for
+    /// and the arrivals it looks ahead by.
+    pub samples: VecDeque<DemandSample>,
 }
 
 /// A way of turning counts into a plan. Implementations must be pure: no I/O, no clock.
@@ -101,6 +106,9 @@ pub struct PlannerConfigError {
     pub message: String,
 }
 
+/// Every planner's name, as a pool's `planner` column and a `[planners.NAME]` section spell it.
+pub const PLANNERS: [&str; 2] = ["stock", "boot-aware"];
+
 /// The planners this build offers, configured from the config file's `[planners.NAME]`
 /// sections. An empty or NULL `planner` column means `stock`, the only planner Vespene ever
 /// shipped, so a pool created before a planner was chosen still works.
@@ -120,7 +128,7 @@ impl Planners {
     pub fn from_config(
         sections: &BTreeMap<String, toml::Table>,
     ) -> Result<Planners, PlannerConfigError> {
-        let known = ["stock"];
+        let known = PLANNERS;
         for name in sections.keys() {
             if !known.contains(&name.as_str()) {
                 return Err(PlannerConfigError {
@@ -137,8 +145,15 @@ impl Planners {
                 ),
             });
         }
+        let boot_aware = match sections.get("boot-aware") {
+            Some(table) => BootAware::from_table(table).map_err(|message| PlannerConfigError {
+                section: "boot-aware".into(),
+                message,
+            })?,
+            None => BootAware::new(BootAwareConfig::default()),
+        };
         Ok(Planners {
-            list: vec![Box::new(Stock)],
+            list: vec![Box::new(Stock), Box::new(boot_aware)],
         })
     }
 
@@ -366,7 +381,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "pool p: planner: unknown planner \"magic\" (known: stock)"
+            "pool p: planner: unknown planner \"magic\" (known: stock, boot-aware)"
         );
     }
 
@@ -377,7 +392,7 @@ mod tests {
         let err = Planners::from_config(&sections).err().unwrap();
         assert_eq!(
             err.to_string(),
-            "[planners.magic]: unknown planner (known: stock)"
+            "[planners.magic]: unknown planner (known: stock, boot-aware)"
         );
         let mut sections = BTreeMap::new();
         let mut t = toml::Table::new();
@@ -388,6 +403,24 @@ mod tests {
             .unwrap()
             .to_string()
             .contains("unknown key `boot`"));
+        // boot-aware takes its own keys, and only those.
+        let mut sections = BTreeMap::new();
+        sections.insert(
+            "boot-aware".to_string(),
+            toml::from_str::<toml::Table>("boot_seconds = 120\nscale_in_delay_seconds = 300")
+                .unwrap(),
+        );
+        let planners = Planners::from_config(&sections).unwrap();
+        assert_eq!(planners.names(), vec!["stock", "boot-aware"]);
+        sections.insert(
+            "boot-aware".to_string(),
+            toml::from_str::<toml::Table>("boot_time = 120").unwrap(),
+        );
+        let err = Planners::from_config(&sections).err().unwrap().to_string();
+        assert!(
+            err.starts_with("[planners.boot-aware]: unknown field `boot_time`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! documented algorithm), turned into uniform, exponential and normal variates here rather
 //! than by a library whose sampling could change between versions.
 //!
-//! - `diurnal`: one office day. About 2,000 builds of 40 projects (a few popular, many
+//! - `diurnal`: one office day. About 2,000 builds of 120 projects (a few popular, many
 //!   rare), arriving as a Poisson process whose rate rises from a few per hour at night to a
 //!   morning peak near 10:30 and an afternoon peak near 15:00, with a dip at lunch; plus a
 //!   nightly schedule that queues 12 projects' full test suites at 02:00:00. Each project has
@@ -64,11 +64,13 @@ impl Rng {
     }
     fn weighted(&mut self, cumulative: &[f64]) -> usize {
         let x = self.uniform() * cumulative.last().copied().unwrap_or(0.0);
-        cumulative.partition_point(|&c| c <= x).min(cumulative.len() - 1)
+        cumulative
+            .partition_point(|&c| c <= x)
+            .min(cumulative.len() - 1)
     }
 }
 
-const PROJECTS: usize = 40;
+const PROJECTS: usize = 120;
 const DAY: f64 = 24.0 * 3600.0;
 
 struct Projects {
@@ -80,11 +82,15 @@ fn projects(rng: &mut Rng) -> Projects {
     let mut cumulative = Vec::with_capacity(PROJECTS);
     let mut total = 0.0;
     for i in 0..PROJECTS {
-        total += 1.0 / ((i + 1) as f64).powf(0.9);
+        total += 1.0 / ((i + 1) as f64).powf(0.7);
         cumulative.push(total);
     }
     let median_seconds = (0..PROJECTS)
-        .map(|_| (300f64.ln() + 0.55 * rng.normal()).exp().clamp(60.0, 1800.0))
+        .map(|_| {
+            (300f64.ln() + 0.55 * rng.normal())
+                .exp()
+                .clamp(60.0, 1800.0)
+        })
         .collect();
     Projects {
         cumulative,
@@ -233,13 +239,9 @@ mod tests {
             .filter(|b| (9..12).contains(&hour(b)))
             .count();
         assert!(morning > 10 * night.max(1), "{morning} vs {night}");
-        assert_eq!(
-            a.builds
-                .iter()
-                .filter(|b| b.queued_ms == 7_200_000)
-                .count(),
-            12
-        );
+        // The nightly schedule (a random arrival may share its second).
+        let nightly = a.builds.iter().filter(|b| b.queued_ms == 7_200_000).count();
+        assert!((12..=13).contains(&nightly), "{nightly}");
         let r = generate(TraceKind::ReleaseDay, 7);
         // Bursts: some minute holds at least 20 queued builds.
         let mut per_minute = std::collections::HashMap::new();

@@ -3,13 +3,16 @@
 //!
 //! What is modelled, and how it maps to the real thing:
 //!
-//! - **The autoscaler loop** evaluates the pool every `sleep` (first at time 0) exactly as
-//!   `engine.rs` does: it counts QUEUED builds (and distinct queued projects) and RUNNING
-//!   builds, runs the pool's planner through [`Planners::plan`] with the planner's own
-//!   [`PlannerState`] carried from cycle to cycle, applies the runaway guard
-//!   ([`crate::guard::limit`]), and calls the executor when `force || is_due(pool, now) ||
-//!   revisit || (declarative && plan != last applied plan)`. A call restarts the pool's
-//!   `reevaluate_minutes` timer (`last_autoscaled = now`), as a successful real call does.
+//! - **The autoscaler loop** evaluates the pool as `run.rs` schedules it: a full cycle every
+//!   `sleep` (first at time 0) and, for a declarative executor, a fast poll every
+//!   `poll_seconds` in between (the config file's `poll_seconds`, default 1; 0 or not less
+//!   than `sleep` turns it off). Each evaluation is the engine's: it counts QUEUED builds
+//!   (and distinct queued projects) and RUNNING builds, runs the pool's planner through
+//!   [`Planners::plan`] with the planner's own [`PlannerState`] carried from cycle to cycle,
+//!   applies the runaway guard ([`crate::guard::limit`]), and calls the executor when
+//!   [`crate::engine::DueCheck`] says so, the engine's own rule (full cycles: the timer, a
+//!   revisit or a changed size; fast polls: scale-out only; the loop never forces). A call restarts the pool's `reevaluate_minutes` timer
+//!   (`last_autoscaled = now`), as a successful real call does.
 //! - **A declarative executor** behaves like the `gce-mig` backend: it wants
 //!   `min(ceil(size / workers_per_instance), maximum / workers_per_instance)` instances;
 //!   scaling out launches the difference; scaling in deletes idle instances only (booting ones
@@ -75,8 +78,11 @@ pub struct Fleet {
     pub boot_ms: i64,
     /// Workers on each instance.
     pub workers_per_instance: u32,
-    /// The autoscaler's `--sleep` between cycles.
+    /// The autoscaler's `--sleep` between full cycles.
     pub sleep_ms: i64,
+    /// The config file's `poll_seconds`: a declarative pool is also evaluated this often
+    /// between full cycles; 0 turns that off.
+    pub poll_ms: i64,
     /// A worker's pause between polls of the queue (Vespene's pool `sleep_seconds`); 0 means
     /// it takes a queued build at once.
     pub worker_poll_ms: i64,
@@ -89,8 +95,9 @@ pub struct Fleet {
 /// What became of one build of the trace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BuildFate {
-    /// A worker started it at this time (ms).
-    Ran { start_ms: i64 },
+    /// A worker of instance `instance` (an index into [`Outcome::instances`]) started it at
+    /// this time (ms).
+    Ran { start_ms: i64, instance: u32 },
     /// Aborted at this time because a worker took an older build of the same project
     /// (`build_latest`).
     Superseded { at_ms: i64 },
@@ -112,6 +119,7 @@ pub struct InstanceLife {
 /// The fleet and queue at one instant, for the plot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Sample {
+    /// Milliseconds after the start of the trace; the values hold until the next sample.
     pub t_ms: i64,
     /// QUEUED builds.
     pub queued: u32,
@@ -142,7 +150,7 @@ pub struct Outcome {
     pub scale_in_events: u64,
     /// Executor calls in all (including ones that changed nothing).
     pub executor_calls: u64,
-    /// Autoscaler cycles run.
+    /// Evaluations of the pool (full cycles and fast polls).
     pub cycles: u64,
     /// The largest plan size asked for.
     pub peak_plan: u32,
@@ -221,6 +229,8 @@ struct Sim<'a> {
     revisit: bool,
     out: Outcome,
     record: bool,
+    /// When the next full cycle is due.
+    next_full: i64,
 }
 
 /// Replays `trace` against `pool` (its planner, weights, bounds, timer and `build_latest`)
@@ -242,9 +252,9 @@ pub fn simulate(
     if fleet.sleep_ms <= 0 {
         return Err(ModelError::Fleet("--sleep must be more than 0".into()));
     }
-    if fleet.boot_ms < 0 || fleet.worker_poll_ms < 0 {
+    if fleet.boot_ms < 0 || fleet.worker_poll_ms < 0 || fleet.poll_ms < 0 {
         return Err(ModelError::Fleet(
-            "--boot-seconds and --worker-poll-seconds must not be negative".into(),
+            "--boot-seconds, --worker-poll-seconds and --poll-seconds must not be negative".into(),
         ));
     }
     if fleet.executor.declarative() && pool.maximum.max(0) < fleet.workers_per_instance as i32 {
@@ -292,6 +302,7 @@ pub fn simulate(
             series: Vec::new(),
         },
         record: record_series,
+        next_full: 0,
     };
     sim.pool.last_autoscaled = None;
     sim.run()?;
@@ -360,14 +371,26 @@ impl Sim<'_> {
                     Kind::Ready => self.ready(a),
                     Kind::Poll => self.poll(a, b),
                     Kind::Cycle => {
-                        let rest = self.cycle(resting)?;
+                        let full = self.t >= self.next_full;
+                        let rest = self.cycle(resting, full)?;
                         if rest || self.t >= cap {
                             self.out.capped = !rest;
                             self.out.end_ms = self.t;
                             self.sample();
                             return Ok(());
                         }
-                        let next = self.t + self.fleet.sleep_ms;
+                        if self.t >= self.next_full {
+                            self.next_full = self.t + self.fleet.sleep_ms;
+                        }
+                        let poll = self.fleet.poll_ms;
+                        let next = if self.fleet.executor.declarative()
+                            && poll > 0
+                            && poll < self.fleet.sleep_ms
+                        {
+                            (self.t + poll).min(self.next_full)
+                        } else {
+                            self.next_full
+                        };
                         self.push(next, Kind::Cycle, 0, 0);
                     }
                     Kind::Arrival => unreachable!("arrivals are not queued as events"),
@@ -392,8 +415,12 @@ impl Sim<'_> {
         match self.out.series.last_mut() {
             Some(last) if last.t_ms == s.t_ms => *last = s,
             Some(last)
-                if (last.queued, last.running, last.ready_workers, last.provisioned_workers)
-                    == (s.queued, s.running, s.ready_workers, s.provisioned_workers) => {}
+                if (
+                    last.queued,
+                    last.running,
+                    last.ready_workers,
+                    last.provisioned_workers,
+                ) == (s.queued, s.running, s.ready_workers, s.provisioned_workers) => {}
             _ => self.out.series.push(s),
         }
     }
@@ -454,7 +481,10 @@ impl Sim<'_> {
             }
             None => self.no_project_queued -= 1,
         }
-        self.fates[b as usize] = BuildFate::Ran { start_ms: self.t };
+        self.fates[b as usize] = BuildFate::Ran {
+            start_ms: self.t,
+            instance: slot / self.k,
+        };
         let s = &mut self.slots[slot as usize];
         s.build = Some(b);
         self.instances[(slot / self.k) as usize].busy += 1;
@@ -592,7 +622,10 @@ impl Sim<'_> {
     fn terminate(&mut self, inst: u32) {
         let t = self.t;
         let i = &mut self.instances[inst as usize];
-        debug_assert_eq!(i.busy, 0, "never terminate an instance with a running build");
+        debug_assert_eq!(
+            i.busy, 0,
+            "never terminate an instance with a running build"
+        );
         i.gone = Some(t);
         let workers = if i.ready { i.live_slots } else { 0 };
         i.live_slots = 0;
@@ -609,7 +642,7 @@ impl Sim<'_> {
     }
 
     /// One autoscaler cycle; returns whether the simulation may end here.
-    fn cycle(&mut self, resting: Plan) -> Result<bool, ModelError> {
+    fn cycle(&mut self, resting: Plan, full: bool) -> Result<bool, ModelError> {
         self.out.cycles += 1;
         let now = self.trace.start + chrono::Duration::milliseconds(self.t);
         let counts = Counts {
@@ -631,9 +664,16 @@ impl Sim<'_> {
         );
         self.out.peak_plan = self.out.peak_plan.max(plan.size);
         let declarative = self.fleet.executor.declarative();
-        let due = planner::is_due(&self.pool, now)
-            || self.revisit
-            || (declarative && self.last_applied != Some(plan));
+        let due = crate::engine::DueCheck {
+            force: false,
+            full_cycle: full,
+            timer_due: planner::is_due(&self.pool, now),
+            declarative,
+            revisit: self.revisit,
+            last_size: self.last_applied.map(|p| p.size),
+            size: plan.size,
+        }
+        .due();
         if due {
             self.out.executor_calls += 1;
             self.revisit = self.apply(plan);
@@ -641,9 +681,8 @@ impl Sim<'_> {
             self.pool.last_autoscaled = Some(now);
             self.dispatch();
         }
-        let all_done = self.next_arrival == self.trace.builds.len()
-            && self.queued == 0
-            && self.running == 0;
+        let all_done =
+            self.next_arrival == self.trace.builds.len() && self.queued == 0 && self.running == 0;
         Ok(all_done
             && if declarative {
                 self.last_applied == Some(resting)

@@ -8,8 +8,11 @@ use std::path::Path;
 
 /// One panel: a title and the run's samples up to `end_ms`.
 pub struct Panel<'a> {
+    /// Shown above the panel: planner, trace and fleet.
     pub title: String,
+    /// The run's samples ([`crate::simulate::model::simulate`] with `record_series`).
     pub series: &'a [Sample],
+    /// Where the time axis ends.
     pub end_ms: i64,
 }
 
@@ -57,17 +60,16 @@ pub fn write_svg(path: &Path, panels: &[Panel<'_>]) -> Result<(), String> {
         "capacity (booted workers)",
         "paid workers (booting included)",
     ];
-    let colors = [RED, BLUE, GREEN.mix(0.9).to_rgba(), BLACK.mix(0.35).to_rgba()];
+    let colors = [
+        RED.to_rgba(),
+        BLUE.to_rgba(),
+        RGBColor(0, 150, 60).to_rgba(),
+        BLACK.mix(0.35),
+    ];
     for (area, panel) in areas.iter().zip(panels) {
         let cols = envelope(panel.series, panel.end_ms);
         let hours = (panel.end_ms as f64 / 3_600_000.0).max(1.0 / 60.0);
-        let ymax = cols
-            .iter()
-            .flat_map(|c| c.1)
-            .max()
-            .unwrap_or(0)
-            .max(1) as f64
-            * 1.08;
+        let ymax = cols.iter().flat_map(|c| c.1).max().unwrap_or(0).max(1) as f64 * 1.08;
         let mut chart = ChartBuilder::on(area)
             .caption(&panel.title, ("sans-serif", 18))
             .margin(12)
@@ -75,10 +77,19 @@ pub fn write_svg(path: &Path, panels: &[Panel<'_>]) -> Result<(), String> {
             .y_label_area_size(48)
             .build_cartesian_2d(0f64..hours, 0f64..ymax)
             .map_err(|x| e(&x))?;
+        let x_fmt = |x: &f64| {
+            if hours >= 5.0 {
+                format!("{x:.0}")
+            } else {
+                format!("{x:.2}")
+            }
+        };
         chart
             .configure_mesh()
             .x_desc("hours since the start of the trace")
             .y_desc("builds / workers")
+            .x_label_formatter(&x_fmt)
+            .y_label_formatter(&|y: &f64| format!("{y:.0}"))
             .draw()
             .map_err(|x| e(&x))?;
         for (i, name) in names.iter().enumerate() {

@@ -90,7 +90,7 @@ impl Metrics {
         let (mut superseded, mut never, mut busy_ms) = (0usize, 0usize, 0i64);
         for (b, fate) in trace.builds.iter().zip(&outcome.fates) {
             match *fate {
-                BuildFate::Ran { start_ms } => {
+                BuildFate::Ran { start_ms, .. } => {
                     waits.push(start_ms - b.queued_ms);
                     busy_ms += (start_ms + b.duration_ms).min(end.max(start_ms)) - start_ms;
                 }
@@ -173,20 +173,27 @@ pub struct Setup {
     pub trace_work_hours: f64,
     /// `declarative` or `shell`.
     pub executor: String,
+    /// Launch to first poll of an instance's workers.
     pub boot_seconds: f64,
+    /// Workers per instance.
     pub workers_per_instance: u32,
+    /// The autoscaler's `--sleep`.
     pub sleep_seconds: f64,
+    /// Fast polls of the declarative pool between full cycles (0: none).
+    pub poll_seconds: f64,
+    /// A worker's pause between polls of the queue.
     pub worker_poll_seconds: f64,
     /// Shell only: `--max-builds` of each worker (`null`: unlimited).
     pub worker_max_builds: Option<u32>,
     /// Shell only: `--max-wait-minutes` of each worker (`null`: never).
     pub worker_max_wait_minutes: Option<f64>,
+    /// The config file's runaway guard (`null`: none).
     pub max_step_up: Option<u32>,
     /// The pool's settings that matter to the simulation.
     pub pool: PoolSetup,
 }
 
-/// The pool columns the planners and the timer use.
+/// The pool columns the planners and the timer use, each as in `worker_pools`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct PoolSetup {
     pub name: String,
@@ -204,7 +211,9 @@ pub struct PoolSetup {
 /// A whole report: the setup and one line of figures per planner.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Report {
+    /// What was simulated.
     pub setup: Setup,
+    /// One entry per `--planner`, in the order given.
     pub results: Vec<Metrics>,
 }
 
@@ -236,11 +245,16 @@ impl Report {
             s.pool.build_latest
         );
         out += &format!(
-            "fleet: {} executor, boot {} s, {} worker(s)/instance, --sleep {} s, worker poll {} s{}{}\n\n",
+            "fleet: {} executor, boot {} s, {} worker(s)/instance; autoscaler --sleep {} s{}; worker poll {} s{}{}\n\n",
             s.executor,
             s.boot_seconds,
             s.workers_per_instance,
             s.sleep_seconds,
+            if s.poll_seconds > 0.0 {
+                format!(", fast poll {} s", s.poll_seconds)
+            } else {
+                String::new()
+            },
             s.worker_poll_seconds,
             match (s.worker_max_builds, s.worker_max_wait_minutes) {
                 (None, None) if s.executor == "declarative" => String::new(),

@@ -100,16 +100,38 @@ impl Trace {
     }
 
     /// Parses trace CSV from `input`; `origin` names it in errors.
-    pub fn parse(input: impl Read, origin: &str) -> Result<Trace, TraceError> {
+    pub fn parse(mut input: impl Read, origin: &str) -> Result<Trace, TraceError> {
+        let mut raw = Vec::new();
+        input.read_to_end(&mut raw).map_err(|e| TraceError::Io {
+            file: origin.to_string(),
+            reason: e.to_string(),
+        })?;
+        let text = match String::from_utf8(raw) {
+            Ok(t) => t,
+            Err(e) => {
+                let at = e.utf8_error().valid_up_to();
+                let bytes = e.as_bytes();
+                return Err(TraceError::Csv {
+                    file: origin.to_string(),
+                    line: 1 + bytes[..at].iter().filter(|&&b| b == b'\n').count() as u64,
+                    reason: "not valid UTF-8".into(),
+                });
+            }
+        };
+        let lines = std::cell::RefCell::new(Lines::new(text.as_bytes()));
+        let line_of = |pos: Option<&csv::Position>| {
+            pos.map(|p| lines.borrow_mut().line_at(p.byte() as usize))
+                .unwrap_or(0)
+        };
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(false)
             .comment(Some(b'#'))
             .trim(csv::Trim::All)
             .flexible(true)
-            .from_reader(input);
+            .from_reader(text.as_bytes());
         let mut record = csv::StringRecord::new();
         let csv_err = |e: csv::Error| {
-            let line = e.position().map(|p| p.line()).unwrap_or(0);
+            let line = line_of(e.position());
             let reason = match e.kind() {
                 csv::ErrorKind::Utf8 { err, .. } => {
                     format!("field {} is not valid UTF-8", err.field() + 1)
@@ -129,14 +151,15 @@ impl Trace {
                 return Err(TraceError::Header {
                     file: origin.to_string(),
                     line: 1,
-                    reason: "empty trace: expected a header row `queued_at,duration_seconds,project`"
-                        .into(),
+                    reason:
+                        "empty trace: expected a header row `queued_at,duration_seconds,project`"
+                            .into(),
                 });
             }
             if record.iter().all(str::is_empty) {
                 continue;
             }
-            let line = record.position().map(|p| p.line()).unwrap_or(1);
+            let line = line_of(record.position());
             break header(&record, origin, line)?;
         };
 
@@ -145,7 +168,7 @@ impl Trace {
         let mut rows: Vec<(Stamp, i64, Option<u32>)> = Vec::new();
         let mut form: Option<(bool, u64)> = None; // (timestamps?, line that decided)
         while reader.read_record(&mut record).map_err(csv_err)? {
-            let line = record.position().map(|p| p.line()).unwrap_or(0);
+            let line = line_of(record.position());
             if record.iter().all(str::is_empty) {
                 continue;
             }
@@ -179,7 +202,11 @@ impl Trace {
                         "queued_at",
                         format!(
                             "{raw:?} is {} but line {first} used {}; use one form throughout",
-                            if is_ts { "a timestamp" } else { "a seconds offset" },
+                            if is_ts {
+                                "a timestamp"
+                            } else {
+                                "a seconds offset"
+                            },
                             if ts { "timestamps" } else { "seconds offsets" }
                         ),
                     ));
@@ -264,7 +291,56 @@ impl Trace {
 
     /// Sum of every build's duration, in seconds.
     pub fn total_work_seconds(&self) -> f64 {
-        self.builds.iter().map(|b| b.duration_ms as f64).sum::<f64>() / 1000.0
+        self.builds
+            .iter()
+            .map(|b| b.duration_ms as f64)
+            .sum::<f64>()
+            / 1000.0
+    }
+}
+
+/// Line numbers from byte offsets. The csv crate's own line count goes wrong after blank
+/// lines, comments and CRLF endings; its byte offset points at the end of the previous
+/// record, so the record's line is the first line after it that is neither blank nor a
+/// comment. Records come in order, so the count resumes where the last one stopped.
+struct Lines<'a> {
+    text: &'a [u8],
+    at: usize,
+    line: u64,
+}
+
+impl<'a> Lines<'a> {
+    fn new(text: &'a [u8]) -> Self {
+        Lines {
+            text,
+            at: 0,
+            line: 1,
+        }
+    }
+
+    fn line_at(&mut self, byte: usize) -> u64 {
+        let t = self.text;
+        let mut i = byte.min(t.len());
+        loop {
+            while i < t.len() && (t[i] == b'\r' || t[i] == b'\n') {
+                i += 1;
+            }
+            let line_start = i == 0 || t[i - 1] == b'\n';
+            if i < t.len() && t[i] == b'#' && line_start {
+                while i < t.len() && t[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            break;
+        }
+        if i < self.at {
+            self.at = 0;
+            self.line = 1;
+        }
+        self.line += t[self.at..i].iter().filter(|&&b| b == b'\n').count() as u64;
+        self.at = i;
+        self.line
     }
 }
 
@@ -298,7 +374,11 @@ fn header(record: &csv::StringRecord, origin: &str, line: u64) -> Result<Columns
             return Err(err(format!("column {} repeats {name:?}", i + 1)));
         }
     }
-    let missing = |what: &str| err(format!("the header has no {what} column (expected queued_at,duration_seconds,project)"));
+    let missing = |what: &str| {
+        err(format!(
+            "the header has no {what} column (expected queued_at,duration_seconds,project)"
+        ))
+    };
     Ok(Columns {
         queued_at: queued_at.ok_or_else(|| missing("queued_at"))?,
         duration: duration.ok_or_else(|| missing("duration_seconds"))?,
@@ -419,7 +499,24 @@ mod tests {
         let e = parse("queued_at,duration_seconds\n\n-4,10\n")
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("t.csv: line 3, column 1 (queued_at)"), "{e}");
+        assert_eq!(
+            e,
+            "t.csv: line 3, column 1 (queued_at): \"-4\" must be a finite number, 0 or more"
+        );
+        // Blank lines, comments, CRLF endings and quoted newlines do not throw the count off.
+        let e = parse(
+            "# c\r\nqueued_at,duration_seconds,project\r\n\r\n1,2,\"a\nb\"\r\n# c\r\n\r\n3,x,c\r\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("t.csv: line 8, column 2 (duration_seconds)"),
+            "{e}"
+        );
+        let e = Trace::parse(&b"queued_at,duration_seconds\n1,2\n\xff,3\n"[..], "t.csv")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "t.csv: line 3: not valid UTF-8");
         let e = parse("queued_at,duration_seconds,project\n1,2,a,extra\n")
             .unwrap_err()
             .to_string();
@@ -428,7 +525,10 @@ mod tests {
             "t.csv: line 2: expected 3 fields as in the header, found 4"
         );
         let e = parse("queued,duration_seconds\n").unwrap_err().to_string();
-        assert!(e.starts_with("t.csv: line 1: column 1 is \"queued\""), "{e}");
+        assert!(
+            e.starts_with("t.csv: line 1: column 1 is \"queued\""),
+            "{e}"
+        );
         let e = parse("duration_seconds,project\n").unwrap_err().to_string();
         assert!(e.contains("no queued_at column"), "{e}");
         let e = parse("queued_at,duration_seconds\n2024-13-01T00:00:00Z,1\n")
