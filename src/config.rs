@@ -45,6 +45,9 @@ pub struct Config {
     /// Per-planner settings, `[planners.NAME]`; each planner checks its own keys.
     #[serde(default)]
     pub planners: std::collections::BTreeMap<String, toml::Table>,
+    /// `[audit]`: thresholds of `autoscaler audit`.
+    #[serde(default)]
+    pub audit: crate::audit::AuditConfig,
 }
 
 /// One section per backend, named like the pool's `executor` column.
@@ -54,6 +57,9 @@ pub struct ExecutorsConfig {
     #[cfg(feature = "shell")]
     #[serde(default)]
     pub shell: autoscaler_shell::Config,
+    #[cfg(feature = "aws-asg")]
+    #[serde(default, rename = "aws-asg")]
+    pub aws_asg: autoscaler_aws_asg::Config,
     #[cfg(feature = "gce-mig")]
     #[serde(default, rename = "gce-mig")]
     pub gce_mig: autoscaler_gce_mig::Config,

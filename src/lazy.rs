@@ -3,8 +3,10 @@
 //! on exactly those pools (credentials: status 4), and the next cycle tries again.
 
 use async_trait::async_trait;
+use autoscaler_executor::inventory::no_inventory;
 use autoscaler_executor::{
-    ErrorKind, Executor, ExecutorError, Outcome, Plan, ScaleRequest, TargetStatus, WorkerPool,
+    ErrorKind, Executor, ExecutorError, Inventory, InventorySnapshot, Outcome, Plan, ScaleRequest,
+    TargetStatus, WorkerPool,
 };
 use futures::future::BoxFuture;
 use std::sync::Arc;
@@ -73,5 +75,25 @@ impl Executor for LazyExecutor {
 
     async fn status(&self, pool: &WorkerPool) -> Result<Option<TargetStatus>, ExecutorError> {
         self.get(&pool.name).await?.status(pool).await
+    }
+
+    /// Always offered: whether the backend has an inventory is known only once it is built,
+    /// which [`Inventory::inventory`] below does (and reports, like a scale would, if it fails).
+    fn inventory(&self) -> Option<&dyn Inventory> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Inventory for LazyExecutor {
+    async fn inventory(&self, pools: &[&WorkerPool]) -> Result<InventorySnapshot, ExecutorError> {
+        let Some(first) = pools.first() else {
+            return Ok(InventorySnapshot::default());
+        };
+        let backend = self.get(&first.name).await?;
+        match backend.inventory() {
+            Some(inventory) => inventory.inventory(pools).await,
+            None => Err(no_inventory(&first.name, self.name)),
+        }
     }
 }

@@ -35,6 +35,25 @@ pub async fn build_registry(config: &Config) -> Result<Registry, RunError> {
     registry.register(Arc::new(autoscaler_shell::ShellExecutor::new(
         config.executors.shell.clone(),
     )));
+    #[cfg(feature = "aws-asg")]
+    {
+        let cfg = config.executors.aws_asg.clone();
+        let check_cfg = cfg.clone();
+        registry.register(Arc::new(crate::lazy::LazyExecutor::new(
+            "aws-asg",
+            true,
+            Box::new(move |pool, plan| autoscaler_aws_asg::validate_pool(&check_cfg, pool, plan)),
+            Box::new(move || {
+                let cfg = cfg.clone();
+                Box::pin(async move {
+                    autoscaler_aws_asg::AwsAsgExecutor::from_config(cfg)
+                        .await
+                        .map(|e| Arc::new(e) as Arc<dyn autoscaler_executor::Executor>)
+                        .map_err(|e| (e.kind(), e.to_string()))
+                })
+            }),
+        )));
+    }
     #[cfg(feature = "gce-mig")]
     {
         let cfg = config.executors.gce_mig.clone();

@@ -396,7 +396,14 @@ async fn runaway_guard_bounds_each_step_and_the_maximum() {
     let t = TestDb::sqlite().await;
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("sizes");
-    let mut p = shell_pool(1, "p", &format!("echo {{{{ size }}}} {{{{ queued_size }}}} >> {}", log.display()));
+    let mut p = shell_pool(
+        1,
+        "p",
+        &format!(
+            "echo {{{{ size }}}} {{{{ queued_size }}}} >> {}",
+            log.display()
+        ),
+    );
     p.maximum = 8;
     p.reevaluate_minutes = 0;
     p.build_latest = false;
@@ -406,14 +413,35 @@ async fn runaway_guard_bounds_each_step_and_the_maximum() {
     std::fs::write(&cfg, "max_step_up = 3\n").unwrap();
     // One process, several cycles: after a burst of 29 builds the size climbs by at most 3
     // per cycle and stops at the maximum, 8; a shell call never launches more than 3.
-    let mut child = spawn(&t.url, &["--queue", "p", "--sleep", "1", "--config", cfg.to_str().unwrap()], &[]);
+    let mut child = spawn(
+        &t.url,
+        &[
+            "--queue",
+            "p",
+            "--sleep",
+            "1",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+        &[],
+    );
     wait_until(Duration::from_secs(20), || !lines(&log).is_empty()).expect("first cycle");
-    t.add_builds(&(2..=30).map(|i| (i, 1, "QUEUED", Some(i), None)).collect::<Vec<_>>()).await;
+    t.add_builds(
+        &(2..=30)
+            .map(|i| (i, 1, "QUEUED", Some(i), None))
+            .collect::<Vec<_>>(),
+    )
+    .await;
     wait_until(Duration::from_secs(20), || lines(&log).len() >= 5).expect("five cycles");
     let (code, stderr) = terminate(&mut child);
     assert_eq!(code, Some(0));
     let got = lines(&log);
     assert_eq!(&got[..5], &["1 1", "4 3", "7 3", "8 3", "8 3"], "{stderr}");
-    assert!(stderr.contains("pool p: size 8 is more than max_step_up 3 above the last applied 1; clamped to 4"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "pool p: size 8 is more than max_step_up 3 above the last applied 1; clamped to 4"
+        ),
+        "{stderr}"
+    );
     t.cleanup().await;
 }

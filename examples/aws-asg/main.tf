@@ -1,8 +1,10 @@
 # An Auto Scaling group of Vespene workers built from the image of images/ (amazon-ebs).
 #
-# The autoscaler owns desired_capacity (Terraform ignores it after creation). Instances wait in
-# Terminating:Wait for up to drain_timeout_seconds (the lifecycle hook) so that a scale-in does
-# not kill a running build; OldestInstance keeps the newest workers. Tags propagate to every
+# The autoscaler owns desired_capacity (Terraform ignores it after creation). A terminating
+# instance waits in Terminating:Wait: the autoscaler completes the hook at once when its worker
+# is idle, and sends heartbeats while it runs a build (up to max_drain_seconds of
+# [executors.aws-asg]). The hook's timeout only matters while the autoscaler is down.
+# OldestInstance keeps the newest workers. Tags propagate to every
 # instance: vespene_worker=true, vespene_pool=<pool>, vespene_version=<version>.
 
 terraform {
@@ -58,7 +60,7 @@ variable "max_size" {
 variable "drain_timeout_seconds" {
   type        = number
   default     = 3600
-  description = "How long a terminating instance may finish its build (lifecycle hook heartbeat, at most 7200)."
+  description = "Lifecycle hook heartbeat timeout: the fallback when the autoscaler is down (its max_drain_seconds bounds a drain). Keep it equal to heartbeat_timeout_seconds in [executors.aws-asg]."
 }
 
 data "aws_ami" "worker" {

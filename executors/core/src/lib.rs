@@ -6,10 +6,14 @@
 //! `executors/gce-mig` each depend on this crate and nothing else of the autoscaler.
 
 mod error;
+pub mod inventory;
 mod pool;
 pub mod template;
 
 pub use error::{DirectoryError, ErrorKind, ExecutorError};
+pub use inventory::{
+    InstanceState, Inventory, InventoryGroup, InventoryInstance, InventorySnapshot, PoolInventory,
+};
 pub use pool::{BusyWorker, Plan, WorkerPool};
 pub use template::{render_command, TemplateError};
 
@@ -110,5 +114,12 @@ pub trait Executor: Send + Sync {
     /// Read the target's current size without changing anything.
     async fn status(&self, _pool: &WorkerPool) -> Result<Option<TargetStatus>, ExecutorError> {
         Ok(None)
+    }
+
+    /// The backend's read-only view of its fleet, for `autoscaler audit`; `None` for a backend
+    /// that keeps no fleet of its own to describe (a shell command). The default keeps every
+    /// backend compiling; a cloud backend returns itself.
+    fn inventory(&self) -> Option<&dyn Inventory> {
+        None
     }
 }

@@ -1,0 +1,296 @@
+//! The read-only fleet description behind `autoscaler audit`: each pool's Auto Scaling group
+//! and every instance tagged `vespene_worker=true` in the region.
+//!
+//! Requests per audit: one `DescribeAutoScalingGroups` per 100 groups; one `DescribeInstances`
+//! filtered on `tag:vespene_worker=true` and `instance-state-name` pending/running (one more per
+//! page); and, only for group members that lack the tag (or are stopped), one `DescribeInstances`
+//! by `instance-id` per 200 of them. Nothing is ever written.
+
+use crate::apply::{group_name, Applier};
+use crate::client::{ApiError, AsgApi, Ec2Instance, GroupInfo, GroupInstance, DESCRIBE_BATCH};
+use async_trait::async_trait;
+use autoscaler_executor::{
+    ErrorKind, ExecutorError, InstanceState, InventoryGroup, InventoryInstance, InventorySnapshot,
+    Plan, PoolInventory, WorkerPool,
+};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// The tag AWS puts on every instance a group launched.
+pub const TAG_GROUP: &str = "aws:autoscaling:groupName";
+
+/// Maps EC2's state and, for a member, the group's lifecycle state to the shared terms. The
+/// lifecycle state wins where it says more (a running instance in `Terminating:Wait` is on its
+/// way out).
+pub fn instance_state(ec2_state: &str, lifecycle: Option<&str>) -> InstanceState {
+    if let Some(l) = lifecycle {
+        if l.starts_with("Pending") || l.starts_with("Warmed:Pending") {
+            return InstanceState::Pending;
+        }
+        if l.starts_with("Terminating") || l == "Terminated" || l.starts_with("Detach") {
+            return InstanceState::Terminating;
+        }
+        if l.contains("Standby") || l == "Warmed:Stopped" || l == "Warmed:Hibernated" {
+            return InstanceState::Stopped;
+        }
+    }
+    match ec2_state {
+        "pending" => InstanceState::Pending,
+        "running" => InstanceState::Running,
+        "shutting-down" | "terminated" => InstanceState::Terminating,
+        "stopping" | "stopped" => InstanceState::Stopped,
+        "" => match lifecycle {
+            Some("InService") => InstanceState::Running,
+            _ => InstanceState::Other,
+        },
+        _ => InstanceState::Other,
+    }
+}
+
+/// Every name the worker on this instance may report as `workers.hostname`, lowercase: private
+/// DNS name and its first label, private IP, instance id.
+pub fn hostnames(id: &str, ec2: Option<&Ec2Instance>) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(e) = ec2 {
+        if let Some(dns) = &e.private_dns_name {
+            let dns = dns.trim_end_matches('.').to_ascii_lowercase();
+            if let Some((short, _)) = dns.split_once('.') {
+                out.push(short.to_string());
+            }
+            out.push(dns);
+        }
+        if let Some(ip) = &e.private_ip {
+            out.push(ip.to_ascii_lowercase());
+        }
+    }
+    out.push(id.to_ascii_lowercase());
+    out.dedup();
+    out
+}
+
+fn to_instance(
+    id: &str,
+    ec2: Option<&Ec2Instance>,
+    member: Option<&GroupInstance>,
+) -> InventoryInstance {
+    let lifecycle = member.map(|m| m.lifecycle_state.as_str());
+    let ec2_state = ec2.map(|e| e.state.as_str()).unwrap_or("");
+    let raw_state = match (ec2.map(|e| e.state.as_str()), lifecycle) {
+        (Some(s), Some(l)) if !s.is_empty() => format!("{s}/{l}"),
+        (Some(s), None) => s.to_string(),
+        (_, Some(l)) => l.to_string(),
+        _ => String::new(),
+    };
+    let tags = ec2.map(|e| e.tags.clone()).unwrap_or_default();
+    // An Auto Scaling group's name is its target name: no normalisation needed.
+    let group = tags.get(TAG_GROUP).cloned();
+    InventoryInstance {
+        id: id.to_string(),
+        name: tags.get("Name").cloned().unwrap_or_else(|| id.to_string()),
+        zone: ec2.and_then(|e| e.zone.clone()),
+        group,
+        state: instance_state(ec2_state, lifecycle),
+        raw_state,
+        state_since: None,
+        launched: ec2.and_then(|e| e.launch_time),
+        hostnames: hostnames(id, ec2),
+        described: ec2.is_some(),
+        tags,
+    }
+}
+
+impl Applier {
+    /// The audit's snapshot; see the module docs for its cost.
+    pub(crate) async fn inventory(
+        &self,
+        pools: &[&WorkerPool],
+    ) -> Result<InventorySnapshot, ExecutorError> {
+        let api: &dyn AsgApi = self.api();
+        // Requests sent, so the audit can report what it cost.
+        let mut calls = 0u32;
+        let mut names: Vec<Result<String, ExecutorError>> = Vec::new();
+        for p in pools {
+            names.push(group_name(p, Plan::default()));
+        }
+        let wanted: BTreeSet<String> = names
+            .iter()
+            .filter_map(|n| n.as_ref().ok().cloned())
+            .collect();
+        let wanted: Vec<String> = wanted.into_iter().collect();
+        let mut groups: HashMap<String, Result<GroupInfo, ApiError>> = HashMap::new();
+        for chunk in wanted.chunks(DESCRIBE_BATCH) {
+            calls += 1;
+            match api.describe_groups(chunk).await {
+                Ok(found) => {
+                    for g in found {
+                        groups.insert(g.name.clone(), Ok(g));
+                    }
+                }
+                Err(e) => {
+                    for n in chunk {
+                        groups.insert(n.clone(), Err(e.clone()));
+                    }
+                }
+            }
+        }
+
+        let first = pools.first().map(|p| p.name.as_str()).unwrap_or("-");
+        calls += 1;
+        let tagged = api.describe_worker_instances().await.map_err(|e| {
+            ExecutorError::new(
+                first,
+                e.kind,
+                format!(
+                    "listing instances tagged vespene_worker=true: {}",
+                    e.message
+                ),
+            )
+        })?;
+        let mut ec2: BTreeMap<String, Ec2Instance> = tagged
+            .into_iter()
+            .map(|i| (i.instance_id.clone(), i))
+            .collect();
+
+        // Members the tag filter did not return (untagged, stopped): describe them by id.
+        let members: BTreeMap<String, GroupInstance> = groups
+            .values()
+            .filter_map(|g| g.as_ref().ok())
+            .flat_map(|g| {
+                g.instances
+                    .iter()
+                    .map(|i| (i.instance_id.clone(), i.clone()))
+            })
+            .collect();
+        let missing: Vec<String> = members
+            .keys()
+            .filter(|id| !ec2.contains_key(*id))
+            .cloned()
+            .collect();
+        for chunk in missing.chunks(200) {
+            calls += 1;
+            let got = api.describe_instances(chunk).await.map_err(|e| {
+                ExecutorError::new(
+                    first,
+                    e.kind,
+                    format!("describing group members: {}", e.message),
+                )
+            })?;
+            for i in got {
+                ec2.insert(i.instance_id.clone(), i);
+            }
+        }
+
+        let mut ids: BTreeSet<String> = ec2.keys().cloned().collect();
+        ids.extend(members.keys().cloned());
+        let instances = ids
+            .iter()
+            .map(|id| to_instance(id, ec2.get(id), members.get(id)))
+            .collect();
+
+        let pools_out = pools
+            .iter()
+            .zip(names)
+            .map(|(p, name)| {
+                let group = name.and_then(|n| match groups.get(&n) {
+                    Some(Ok(g)) => Ok(InventoryGroup {
+                        pool: p.name.clone(),
+                        target: g.name.clone(),
+                        desired: g.desired_capacity,
+                        min: Some(g.min_size),
+                        max: Some(g.max_size),
+                        members: g.instances.iter().map(|i| i.instance_id.clone()).collect(),
+                        workers_per_instance: self.config().workers_per_instance_for(&p.name),
+                        desired_since: None,
+                    }),
+                    Some(Err(e)) => Err(ExecutorError::new(
+                        &p.name,
+                        e.kind,
+                        format!("Auto Scaling group {n}: {}", e.message),
+                    )),
+                    None => Err(ExecutorError::new(
+                        &p.name,
+                        ErrorKind::NotFound,
+                        format!("Auto Scaling group {n} not found{}", self.where_()),
+                    )),
+                });
+                PoolInventory {
+                    pool: p.name.clone(),
+                    pool_tag: p.name.clone(),
+                    group,
+                }
+            })
+            .collect();
+
+        Ok(InventorySnapshot {
+            pools: pools_out,
+            instances,
+            scope: vec![match self.region() {
+                Some(r) => format!("region {r}"),
+                None => "the SDK's default region".to_string(),
+            }],
+            api_calls: calls,
+        })
+    }
+}
+
+#[async_trait]
+impl autoscaler_executor::Inventory for crate::AwsAsgExecutor {
+    /// Groups and tagged instances, read-only, for `autoscaler audit` (see the module docs).
+    async fn inventory(&self, pools: &[&WorkerPool]) -> Result<InventorySnapshot, ExecutorError> {
+        self.applier.inventory(pools).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_map_to_shared_terms() {
+        assert_eq!(
+            instance_state("running", Some("InService")),
+            InstanceState::Running
+        );
+        assert_eq!(
+            instance_state("running", Some("Terminating:Wait")),
+            InstanceState::Terminating
+        );
+        assert_eq!(
+            instance_state("pending", Some("Pending:Wait")),
+            InstanceState::Pending
+        );
+        assert_eq!(
+            instance_state("running", Some("Standby")),
+            InstanceState::Stopped
+        );
+        assert_eq!(instance_state("stopped", None), InstanceState::Stopped);
+        assert_eq!(
+            instance_state("shutting-down", None),
+            InstanceState::Terminating
+        );
+        assert_eq!(
+            instance_state("", Some("InService")),
+            InstanceState::Running
+        );
+        assert_eq!(instance_state("weird", None), InstanceState::Other);
+    }
+
+    #[test]
+    fn hostnames_cover_every_rule() {
+        let e = Ec2Instance {
+            instance_id: "i-0AB".into(),
+            private_dns_name: Some("IP-10-0-0-1.ec2.internal".into()),
+            private_ip: Some("10.0.0.1".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            hostnames("i-0AB", Some(&e)),
+            vec![
+                "ip-10-0-0-1",
+                "ip-10-0-0-1.ec2.internal",
+                "10.0.0.1",
+                "i-0ab"
+            ]
+        );
+        assert_eq!(hostnames("i-1", None), vec!["i-1"]);
+    }
+}

@@ -1,0 +1,354 @@
+//! The real `autoscaler` binary with the aws-asg executor against `moto_server` (the real AWS
+//! wire protocol, locally) and a PostgreSQL Vespene database. moto does not model lifecycle
+//! waits, so the drain logic is tested in executors/aws-asg against an in-memory fake; here we
+//! check the wire: capacity, termination policy, tags, hook, call counts, secrets.
+
+mod common;
+
+use base64::Engine as _;
+use common::{shell_pool, TestDb};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "aws-secret-must-not-leak";
+const MUTATING: &[&str] = &[
+    "SetDesiredCapacity",
+    "UpdateAutoScalingGroup",
+    "CreateOrUpdateTags",
+    "PutLifecycleHook",
+    "CompleteLifecycleAction",
+    "RecordLifecycleActionHeartbeat",
+    "CreateTags",
+];
+
+/// moto_server on a free port, recording requests; killed on drop.
+struct Moto {
+    child: Child,
+    url: String,
+    recording: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Moto {
+    fn start() -> Moto {
+        let bin = std::env::var("MOTO_SERVER").unwrap_or_else(|_| "moto_server".into());
+        let dir = tempfile::tempdir().unwrap();
+        let recording = dir.path().join("rec.jsonl");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("MOTO_ENABLE_RECORDING", "True")
+            .env("MOTO_RECORDER_FILEPATH", &recording)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("starting {bin} (set MOTO_SERVER; scripts/test installs it): {e}")
+            });
+        let t0 = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port))
+            .and_then(|mut s| {
+                write!(
+                    s,
+                    "GET /moto-api/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                )?;
+                let mut b = String::new();
+                s.read_to_string(&mut b).map(|_| b)
+            })
+            .map(|b| !b.starts_with("HTTP/1."))
+            .unwrap_or(true)
+        {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "moto_server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Moto {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            recording,
+            _dir: dir,
+        }
+    }
+
+    fn clear(&self) {
+        let _ = std::fs::remove_file(&self.recording);
+    }
+
+    /// The `Action` of every request since the last clear.
+    fn actions(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(&self.recording).unwrap_or_default();
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let mut body = v["body"].as_str().unwrap_or("").to_string();
+                if v["body_encoded"].as_bool() == Some(true) {
+                    body = String::from_utf8(
+                        base64::engine::general_purpose::STANDARD
+                            .decode(body)
+                            .unwrap(),
+                    )
+                    .unwrap();
+                }
+                let query = v["url"]
+                    .as_str()
+                    .and_then(|u| u.split_once('?'))
+                    .map(|q| q.1.to_string())
+                    .unwrap_or_default();
+                body.split('&')
+                    .chain(query.split('&'))
+                    .find_map(|kv| kv.strip_prefix("Action="))
+                    .unwrap_or("?")
+                    .to_string()
+            })
+            .collect()
+    }
+
+    fn mutating(&self) -> Vec<String> {
+        self.actions()
+            .into_iter()
+            .filter(|a| MUTATING.contains(&a.as_str()))
+            .collect()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn sdk(url: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(url)
+        .credentials_provider(aws_sdk_autoscaling::config::Credentials::new(
+            "testing", SECRET, None, None, "test",
+        ))
+        .load()
+        .await
+}
+
+fn run(moto: &Moto, t: &TestDb, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_autoscaler"))
+        .args(["--database-url", &t.url])
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", SECRET)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", &moto.url)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("RUST_LOG", "debug")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_asg_end_to_end_on_postgres_and_moto() {
+    let moto = Moto::start();
+    let sdk = sdk(&moto.url).await;
+    let ec2 = aws_sdk_ec2::Client::new(&sdk);
+    ec2.create_launch_template()
+        .launch_template_name("lt-linux")
+        .launch_template_data(
+            aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
+                .image_id("ami-03cf127a")
+                .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let asg = aws_sdk_autoscaling::Client::new(&sdk);
+    asg.create_auto_scaling_group()
+        .auto_scaling_group_name("vespene-linux")
+        .launch_template(
+            aws_sdk_autoscaling::types::LaunchTemplateSpecification::builder()
+                .launch_template_name("lt-linux")
+                .version("$Latest")
+                .build(),
+        )
+        .min_size(0)
+        .max_size(20)
+        .desired_capacity(0)
+        .availability_zones("us-east-1a")
+        // moto ignores TerminationPolicies updates; start with the policy in place.
+        .termination_policies("OldestInstance")
+        .send()
+        .await
+        .unwrap();
+
+    let t = TestDb::postgres().await;
+    let mut linux = shell_pool(1, "linux", "vespene-{{ worker_pool.name }}");
+    linux.executor = Some("aws-asg".into());
+    linux.maximum = 10;
+    let mut missing = shell_pool(2, "ghost", "vespene-{{ worker_pool.name }}");
+    missing.executor = Some("aws-asg".into());
+    t.add_pool(&linux).await;
+    t.add_pool(&missing).await;
+    t.add_worker(1, "ip-10-0-0-1.ec2.internal").await;
+    t.add_builds(&[
+        (1, 1, "QUEUED", Some(1), None),
+        (2, 1, "QUEUED", Some(2), None),
+        (3, 1, "QUEUED", Some(3), None),
+        (4, 1, "RUNNING", Some(4), Some(1)),
+    ])
+    .await;
+
+    // Scale out: 3 queued + 1 running = 4; the unknown group fails alone.
+    moto.clear();
+    let out = run(
+        &moto,
+        &t,
+        &["--queue", "linux", "--queue", "ghost", "--force"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("autoscaler: pool ghost failed: pool ghost:"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("vespene-ghost"),
+        "the error names the group: {stderr}"
+    );
+    assert_eq!(t.status_of("ghost").await.0, Some(5), "not found");
+    assert_eq!(t.status_of("linux").await.0, Some(0), "{stderr}");
+    let first = moto.actions();
+    assert_eq!(
+        first
+            .iter()
+            .filter(|a| *a == "DescribeAutoScalingGroups")
+            .count(),
+        1,
+        "one batched describe: {first:?}"
+    );
+
+    let g = asg
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names("vespene-linux")
+        .send()
+        .await
+        .unwrap();
+    let g = &g.auto_scaling_groups()[0];
+    assert_eq!(g.desired_capacity(), Some(4));
+    assert_eq!(
+        g.termination_policies().first().map(String::as_str),
+        Some("OldestInstance")
+    );
+    let tags: Vec<(String, String, bool)> = g
+        .tags()
+        .iter()
+        .map(|t| {
+            (
+                t.key().unwrap_or("").to_string(),
+                t.value().unwrap_or("").to_string(),
+                t.propagate_at_launch().unwrap_or(false),
+            )
+        })
+        .collect();
+    assert!(
+        tags.contains(&("vespene_worker".into(), "true".into(), true)),
+        "{tags:?}"
+    );
+    assert!(
+        tags.contains(&("vespene_pool".into(), "linux".into(), true)),
+        "{tags:?}"
+    );
+    let hooks = asg
+        .describe_lifecycle_hooks()
+        .auto_scaling_group_name("vespene-linux")
+        .send()
+        .await
+        .unwrap();
+    let hook = hooks.lifecycle_hooks().first().expect("a termination hook");
+    assert_eq!(
+        hook.lifecycle_transition(),
+        Some("autoscaling:EC2_INSTANCE_TERMINATING")
+    );
+    assert_eq!(hook.heartbeat_timeout(), Some(3600));
+    assert_eq!(hook.default_result(), Some("CONTINUE"));
+    // Instances carry the tags.
+    let ids: Vec<String> = g
+        .instances()
+        .iter()
+        .filter_map(|i| i.instance_id().map(str::to_string))
+        .collect();
+    assert_eq!(ids.len(), 4);
+    let di = ec2
+        .describe_instances()
+        .set_instance_ids(Some(ids))
+        .send()
+        .await
+        .unwrap();
+    for r in di.reservations() {
+        for i in r.instances() {
+            let keys: Vec<_> = i
+                .tags()
+                .iter()
+                .map(|t| (t.key().unwrap_or(""), t.value().unwrap_or("")))
+                .collect();
+            assert!(
+                keys.contains(&("vespene_pool", "linux"))
+                    && keys.contains(&("vespene_worker", "true")),
+                "{keys:?}"
+            );
+        }
+    }
+
+    // Steady state: one describe, no mutating call.
+    moto.clear();
+    let out = run(&moto, &t, &["--queue", "linux", "--force"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let steady = moto.actions();
+    assert_eq!(moto.mutating(), Vec::<String>::new(), "{steady:?}");
+    println!("aws-asg steady state: {steady:?}");
+
+    // Dry run of a scale-in: describes, says what it would do, changes nothing.
+    t.exec("UPDATE builds SET status = 'SUCCESS' WHERE status = 'QUEUED'")
+        .await;
+    moto.clear();
+    let out = run(&moto, &t, &["--queue", "linux", "--force", "--dry-run"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("would"), "{stdout}");
+    assert_eq!(moto.mutating(), Vec::<String>::new());
+
+    // Scale in: 1 running build -> 1 instance.
+    moto.clear();
+    let out = run(&moto, &t, &["--queue", "linux", "--force"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let g = asg
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names("vespene-linux")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(g.auto_scaling_groups()[0].desired_capacity(), Some(1));
+    let scale_in = moto.actions();
+    assert_eq!(
+        moto.mutating(),
+        vec!["SetDesiredCapacity".to_string()],
+        "{scale_in:?}"
+    );
+    println!("aws-asg scale-in: {scale_in:?}");
+
+    // The secret key never reaches a log line, whatever the level.
+    assert!(!stderr.contains(SECRET) && !stdout.contains(SECRET));
+    t.cleanup().await;
+}
