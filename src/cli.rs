@@ -32,8 +32,7 @@ config file, database).";
 
 /// `autoscaler` and its subcommands.
 #[derive(Debug, Parser)]
-#[command(name = "autoscaler", version, about = ABOUT, long_about = LONG_ABOUT, after_help = AFTER_HELP,
-    args_conflicts_with_subcommands = true)]
+#[command(name = "autoscaler", version, about = ABOUT, long_about = LONG_ABOUT, after_help = AFTER_HELP)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,

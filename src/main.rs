@@ -45,6 +45,20 @@ fn main() -> ExitCode {
 
 async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<u8> {
     let url = cli.global.database_url.clone();
+    if cli.command.is_some()
+        && (!cli.run.queues.is_empty()
+            || cli.run.force
+            || cli.run.dry_run
+            || cli.run.metrics_addr.is_some())
+    {
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "--queue, --force, --dry-run and --metrics-addr belong to the main job, not to a subcommand \
+                 (options of a subcommand go after its name, e.g. `autoscaler audit --queue NAME`)",
+            )
+            .exit();
+    }
     match cli.command {
         Some(Command::Db(DbCommand::Init)) => {
             let db = Database::connect(

@@ -350,5 +350,83 @@ async fn aws_asg_end_to_end_on_postgres_and_moto() {
 
     // The secret key never reaches a log line, whatever the level.
     assert!(!stderr.contains(SECRET) && !stdout.contains(SECRET));
+
+    // Audit (read-only): an orphan launched straight through EC2 with the pool's tags, and a
+    // desired capacity changed behind the autoscaler's back, which the audit must read.
+    let orphan = ec2
+        .run_instances()
+        .image_id("ami-03cf127a")
+        .min_count(1)
+        .max_count(1)
+        .tag_specifications(
+            aws_sdk_ec2::types::TagSpecification::builder()
+                .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
+                .tags(
+                    aws_sdk_ec2::types::Tag::builder()
+                        .key("vespene_worker")
+                        .value("true")
+                        .build(),
+                )
+                .tags(
+                    aws_sdk_ec2::types::Tag::builder()
+                        .key("vespene_pool")
+                        .value("linux")
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let orphan_id = orphan.instances()[0].instance_id().unwrap().to_string();
+    asg.set_desired_capacity()
+        .auto_scaling_group_name("vespene-linux")
+        .desired_capacity(3)
+        .send()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("audit.toml");
+    std::fs::write(&cfg, "[audit]\ndrift_grace_seconds = 0\n").unwrap();
+    moto.clear();
+    let out = run(
+        &moto,
+        &t,
+        &[
+            "audit",
+            "--queue",
+            "linux",
+            "--format",
+            "json",
+            "--fail-on",
+            "error",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "an orphan is an error finding\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let findings = report["findings"].as_array().unwrap();
+    assert!(
+        findings
+            .iter()
+            .any(|f| f["kind"] == "orphan" && f["instance_id"] == orphan_id.as_str()),
+        "{findings:#?}"
+    );
+    let pool = &report["pools"][0];
+    assert_eq!(pool["target"], "vespene-linux");
+    assert_eq!(pool["desired_instances"], 3);
+    assert_eq!(
+        moto.mutating(),
+        Vec::<String>::new(),
+        "the audit is read-only"
+    );
+    println!("aws audit calls: {:?}", moto.actions());
     t.cleanup().await;
 }

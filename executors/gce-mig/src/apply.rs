@@ -42,7 +42,7 @@ pub fn label_value(pool_name: &str) -> String {
         .collect()
 }
 
-fn render_hostname(
+pub(crate) fn render_hostname(
     template: &str,
     name: &str,
     zone: &str,
@@ -122,7 +122,21 @@ impl Applier {
         }
     }
 
-    fn group_for(&self, pool: &WorkerPool, plan: Plan) -> Result<GroupPath, ExecutorError> {
+    /// The Compute client, for the read-only audit in [`crate::inventory`].
+    pub(crate) fn api(&self) -> &Arc<dyn ComputeApi> {
+        &self.api
+    }
+
+    /// The checked settings.
+    pub(crate) fn cfg(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub(crate) fn group_for(
+        &self,
+        pool: &WorkerPool,
+        plan: Plan,
+    ) -> Result<GroupPath, ExecutorError> {
         group_path(self.cfg.project.as_deref(), pool, plan)
     }
 
@@ -156,7 +170,7 @@ impl Applier {
 
     /// Runs `call`, retrying throttling, 5xx, timeouts and connection errors with exponential
     /// backoff (honouring `Retry-After`). Returns the last error and how many attempts were made.
-    async fn retry<T, F, Fut>(
+    pub(crate) async fn retry<T, F, Fut>(
         &self,
         pool: &str,
         what: &str,
@@ -186,7 +200,7 @@ impl Applier {
         }
     }
 
-    fn api_error(
+    pub(crate) fn api_error(
         &self,
         pool: &str,
         doing: &str,
@@ -363,7 +377,7 @@ impl Applier {
         })
     }
 
-    async fn list_managed(
+    pub(crate) async fn list_managed(
         &self,
         pool: &str,
         group: &GroupPath,

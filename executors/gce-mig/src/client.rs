@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, FixedOffset};
 use google_cloud_auth::credentials::Credentials;
 use google_cloud_compute_v1::client::{
-    InstanceGroupManagers, Instances, RegionInstanceGroupManagers,
+    InstanceGroupManagers, Instances, RegionInstanceGroupManagers, ZoneOperations,
 };
 use google_cloud_compute_v1::model;
 use google_cloud_gax::error::rpc::{Code, StatusDetails};
@@ -28,6 +28,9 @@ pub struct GroupInfo {
     pub target_size: u32,
     /// Instances that exist in any state (from `currentActions`), for [`crate::Executor::status`].
     pub instances_present: Option<u32>,
+    /// Zones the group places instances in (a zonal group's own zone; a regional group's
+    /// `distributionPolicy`), where the audit looks for tagged instances.
+    pub zones: Vec<String>,
 }
 
 /// One entry of `listManagedInstances`.
@@ -54,6 +57,31 @@ pub struct InstanceInfo {
     pub created: Option<DateTime<FixedOffset>>,
     /// GCE labels, to check `vespene_worker` / `vespene_pool`.
     pub labels: BTreeMap<String, String>,
+    /// `status` (PROVISIONING, STAGING, RUNNING, STOPPING, TERMINATED, …), for the audit.
+    pub status: Option<String>,
+    /// `lastStartTimestamp`: since when a RUNNING instance has been up.
+    pub last_start: Option<DateTime<FixedOffset>>,
+    /// `lastStopTimestamp`: since when a stopped instance has been down.
+    pub last_stop: Option<DateTime<FixedOffset>>,
+    /// `hostname`, when the instance was given a custom one.
+    pub hostname: Option<String>,
+    /// `networkInterfaces[].networkIP`: names a worker may report as its hostname.
+    pub network_ips: Vec<String>,
+    /// Metadata `created-by`: the group that made the instance, even once it left the group.
+    pub created_by: Option<String>,
+}
+
+/// The parts of a zone operation the audit needs to date an instance deletion.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ZoneOperationInfo {
+    /// `operationType` (`delete`, `insert`, …).
+    pub operation_type: String,
+    /// `targetLink`: the instance the operation acts on.
+    pub target: String,
+    /// PENDING, RUNNING or DONE.
+    pub status: String,
+    /// `insertTime`: when the operation was requested.
+    pub inserted: Option<DateTime<FixedOffset>>,
 }
 
 /// A long-running operation as far as waiting for it goes.
@@ -198,6 +226,15 @@ pub trait ComputeApi: Send + Sync {
         filter: &str,
         page_token: Option<&str>,
     ) -> Result<Page<InstanceInfo>, ApiError>;
+    /// One page of `zoneOperations.list` in `zone`, narrowed by a Compute filter expression:
+    /// the audit dates instance deletions by their operation's `insertTime`.
+    async fn list_zone_operations(
+        &self,
+        project: &str,
+        zone: &str,
+        filter: &str,
+        page_token: Option<&str>,
+    ) -> Result<Page<ZoneOperationInfo>, ApiError>;
 }
 
 /// [`ComputeApi`] on `google-cloud-compute-v1`.
@@ -205,6 +242,7 @@ pub struct SdkCompute {
     zonal: InstanceGroupManagers,
     regional: RegionInstanceGroupManagers,
     instances: Instances,
+    zone_operations: ZoneOperations,
     page_size: u32,
 }
 
@@ -239,6 +277,7 @@ impl SdkCompute {
             zonal: build!(InstanceGroupManagers),
             regional: build!(RegionInstanceGroupManagers),
             instances: build!(Instances),
+            zone_operations: build!(ZoneOperations),
             page_size: resolved.config.page_size,
         })
     }
@@ -415,9 +454,25 @@ fn group_info(g: &model::InstanceGroupManager) -> GroupInfo {
         .map(|v| v.unwrap_or(0).max(0) as u32)
         .sum()
     });
+    let mut zones: Vec<String> = g
+        .distribution_policy
+        .as_ref()
+        .map(|d| {
+            d.zones
+                .iter()
+                .filter_map(|z| z.zone.as_deref().map(|u| last_segment(u).to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(z) = g.zone.as_deref() {
+        zones.push(last_segment(z).to_string());
+    }
+    zones.sort();
+    zones.dedup();
     GroupInfo {
         target_size: g.target_size.unwrap_or(0).max(0) as u32,
         instances_present,
+        zones,
     }
 }
 
@@ -475,19 +530,48 @@ fn managed_info(group: &GroupPath, mi: &model::ManagedInstance) -> Option<Manage
     })
 }
 
+fn timestamp(t: Option<&str>) -> Option<DateTime<FixedOffset>> {
+    t.and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+}
+
 fn instance_info(i: &model::Instance) -> Option<InstanceInfo> {
     Some(InstanceInfo {
         name: i.name.clone()?,
-        created: i
-            .creation_timestamp
-            .as_deref()
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok()),
+        created: timestamp(i.creation_timestamp.as_deref()),
         labels: i
             .labels
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
+        status: i.status.as_ref().and_then(|s| s.name().map(str::to_string)),
+        last_start: timestamp(i.last_start_timestamp.as_deref()),
+        last_stop: timestamp(i.last_stop_timestamp.as_deref()),
+        hostname: i.hostname.clone().filter(|h| !h.is_empty()),
+        network_ips: i
+            .network_interfaces
+            .iter()
+            .filter_map(|n| n.network_ip.clone())
+            .collect(),
+        created_by: i.metadata.as_ref().and_then(|m| {
+            m.items
+                .iter()
+                .find(|it| it.key.as_deref() == Some("created-by"))
+                .and_then(|it| it.value.clone())
+        }),
     })
+}
+
+fn zone_operation_info(op: &model::Operation) -> ZoneOperationInfo {
+    ZoneOperationInfo {
+        operation_type: op.operation_type.clone().unwrap_or_default(),
+        target: op.target_link.clone().unwrap_or_default(),
+        status: op
+            .status
+            .as_ref()
+            .and_then(|s| s.name().map(str::to_string))
+            .unwrap_or_else(|| "PENDING".into()),
+        inserted: timestamp(op.insert_time.as_deref()),
+    }
 }
 
 #[async_trait]
@@ -687,6 +771,30 @@ impl ComputeApi for SdkCompute {
             .map_err(|e| classify(&e))?;
         Ok(Page {
             items: resp.items.iter().filter_map(instance_info).collect(),
+            next_page_token: resp.next_page_token.filter(|t| !t.is_empty()),
+        })
+    }
+
+    async fn list_zone_operations(
+        &self,
+        project: &str,
+        zone: &str,
+        filter: &str,
+        page_token: Option<&str>,
+    ) -> Result<Page<ZoneOperationInfo>, ApiError> {
+        let resp = self
+            .zone_operations
+            .list()
+            .set_project(project)
+            .set_zone(zone)
+            .set_filter(filter)
+            .set_max_results(self.page_size)
+            .set_or_clear_page_token(page_token)
+            .send()
+            .await
+            .map_err(|e| classify(&e))?;
+        Ok(Page {
+            items: resp.items.iter().map(zone_operation_info).collect(),
             next_page_token: resp.next_page_token.filter(|t| !t.is_empty()),
         })
     }

@@ -11,8 +11,15 @@
 //! Routes (zonal and regional alike, under `/compute/v1/projects/{project}/`):
 //! `GET …/instanceGroupManagers/{name}`, `POST …/resize?size=N&requestId=R`,
 //! `POST …/deleteInstances?requestId=R`, `POST …/listManagedInstances`,
-//! `GET zones/{z}/instances?filter=…`, `GET zones/{z}/instances/{name}`,
-//! `GET …/operations/{op}`, `POST …/operations/{op}/wait`.
+//! `GET zones/{z}/instances?filter=…` (filters: `name = "…"` terms joined by OR, or
+//! `labels.K = "V"` / `field != "V"` terms joined by AND or OR), `GET zones/{z}/instances/{name}`,
+//! `GET zones/{z}/operations?filter=…` (the pending `delete` operation of every instance being
+//! deleted, plus the zone's group operations), `GET …/operations/{op}`,
+//! `POST …/operations/{op}/wait`.
+//!
+//! Instances carry what the audit reads: `networkInterfaces[0].networkIP`, metadata
+//! `created-by` naming their group (by project *number*, as Compute does), and
+//! `lastStartTimestamp` while RUNNING.
 //!
 //! Start it with [`ComputeDouble::start`]; point the executor at [`ComputeDouble::endpoint`]
 //! (e.g. `AUTOSCALER_GCE_ENDPOINT`) with anonymous credentials.
@@ -60,8 +67,11 @@ pub struct InstanceSpec {
     zone: Option<String>,
     created: String,
     labels: Vec<(String, String)>,
+    unlabelled: bool,
     action: String,
     status: String,
+    deleting_since: Option<String>,
+    created_by: Option<String>,
 }
 
 impl InstanceSpec {
@@ -73,8 +83,11 @@ impl InstanceSpec {
             zone: None,
             created: created.into(),
             labels: Vec::new(),
+            unlabelled: false,
             action: "NONE".into(),
             status: "RUNNING".into(),
+            deleting_since: None,
+            created_by: None,
         }
     }
 
@@ -97,6 +110,35 @@ impl InstanceSpec {
     pub fn creating(mut self) -> Self {
         self.action = "CREATING".into();
         self.status = "PROVISIONING".into();
+        self
+    }
+
+    /// Gives it no labels at all (not even the group template's), as an instance made from an
+    /// old template or by hand would have.
+    pub fn unlabelled(mut self) -> Self {
+        self.labels.clear();
+        self.unlabelled = true;
+        self
+    }
+
+    /// Marks it as being deleted since `since` (RFC 3339): `currentAction: DELETING` and a
+    /// pending `delete` zone operation inserted then (a drain that has not finished).
+    pub fn deleting(mut self, since: &str) -> Self {
+        self.action = "DELETING".into();
+        self.deleting_since = Some(since.into());
+        self
+    }
+
+    /// Sets the instance `status` (e.g. `STAGING`, `TERMINATED`).
+    pub fn status(mut self, status: &str) -> Self {
+        self.status = status.into();
+        self
+    }
+
+    /// Sets metadata `created-by` (a group path) on an instance added outside any group: one
+    /// that was abandoned by, or left over from, that group.
+    pub fn created_by(mut self, group_path: &str) -> Self {
+        self.created_by = Some(group_path.into());
         self
     }
 }
@@ -149,6 +191,30 @@ struct Instance {
     labels: Vec<(String, String)>,
     status: String,
     action: String,
+    /// Metadata `created-by`, as Compute writes it (project by number).
+    created_by: Option<String>,
+    /// When its delete operation was inserted, while it is being deleted.
+    deleting_since: Option<String>,
+}
+
+/// How Compute writes a group into an instance's `created-by`: the project by number.
+fn created_by_of(path: &GroupPath) -> String {
+    let number = 100_000_000_000u64
+        + path
+            .project
+            .bytes()
+            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
+            % 900_000_000_000;
+    match &path.location {
+        Location::Zone(z) => format!(
+            "projects/{number}/zones/{z}/instanceGroupManagers/{}",
+            path.name
+        ),
+        Location::Region(r) => format!(
+            "projects/{number}/regions/{r}/instanceGroupManagers/{}",
+            path.name
+        ),
+    }
 }
 
 #[derive(Debug)]
@@ -316,12 +382,16 @@ impl ComputeDouble {
         let zone = spec.zone.clone().unwrap_or_else(|| g.zones[0].clone());
         let key = (g.path.project.clone(), zone, spec.name.clone());
         g.members.push(key.clone());
-        g.target_size += 1;
-        let labels = if spec.labels.is_empty() {
+        // A member being deleted has already left the target size.
+        if spec.action != "DELETING" {
+            g.target_size += 1;
+        }
+        let labels = if spec.labels.is_empty() && !spec.unlabelled {
             g.template_labels.clone()
         } else {
             spec.labels
         };
+        let created_by = Some(created_by_of(&g.path));
         st.instances.insert(
             key,
             Instance {
@@ -330,6 +400,32 @@ impl ComputeDouble {
                 labels,
                 status: spec.status,
                 action: spec.action,
+                created_by,
+                deleting_since: spec.deleting_since,
+            },
+        );
+    }
+
+    /// Adds an instance that is no group's member (launched by hand or by a shell command, or
+    /// abandoned by a group), with the spec's labels and, if set, its `created-by`.
+    pub fn add_loose_instance(&self, project: &str, zone: &str, spec: InstanceSpec) {
+        let mut st = self.lock();
+        let id = st.next_id();
+        let created_by = spec
+            .created_by
+            .as_deref()
+            .map(|p| GroupPath::parse(p, None).expect("a full group path"))
+            .map(|p| created_by_of(&p));
+        st.instances.insert(
+            (project.into(), zone.into(), spec.name.clone()),
+            Instance {
+                id,
+                created: spec.created,
+                labels: spec.labels,
+                status: spec.status,
+                action: spec.action,
+                created_by,
+                deleting_since: spec.deleting_since,
             },
         );
     }
@@ -347,6 +443,8 @@ impl ComputeDouble {
                 labels: Vec::new(),
                 status: "RUNNING".into(),
                 action: "NONE".into(),
+                created_by: None,
+                deleting_since: None,
             },
         );
     }
@@ -577,7 +675,7 @@ impl DoubleState {
 
     fn instance_json(&self, key: &InstKey, i: &Instance) -> Value {
         let (p, z, n) = key;
-        json!({
+        let mut v = json!({
             "kind": "compute#instance",
             "id": i.id.to_string(),
             "creationTimestamp": i.created,
@@ -586,8 +684,94 @@ impl DoubleState {
             "status": i.status,
             "zone": format!("{API}/projects/{p}/zones/{z}"),
             "labels": i.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
+            "networkInterfaces": [{
+                "kind": "compute#networkInterface",
+                "name": "nic0",
+                "network": format!("{API}/projects/{p}/global/networks/default"),
+                "networkIP": network_ip(i.id),
+                "stackType": "IPV4_ONLY",
+            }],
             "selfLink": format!("{API}/projects/{p}/zones/{z}/instances/{n}"),
-        })
+        });
+        if i.status == "RUNNING" {
+            v["lastStartTimestamp"] = json!(i.created);
+        }
+        if let Some(c) = &i.created_by {
+            v["metadata"] = json!({
+                "kind": "compute#metadata",
+                "items": [{"key": "created-by", "value": c}],
+            });
+        }
+        v
+    }
+
+    /// The zone's operations: a pending `delete` per instance being deleted (as the group's
+    /// service agent issues them) and the group operations recorded in the zone.
+    fn list_zone_operations(
+        &self,
+        project: &str,
+        zone: &str,
+        query: &[(String, String)],
+    ) -> Result<Value, ComputeError> {
+        let filter = query
+            .iter()
+            .find(|(k, _)| k == "filter")
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("");
+        let filter = parse_filter(filter).ok_or_else(|| {
+            err(
+                400,
+                "invalid",
+                format!(
+                    "Invalid value for field 'filter': '{filter}'. Invalid list filter expression."
+                ),
+            )
+        })?;
+        let scope = format!("projects/{project}/zones/{zone}");
+        let mut items: Vec<Value> = self
+            .instances
+            .iter()
+            .filter(|(k, _)| k.0 == project && k.1 == zone)
+            .filter_map(|(k, i)| {
+                let since = i.deleting_since.as_ref()?;
+                let name = format!("operation-delete-{}", i.id);
+                Some(json!({
+                    "kind": "compute#operation",
+                    "id": (i.id + 7).to_string(),
+                    "name": name,
+                    "operationType": "delete",
+                    "targetLink": format!("{API}/projects/{}/zones/{}/instances/{}", k.0, k.1, k.2),
+                    "targetId": i.id.to_string(),
+                    "status": "RUNNING",
+                    "user": "123456789012@cloudservices.gserviceaccount.com",
+                    "progress": 0,
+                    "insertTime": since,
+                    "startTime": since,
+                    "zone": format!("{API}/{scope}"),
+                    "selfLink": format!("{API}/{scope}/operations/{name}"),
+                }))
+            })
+            .collect();
+        let mut group_ops: Vec<(&String, &Op)> = self
+            .operations
+            .iter()
+            .filter(|((s, _), _)| *s == scope)
+            .map(|((_, n), o)| (n, o))
+            .collect();
+        group_ops.sort_by_key(|(n, _)| n.as_str());
+        items.extend(group_ops.into_iter().map(|(_, o)| o.json.clone()));
+        let items: Vec<Value> = items.into_iter().filter(|v| filter.matches(v)).collect();
+        let (page, next) = paginate(items, query, self.page_size)?;
+        let mut v = json!({
+            "kind": "compute#operationList",
+            "id": format!("{scope}/operations"),
+            "items": page,
+            "selfLink": format!("{API}/{scope}/operations"),
+        });
+        if let Some(t) = next {
+            v["nextPageToken"] = json!(t);
+        }
+        Ok(v)
     }
 
     fn new_operation(
@@ -745,6 +929,7 @@ impl DoubleState {
         }
         g.target_size = size;
         let labels = g.template_labels.clone();
+        let created_by = Some(created_by_of(&g.path));
         for (key, id) in &new_keys {
             self.instances.insert(
                 key.clone(),
@@ -754,12 +939,15 @@ impl DoubleState {
                     labels: labels.clone(),
                     status: "PROVISIONING".into(),
                     action: "CREATING".into(),
+                    created_by: created_by.clone(),
+                    deleting_since: None,
                 },
             );
         }
         for k in &deleting {
             if let Some(i) = self.instances.get_mut(k) {
                 i.action = "DELETING".into();
+                i.deleting_since = Some(created.clone());
             }
         }
         let mut effects = vec![Effect::FinishCreate(
@@ -839,8 +1027,11 @@ impl DoubleState {
             ));
         }
         self.mutations += 1;
+        let now = now_rfc3339();
         for k in &keys {
-            self.instances.get_mut(k).unwrap().action = "DELETING".into();
+            let i = self.instances.get_mut(k).unwrap();
+            i.action = "DELETING".into();
+            i.deleting_since = Some(now.clone());
         }
         let g = self.groups.get_mut(g_key).unwrap();
         g.target_size -= keys.len() as u32;
@@ -894,22 +1085,32 @@ impl DoubleState {
             .find(|(k, _)| k == "filter")
             .map(|(_, v)| v.as_str())
             .unwrap_or("");
-        let names = parse_name_filter(filter).ok_or_else(|| {
-            err(
-                400,
-                "invalid",
-                format!(
-                    "Invalid value for field 'filter': '{filter}'. Invalid list filter expression."
-                ),
-            )
-        })?;
-        let items: Vec<Value> = self
-            .instances
-            .iter()
-            .filter(|(k, _)| k.0 == project && k.1 == zone)
-            .filter(|(k, _)| names.as_ref().is_none_or(|n| n.contains(&k.2)))
-            .map(|(k, i)| self.instance_json(k, i))
-            .collect();
+        let items: Vec<Value> = match parse_name_filter(filter) {
+            Some(names) => self
+                .instances
+                .iter()
+                .filter(|(k, _)| k.0 == project && k.1 == zone)
+                .filter(|(k, _)| names.as_ref().is_none_or(|n| n.contains(&k.2)))
+                .map(|(k, i)| self.instance_json(k, i))
+                .collect(),
+            None => {
+                let f = parse_filter(filter).ok_or_else(|| {
+                    err(
+                        400,
+                        "invalid",
+                        format!(
+                            "Invalid value for field 'filter': '{filter}'. Invalid list filter expression."
+                        ),
+                    )
+                })?;
+                self.instances
+                    .iter()
+                    .filter(|(k, _)| k.0 == project && k.1 == zone)
+                    .map(|(k, i)| self.instance_json(k, i))
+                    .filter(|v| f.matches(v))
+                    .collect()
+            }
+        };
         let (page, next) = paginate(items, query, self.page_size)?;
         let mut v = json!({
             "kind": "compute#instanceList",
@@ -922,6 +1123,91 @@ impl DoubleState {
         }
         Ok(v)
     }
+}
+
+/// A parsed Compute filter of `field = "v"` / `field != "v"` terms (a dotted field path
+/// reaches into maps, e.g. `labels.vespene_worker`), all joined by AND or all by OR.
+#[derive(Debug, PartialEq)]
+struct Filter {
+    terms: Vec<(String, bool, String)>,
+    any: bool,
+}
+
+impl Filter {
+    fn matches(&self, v: &Value) -> bool {
+        let term = |(path, equal, want): &(String, bool, String)| {
+            let mut cur = Some(v);
+            for part in path.split('.') {
+                cur = cur.and_then(|c| c.get(part));
+            }
+            let got = cur.map(|c| match c {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            });
+            (got.as_deref() == Some(want.as_str())) == *equal
+        };
+        if self.terms.is_empty() {
+            true
+        } else if self.any {
+            self.terms.iter().any(term)
+        } else {
+            self.terms.iter().all(term)
+        }
+    }
+}
+
+/// Parses [`Filter`]; `None` when the expression is outside what the double understands
+/// (Compute would answer 400 to a malformed one, and the double does too).
+fn parse_filter(filter: &str) -> Option<Filter> {
+    let f = filter.trim();
+    if f.is_empty() {
+        return Some(Filter {
+            terms: Vec::new(),
+            any: false,
+        });
+    }
+    let (parts, any): (Vec<&str>, bool) = match (f.contains(" AND "), f.contains(" OR ")) {
+        (true, true) => return None,
+        (false, true) => (f.split(" OR ").collect(), true),
+        _ => (f.split(" AND ").collect(), false),
+    };
+    let mut terms = Vec::new();
+    for part in parts {
+        let t = part.trim();
+        let t = t
+            .strip_prefix('(')
+            .and_then(|t| t.strip_suffix(')'))
+            .unwrap_or(t)
+            .trim();
+        let (field, equal, rest) = if let Some((a, b)) = t.split_once("!=") {
+            (a, false, b)
+        } else {
+            let (a, b) = t.split_once('=')?;
+            (a, true, b)
+        };
+        let field = field.trim();
+        if field.is_empty()
+            || !field
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+        {
+            return None;
+        }
+        let rest = rest.trim();
+        let value = rest
+            .strip_prefix('"')
+            .and_then(|r| r.strip_suffix('"'))
+            .unwrap_or(rest);
+        if value.contains('"') {
+            return None;
+        }
+        terms.push((field.to_string(), equal, value.to_string()));
+    }
+    Some(Filter { terms, any })
+}
+
+fn network_ip(id: u64) -> String {
+    format!("10.128.{}.{}", (id / 250) % 250, id % 250 + 2)
 }
 
 /// `None` for an empty filter (everything); `Some(names)` for `name = "a"` terms joined by OR.
@@ -1223,6 +1509,12 @@ fn route(
                 ),
             }
         }
+        [p, "zones", z, "operations"] => {
+            if method != Method::GET {
+                return wrong_method();
+            }
+            reply(st.list_zone_operations(p, z, query))
+        }
         [p, "zones", z, "instances"] => {
             if method != Method::GET {
                 return wrong_method();
@@ -1287,6 +1579,20 @@ mod tests {
         );
         assert_eq!(parse_name_filter("labels.x = \"a\""), None);
         assert_eq!(parse_name_filter("name eq a.*"), None);
+    }
+
+    #[test]
+    fn generic_filters() {
+        let f = parse_filter("labels.vespene_worker = \"true\"").unwrap();
+        assert!(f.matches(&json!({"labels": {"vespene_worker": "true"}})));
+        assert!(!f.matches(&json!({"labels": {"vespene_worker": "false"}})));
+        assert!(!f.matches(&json!({"labels": {}})));
+        let f = parse_filter("(operationType = \"delete\") AND (status != \"DONE\")").unwrap();
+        assert!(f.matches(&json!({"operationType": "delete", "status": "RUNNING"})));
+        assert!(!f.matches(&json!({"operationType": "delete", "status": "DONE"})));
+        assert!(!f.matches(&json!({"operationType": "insert", "status": "RUNNING"})));
+        assert!(parse_filter("(a = \"1\") AND (b = \"2\") OR (c = \"3\")").is_none());
+        assert!(parse_filter("labels.x ~ y").is_none());
     }
 
     #[test]

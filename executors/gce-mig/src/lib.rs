@@ -9,6 +9,7 @@
 mod apply;
 pub mod client;
 pub mod config;
+pub mod inventory;
 pub mod target;
 
 #[cfg(any(test, feature = "test-double"))]
@@ -23,7 +24,8 @@ pub use target::{GroupPath, Location};
 
 use async_trait::async_trait;
 use autoscaler_executor::{
-    ErrorKind, Executor, ExecutorError, Outcome, Plan, ScaleRequest, TargetStatus, WorkerPool,
+    ErrorKind, Executor, ExecutorError, Inventory, Outcome, Plan, ScaleRequest, TargetStatus,
+    WorkerPool,
 };
 use std::sync::Arc;
 
@@ -158,5 +160,10 @@ impl Executor for GceMigExecutor {
 
     async fn status(&self, pool: &WorkerPool) -> Result<Option<TargetStatus>, ExecutorError> {
         self.applier.status(pool).await
+    }
+
+    /// Groups and labelled instances, read-only, for `autoscaler audit` (see [`inventory`]).
+    fn inventory(&self) -> Option<&dyn Inventory> {
+        Some(self)
     }
 }

@@ -1,0 +1,787 @@
+//! The read-only fleet description behind `autoscaler audit`: each pool's managed instance
+//! group and every instance labelled `vespene_worker=true` in the zones those groups use.
+//!
+//! Requests per audit: per pool one `get` and one `listManagedInstances` (one more per 500
+//! members); per zone one `instances.list` filtered on the label (one more per 500 instances);
+//! and only when needed, one name-filtered `instances.list` per zone for group members that
+//! lack the label, and one `zoneOperations.list` per zone that has members being deleted (to
+//! date the deletion). Nothing is ever written.
+
+use crate::apply::{label_value, render_hostname, Applier, LABEL_WORKER};
+use crate::client::{
+    ApiError, ComputeApi, GroupInfo, InstanceInfo, ManagedInstanceInfo, OperationInfo, Page,
+    ZoneOperationInfo,
+};
+use crate::target::{valid_name, GroupPath, Location};
+use crate::GceMigExecutor;
+use async_trait::async_trait;
+use autoscaler_executor::{
+    ExecutorError, InstanceState, Inventory, InventoryGroup, InventoryInstance, InventorySnapshot,
+    Plan, PoolInventory, WorkerPool,
+};
+use chrono::{DateTime, FixedOffset, Utc};
+use futures::stream::{self, StreamExt};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+/// Groups (and zones) read at the same time: enough to hide latency, few enough to stay far
+/// below Compute's per-second read quota.
+const CONCURRENCY: usize = 8;
+/// Names per name-filtered `instances.list`, as in scale-in.
+const FILTER_CHUNK: usize = 100;
+/// The server-side filter that finds every worker in a zone, whoever launched it.
+pub const WORKER_FILTER: &str = "labels.vespene_worker = \"true\"";
+/// The server-side filter for instance deletions still in progress.
+pub const DELETE_FILTER: &str = "(operationType = \"delete\") AND (status != \"DONE\")";
+
+/// Counts every request (retries included) so the audit can report what it cost.
+struct Counting {
+    inner: Arc<dyn ComputeApi>,
+    calls: AtomicU32,
+}
+
+impl Counting {
+    fn tick(&self) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[async_trait]
+impl ComputeApi for Counting {
+    async fn get_group(&self, group: &GroupPath) -> Result<GroupInfo, ApiError> {
+        self.tick();
+        self.inner.get_group(group).await
+    }
+    async fn resize(&self, g: &GroupPath, size: u32, id: &str) -> Result<OperationInfo, ApiError> {
+        self.tick();
+        self.inner.resize(g, size, id).await
+    }
+    async fn delete_instances(
+        &self,
+        g: &GroupPath,
+        urls: &[String],
+        id: &str,
+    ) -> Result<OperationInfo, ApiError> {
+        self.tick();
+        self.inner.delete_instances(g, urls, id).await
+    }
+    async fn get_operation(&self, g: &GroupPath, op: &str) -> Result<OperationInfo, ApiError> {
+        self.tick();
+        self.inner.get_operation(g, op).await
+    }
+    async fn list_managed_instances(
+        &self,
+        g: &GroupPath,
+        token: Option<&str>,
+    ) -> Result<Page<ManagedInstanceInfo>, ApiError> {
+        self.tick();
+        self.inner.list_managed_instances(g, token).await
+    }
+    async fn list_instances(
+        &self,
+        project: &str,
+        zone: &str,
+        filter: &str,
+        token: Option<&str>,
+    ) -> Result<Page<InstanceInfo>, ApiError> {
+        self.tick();
+        self.inner
+            .list_instances(project, zone, filter, token)
+            .await
+    }
+    async fn list_zone_operations(
+        &self,
+        project: &str,
+        zone: &str,
+        filter: &str,
+        token: Option<&str>,
+    ) -> Result<Page<ZoneOperationInfo>, ApiError> {
+        self.tick();
+        self.inner
+            .list_zone_operations(project, zone, filter, token)
+            .await
+    }
+}
+
+/// One pool's group as read.
+struct PoolRead {
+    pool: String,
+    group: Option<GroupPath>,
+    result: Result<(GroupInfo, Vec<ManagedInstanceInfo>), ExecutorError>,
+}
+
+/// `(project, zone, name)`: how GCE identifies an instance.
+type Key = (String, String, String);
+
+fn instance_id((p, z, n): &Key) -> String {
+    format!("projects/{p}/zones/{z}/instances/{n}")
+}
+
+/// `projects/P/zones/Z/instances/N` out of a full or partial instance URL.
+fn key_of_url(url: &str) -> Option<Key> {
+    let at = url.find("projects/")?;
+    let parts: Vec<&str> = url[at..].split('/').collect();
+    match parts.as_slice() {
+        ["projects", p, "zones", z, "instances", n, ..] => {
+            Some((p.to_string(), z.to_string(), n.to_string()))
+        }
+        _ => None,
+    }
+}
+
+fn utc(t: Option<DateTime<FixedOffset>>) -> Option<DateTime<Utc>> {
+    t.map(|t| t.with_timezone(&Utc))
+}
+
+/// `zones/Z/instanceGroupManagers/N` or `regions/R/…`: a group's identity without its project,
+/// because `created-by` names the project by number and a pool's path names it by id.
+fn group_tail(path: &str) -> Option<String> {
+    let at = path
+        .find("zones/")
+        .or_else(|| path.find("regions/"))
+        .filter(|&i| i == 0 || path.as_bytes()[i - 1] == b'/')?;
+    Some(path[at..].trim_end_matches('/').to_string())
+}
+
+fn tail_of(g: &GroupPath) -> String {
+    match &g.location {
+        Location::Zone(z) => format!("zones/{z}/instanceGroupManagers/{}", g.name),
+        Location::Region(r) => format!("regions/{r}/instanceGroupManagers/{}", g.name),
+    }
+}
+
+/// Maps the managed-instance action and the instance status onto the shared states.
+fn state_of(action: Option<&str>, status: Option<&str>) -> InstanceState {
+    match action {
+        Some("DELETING" | "ABANDONING") => return InstanceState::Terminating,
+        Some("CREATING" | "CREATING_WITHOUT_RETRIES" | "RECREATING" | "VERIFYING") => {
+            return InstanceState::Pending
+        }
+        _ => {}
+    }
+    match status {
+        Some("PROVISIONING" | "STAGING") => InstanceState::Pending,
+        Some("RUNNING") => InstanceState::Running,
+        Some("STOPPING" | "STOPPED" | "SUSPENDING" | "SUSPENDED" | "TERMINATED") => {
+            InstanceState::Stopped
+        }
+        None if action.is_some() => InstanceState::Pending,
+        _ => InstanceState::Other,
+    }
+}
+
+impl GceMigExecutor {
+    async fn read_pool(applier: &Applier, pool: &WorkerPool) -> PoolRead {
+        let group = match applier.group_for(pool, Plan::default()) {
+            Ok(g) => g,
+            Err(e) => {
+                return PoolRead {
+                    pool: pool.name.clone(),
+                    group: None,
+                    result: Err(e),
+                }
+            }
+        };
+        let info = applier
+            .retry(&pool.name, "get", &group, || {
+                applier.api().get_group(&group)
+            })
+            .await
+            .map_err(|e| applier.api_error(&pool.name, "reading", &group, e));
+        let result = match info {
+            Ok(info) => applier
+                .list_managed(&pool.name, &group)
+                .await
+                .map(|m| (info, m)),
+            Err(e) => Err(e),
+        };
+        PoolRead {
+            pool: pool.name.clone(),
+            group: Some(group),
+            result,
+        }
+    }
+
+    async fn list_all<T, F, Fut>(
+        applier: &Applier,
+        pool: &str,
+        group: &GroupPath,
+        doing: &str,
+        call: F,
+    ) -> Result<Vec<T>, ExecutorError>
+    where
+        F: Fn(Option<String>) -> Fut,
+        Fut: std::future::Future<Output = Result<Page<T>, ApiError>>,
+    {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = applier
+                .retry(pool, doing, group, || call(token.clone()))
+                .await
+                .map_err(|e| applier.api_error(pool, doing, group, e))?;
+            out.extend(page.items);
+            match page.next_page_token {
+                Some(t) => token = Some(t),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    async fn snapshot(
+        &self,
+        applier: &Applier,
+        pools: &[&WorkerPool],
+    ) -> Result<InventorySnapshot, ExecutorError> {
+        // Futures collected first: a closure inside the stream would defeat the `Send` proof
+        // that `async_trait` needs (higher-ranked lifetimes).
+        let reading: Vec<_> = pools.iter().map(|p| Self::read_pool(applier, p)).collect();
+        let reads: Vec<PoolRead> = stream::iter(reading).buffered(CONCURRENCY).collect().await;
+
+        // Zones to look in, each with the first pool/group found there (for errors and logs).
+        let mut zones: BTreeMap<(String, String), (String, GroupPath)> = BTreeMap::new();
+        for r in &reads {
+            let Some(g) = &r.group else { continue };
+            let mut add = |zone: &str| {
+                zones
+                    .entry((g.project.clone(), zone.to_string()))
+                    .or_insert_with(|| (r.pool.clone(), g.clone()));
+            };
+            if let Location::Zone(z) = &g.location {
+                add(z);
+            }
+            if let Ok((info, managed)) = &r.result {
+                for z in &info.zones {
+                    add(z);
+                }
+                for m in managed {
+                    add(&m.zone);
+                }
+            }
+        }
+
+        // Every labelled instance in those zones.
+        let api = applier.api();
+        let listing: Vec<_> = zones
+            .iter()
+            .map(|((project, zone), (pool, group))| async move {
+                let doing = format!(
+                    "listing instances labelled {LABEL_WORKER}=true in zone {zone} (project {project}) near"
+                );
+                let items = Self::list_all(applier, pool, group, &doing, |t| async move {
+                    api.list_instances(project, zone, WORKER_FILTER, t.as_deref())
+                        .await
+                })
+                .await?;
+                Ok(items
+                    .into_iter()
+                    .map(|i| ((project.clone(), zone.clone(), i.name.clone()), i))
+                    .collect::<Vec<(Key, InstanceInfo)>>())
+            })
+            .collect();
+        let listed: Vec<Result<Vec<(Key, InstanceInfo)>, ExecutorError>> =
+            stream::iter(listing).buffered(CONCURRENCY).collect().await;
+        let mut resources: HashMap<Key, InstanceInfo> = HashMap::new();
+        for l in listed {
+            resources.extend(l?);
+        }
+
+        // Members: which group holds each, and which lack the label (described by name).
+        let mut member_of: HashMap<Key, (usize, ManagedInstanceInfo)> = HashMap::new();
+        let mut unlabelled: BTreeMap<(String, String), (Vec<String>, String, GroupPath)> =
+            BTreeMap::new();
+        let mut deleting_zones: BTreeMap<(String, String), (String, GroupPath)> = BTreeMap::new();
+        for (idx, r) in reads.iter().enumerate() {
+            let (Some(g), Ok((_, managed))) = (&r.group, &r.result) else {
+                continue;
+            };
+            for m in managed {
+                let key = key_of_url(&m.url)
+                    .unwrap_or_else(|| (g.project.clone(), m.zone.clone(), m.name.clone()));
+                if !resources.contains_key(&key) && valid_name(&key.2) {
+                    unlabelled
+                        .entry((key.0.clone(), key.1.clone()))
+                        .or_insert_with(|| (Vec::new(), r.pool.clone(), g.clone()))
+                        .0
+                        .push(key.2.clone());
+                }
+                if matches!(m.current_action.as_str(), "DELETING" | "ABANDONING") {
+                    deleting_zones
+                        .entry((key.0.clone(), key.1.clone()))
+                        .or_insert_with(|| (r.pool.clone(), g.clone()));
+                }
+                member_of.insert(key, (idx, m.clone()));
+            }
+        }
+        for ((project, zone), (names, pool, group)) in &unlabelled {
+            for chunk in names.chunks(FILTER_CHUNK) {
+                let filter = chunk
+                    .iter()
+                    .map(|n| format!("(name = \"{n}\")"))
+                    .collect::<Vec<_>>()
+                    .join(" OR ");
+                let doing = format!("describing unlabelled members in zone {zone} of");
+                let filter = &filter;
+                let items = Self::list_all(applier, pool, group, &doing, |t| async move {
+                    api.list_instances(project, zone, filter, t.as_deref())
+                        .await
+                })
+                .await?;
+                for i in items {
+                    resources.insert((project.clone(), zone.clone(), i.name.clone()), i);
+                }
+            }
+        }
+
+        // When each deletion started: the instance's own `delete` operation.
+        let mut delete_started: HashMap<Key, DateTime<Utc>> = HashMap::new();
+        for ((project, zone), (pool, group)) in &deleting_zones {
+            let doing = format!("listing delete operations in zone {zone} for");
+            let ops = Self::list_all(applier, pool, group, &doing, |t| async move {
+                api.list_zone_operations(project, zone, DELETE_FILTER, t.as_deref())
+                    .await
+            })
+            .await?;
+            for op in ops {
+                if op.operation_type != "delete" || op.status == "DONE" {
+                    continue;
+                }
+                if let (Some(k), Some(t)) = (key_of_url(&op.target), utc(op.inserted)) {
+                    let e = delete_started.entry(k).or_insert(t);
+                    *e = (*e).min(t);
+                }
+            }
+        }
+
+        // Instances, each once: members first, then labelled instances outside the groups.
+        let targets: Vec<Option<String>> = reads
+            .iter()
+            .map(|r| r.group.as_ref().map(|g| g.to_string()))
+            .collect();
+        let by_tail: HashMap<String, String> = reads
+            .iter()
+            .filter_map(|r| r.group.as_ref())
+            .map(|g| (tail_of(g), g.to_string()))
+            .collect();
+        let mut keys: BTreeSet<Key> = member_of.keys().cloned().collect();
+        keys.extend(resources.keys().cloned());
+        let mut instances = Vec::with_capacity(keys.len());
+        for key in keys {
+            let res = resources.get(&key);
+            let member = member_of.get(&key);
+            let group = match member {
+                Some((idx, _)) => targets[*idx].clone(),
+                None => res.and_then(|i| i.created_by.as_deref()).map(|c| {
+                    group_tail(c)
+                        .and_then(|t| by_tail.get(&t).cloned())
+                        .unwrap_or_else(|| c[c.find("projects/").unwrap_or(0)..].to_string())
+                }),
+            };
+            let action = member.map(|(_, m)| m.current_action.as_str());
+            let status = res
+                .and_then(|i| i.status.as_deref())
+                .or_else(|| member.and_then(|(_, m)| m.instance_status.as_deref()));
+            let state = state_of(action, status);
+            let raw_state = match (status, action) {
+                (Some(s), Some(a)) if a != "NONE" => format!("{s}/{a}"),
+                (Some(s), _) => s.to_string(),
+                (None, Some(a)) => a.to_string(),
+                (None, None) => "UNKNOWN".to_string(),
+            };
+            let launched = utc(res.and_then(|i| i.created));
+            let state_since = match state {
+                InstanceState::Terminating => delete_started
+                    .get(&key)
+                    .copied()
+                    .or_else(|| utc(res.and_then(|i| i.last_stop))),
+                InstanceState::Running => utc(res.and_then(|i| i.last_start)).or(launched),
+                InstanceState::Stopped => utc(res.and_then(|i| i.last_stop)),
+                _ => launched,
+            };
+            let (project, zone, name) = &key;
+            let mut hostnames = vec![
+                name.clone(),
+                format!("{name}.{zone}.c.{project}.internal"),
+                format!("{name}.c.{project}.internal"),
+            ];
+            if let Ok(h) = render_hostname(&applier.cfg().hostname_match, name, zone, project) {
+                hostnames.push(h);
+            }
+            if let Some(i) = res {
+                hostnames.extend(i.hostname.iter().cloned());
+                hostnames.extend(i.network_ips.iter().cloned());
+            }
+            // Most telling first (messages quote the first few); each once.
+            let mut seen = BTreeSet::new();
+            let hostnames: Vec<String> = hostnames
+                .into_iter()
+                .map(|h| h.trim().to_ascii_lowercase())
+                .filter(|h| !h.is_empty() && seen.insert(h.clone()))
+                .collect();
+            instances.push(InventoryInstance {
+                id: instance_id(&key),
+                name: name.clone(),
+                zone: Some(zone.clone()),
+                group,
+                tags: res.map(|i| i.labels.clone()).unwrap_or_default(),
+                state,
+                raw_state,
+                state_since,
+                launched,
+                hostnames,
+                described: res.is_some(),
+            });
+        }
+
+        let wpi = applier.cfg().workers_per_instance;
+        let pools_out = reads
+            .into_iter()
+            .map(|r| {
+                let group = r.result.map(|(info, managed)| {
+                    let g = r.group.as_ref().expect("a read group has a path");
+                    InventoryGroup {
+                        pool: r.pool.clone(),
+                        target: g.to_string(),
+                        desired: info.target_size,
+                        min: None,
+                        max: None,
+                        members: managed
+                            .iter()
+                            .map(|m| {
+                                instance_id(&key_of_url(&m.url).unwrap_or_else(|| {
+                                    (g.project.clone(), m.zone.clone(), m.name.clone())
+                                }))
+                            })
+                            .collect(),
+                        workers_per_instance: wpi,
+                        desired_since: None,
+                    }
+                });
+                PoolInventory {
+                    pool_tag: label_value(&r.pool),
+                    pool: r.pool,
+                    group,
+                }
+            })
+            .collect();
+        Ok(InventorySnapshot {
+            pools: pools_out,
+            instances,
+            scope: zones
+                .keys()
+                .map(|(p, z)| format!("projects/{p}/zones/{z}"))
+                .collect(),
+            api_calls: 0,
+        })
+    }
+}
+
+#[async_trait]
+impl Inventory for GceMigExecutor {
+    async fn inventory(&self, pools: &[&WorkerPool]) -> Result<InventorySnapshot, ExecutorError> {
+        let counting = Arc::new(Counting {
+            inner: self.applier.api().clone(),
+            calls: AtomicU32::new(0),
+        });
+        let applier = Applier::new(counting.clone(), self.applier.cfg().clone());
+        let mut snap = self.snapshot(&applier, pools).await?;
+        snap.api_calls = counting.calls.load(Ordering::Relaxed);
+        Ok(snap)
+    }
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn urls_and_group_tails() {
+        let k =
+            key_of_url("https://www.googleapis.com/compute/v1/projects/p/zones/z-a/instances/w-1")
+                .unwrap();
+        assert_eq!(k, ("p".into(), "z-a".into(), "w-1".into()));
+        assert_eq!(instance_id(&k), "projects/p/zones/z-a/instances/w-1");
+        assert_eq!(key_of_url("zones/z/instances/w"), None);
+        assert_eq!(
+            group_tail("projects/123456/zones/z-a/instanceGroupManagers/g").as_deref(),
+            Some("zones/z-a/instanceGroupManagers/g")
+        );
+        assert_eq!(
+            group_tail("projects/123/regions/r1/instanceGroupManagers/g").as_deref(),
+            Some("regions/r1/instanceGroupManagers/g")
+        );
+        assert_eq!(group_tail("projects/ozones/x"), None);
+    }
+
+    #[test]
+    fn states_map_onto_the_shared_ones() {
+        use InstanceState::*;
+        assert_eq!(state_of(Some("NONE"), Some("RUNNING")), Running);
+        assert_eq!(state_of(Some("DELETING"), Some("RUNNING")), Terminating);
+        assert_eq!(state_of(Some("CREATING"), None), Pending);
+        assert_eq!(state_of(Some("NONE"), Some("STAGING")), Pending);
+        assert_eq!(state_of(None, Some("TERMINATED")), Stopped);
+        assert_eq!(state_of(None, Some("REPAIRING")), Other);
+    }
+}
+
+#[cfg(test)]
+mod against_the_double {
+    use super::*;
+    use crate::double::{ComputeDouble, InstanceSpec};
+    use crate::Config;
+
+    const ZONAL: &str = "projects/proj-1/zones/us-central1-a/instanceGroupManagers/linux";
+    const OTHER: &str = "projects/proj-1/zones/us-central1-a/instanceGroupManagers/gpu";
+    const REGIONAL: &str = "projects/proj-1/regions/us-east1/instanceGroupManagers/arm";
+    const LINUX: &[(&str, &str)] = &[("vespene_worker", "true"), ("vespene_pool", "linux")];
+    const GPU: &[(&str, &str)] = &[("vespene_worker", "true"), ("vespene_pool", "gpu")];
+    const ARM: &[(&str, &str)] = &[("vespene_worker", "true"), ("vespene_pool", "arm")];
+
+    fn ts(minute: u32) -> String {
+        format!("2024-05-01T09:{minute:02}:00.000-07:00")
+    }
+
+    fn at(minute: u32) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(&ts(minute))
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    async fn executor(d: &ComputeDouble, retry_attempts: u32) -> GceMigExecutor {
+        let cfg = Config {
+            endpoint: Some(d.endpoint()),
+            credentials: Some("anonymous".into()),
+            project: Some("proj-1".into()),
+            retry_attempts,
+            retry_initial_backoff_ms: 5,
+            retry_max_backoff_ms: 20,
+            workers_per_instance: 2,
+            ..Config::default()
+        };
+        GceMigExecutor::from_config_with_env(cfg, &|_| None)
+            .await
+            .expect("executor builds")
+    }
+
+    fn inv(e: &GceMigExecutor) -> &dyn Inventory {
+        autoscaler_executor::Executor::inventory(e).expect("gce-mig has an inventory")
+    }
+
+    fn pool(id: i64, name: &str, path: &str) -> WorkerPool {
+        let mut p = WorkerPool::with_defaults(id, name);
+        p.executor = Some("gce-mig".into());
+        p.executor_command = path.into();
+        p
+    }
+
+    fn find<'a>(s: &'a InventorySnapshot, name: &str) -> &'a InventoryInstance {
+        s.instances
+            .iter()
+            .find(|i| i.name == name)
+            .unwrap_or_else(|| panic!("{name} not in {:?}", s.instances))
+    }
+
+    #[tokio::test]
+    async fn a_zonal_fleet_is_described_read_only_and_cheaply() {
+        let (_, d) = ComputeDouble::start();
+        d.add_group(ZONAL, LINUX);
+        d.add_group(OTHER, GPU);
+        d.add_instance(ZONAL, InstanceSpec::new("linux-a", &ts(1)));
+        d.add_instance(ZONAL, InstanceSpec::new("linux-b", &ts(2)));
+        d.add_instance(ZONAL, InstanceSpec::new("linux-c", &ts(3)).creating());
+        d.add_instance(ZONAL, InstanceSpec::new("linux-bare", &ts(4)).unlabelled());
+        d.add_instance(
+            ZONAL,
+            InstanceSpec::new("linux-old", &ts(0)).deleting(&ts(5)),
+        );
+        // In the gpu group but labelled for linux; and a linux worker outside every group.
+        d.add_instance(OTHER, InstanceSpec::new("gpu-x", &ts(6)).labels(LINUX));
+        d.add_loose_instance(
+            "proj-1",
+            "us-central1-a",
+            InstanceSpec::new("by-hand", &ts(7))
+                .labels(LINUX)
+                .created_by(ZONAL),
+        );
+        // Not labelled and in no group: none of the audit's business.
+        d.add_stray_instance("proj-1", "us-central1-a", "someone-else", &ts(8));
+        // Labelled, but in a zone no audited group uses: outside the scope.
+        d.add_loose_instance(
+            "proj-1",
+            "europe-west1-b",
+            InstanceSpec::new("far-away", &ts(9)).labels(LINUX),
+        );
+        let e = executor(&d, 2).await;
+        let linux = pool(
+            1,
+            "linux",
+            "zones/us-central1-a/instanceGroupManagers/{{ worker_pool.name }}",
+        );
+        let gpu = pool(2, "gpu", OTHER);
+        d.clear_requests();
+        let snap = inv(&e).inventory(&[&linux, &gpu]).await.unwrap();
+
+        let reqs = d.requests();
+        assert!(
+            reqs.iter()
+                .all(|r| r.method == "GET" || r.path.ends_with("/listManagedInstances")),
+            "read-only: {reqs:?}"
+        );
+        assert_eq!(d.mutations_applied(), 0);
+        assert_eq!(snap.api_calls as usize, reqs.len(), "every request counted");
+        // 2 gets + listManagedInstances (linux: 5 members at page size 2 = 3 pages; gpu: 1)
+        // + labelled list (5 labelled in the zone = 3 pages) + unlabelled members by name (1)
+        // + delete operations (1).
+        assert_eq!(d.count("GET", "/instanceGroupManagers/"), 2);
+        assert_eq!(d.count("POST", "/listManagedInstances"), 4);
+        assert_eq!(d.count("GET", "/instances"), 4, "{reqs:?}");
+        assert_eq!(d.count("GET", "/operations"), 1);
+        assert_eq!(reqs.len(), 11);
+        let filters: Vec<&str> = reqs.iter().filter_map(|r| r.param("filter")).collect();
+        assert!(filters.contains(&WORKER_FILTER), "{filters:?}");
+        assert!(filters.contains(&"(name = \"linux-bare\")"), "{filters:?}");
+        assert!(filters.contains(&DELETE_FILTER), "{filters:?}");
+
+        assert_eq!(
+            snap.scope,
+            vec!["projects/proj-1/zones/us-central1-a".to_string()]
+        );
+        let g = snap.pools[0].group.as_ref().unwrap();
+        assert_eq!(snap.pools[0].pool_tag, "linux");
+        assert_eq!(g.target, ZONAL);
+        assert_eq!(g.desired, 4, "the deleting member has left the target size");
+        assert_eq!(g.members.len(), 5);
+        assert_eq!(g.workers_per_instance, 2);
+        assert!(g
+            .members
+            .contains(&"projects/proj-1/zones/us-central1-a/instances/linux-old".to_string()));
+
+        let a = find(&snap, "linux-a");
+        assert_eq!(a.state, InstanceState::Running);
+        assert_eq!(a.launched, Some(at(1)));
+        assert_eq!(a.state_since, Some(at(1)));
+        assert_eq!(a.group.as_deref(), Some(ZONAL));
+        assert_eq!(
+            a.tags.get("vespene_pool").map(String::as_str),
+            Some("linux")
+        );
+        assert!(a.hostnames.contains(&"linux-a".to_string()));
+        assert!(a
+            .hostnames
+            .contains(&"linux-a.us-central1-a.c.proj-1.internal".to_string()));
+        assert!(
+            a.hostnames.iter().any(|h| h.starts_with("10.128.")),
+            "{:?}",
+            a.hostnames
+        );
+        assert!(a.described);
+
+        let c = find(&snap, "linux-c");
+        assert_eq!(c.state, InstanceState::Pending);
+        assert_eq!(c.raw_state, "PROVISIONING/CREATING");
+
+        let bare = find(&snap, "linux-bare");
+        assert!(bare.described && bare.tags.is_empty(), "{bare:?}");
+        assert_eq!(bare.group.as_deref(), Some(ZONAL));
+
+        let old = find(&snap, "linux-old");
+        assert_eq!(old.state, InstanceState::Terminating);
+        assert_eq!(
+            old.state_since,
+            Some(at(5)),
+            "dated by its delete operation"
+        );
+
+        let x = find(&snap, "gpu-x");
+        assert_eq!(x.group.as_deref(), Some(OTHER));
+        let by_hand = find(&snap, "by-hand");
+        assert_eq!(
+            by_hand.group.as_deref(),
+            Some(ZONAL),
+            "created-by (project number) maps back to the group path"
+        );
+        assert!(!snap.pools[0]
+            .group
+            .as_ref()
+            .unwrap()
+            .members
+            .contains(&by_hand.id));
+        assert!(snap
+            .instances
+            .iter()
+            .all(|i| i.name != "someone-else" && i.name != "far-away"));
+    }
+
+    #[tokio::test]
+    async fn a_regional_group_is_scanned_in_each_of_its_zones() {
+        let (_, d) = ComputeDouble::start();
+        d.set_page_size(500);
+        d.add_group(REGIONAL, ARM);
+        d.set_zones(REGIONAL, &["us-east1-b", "us-east1-c"]);
+        d.add_instance(
+            REGIONAL,
+            InstanceSpec::new("arm-1", &ts(1)).zone("us-east1-b"),
+        );
+        d.add_loose_instance(
+            "proj-1",
+            "us-east1-c",
+            InstanceSpec::new("arm-lost", &ts(2)).labels(ARM),
+        );
+        let e = executor(&d, 2).await;
+        let arm = pool(3, "arm", REGIONAL);
+        d.clear_requests();
+        let snap = inv(&e).inventory(&[&arm]).await.unwrap();
+        assert_eq!(
+            snap.scope,
+            vec![
+                "projects/proj-1/zones/us-east1-b".to_string(),
+                "projects/proj-1/zones/us-east1-c".to_string()
+            ]
+        );
+        assert_eq!(snap.instances.len(), 2);
+        assert_eq!(find(&snap, "arm-lost").group, None);
+        // get + listManagedInstances + one labelled list per zone.
+        assert_eq!(d.requests().len(), 4, "{:?}", d.requests());
+        assert_eq!(snap.api_calls, 4);
+    }
+
+    #[tokio::test]
+    async fn a_missing_group_fails_its_pool_alone_and_an_unreachable_zone_fails_all() {
+        let (_, d) = ComputeDouble::start();
+        d.add_group(ZONAL, LINUX);
+        d.add_instance(ZONAL, InstanceSpec::new("linux-a", &ts(1)));
+        let e = executor(&d, 2).await;
+        let linux = pool(1, "linux", ZONAL);
+        let ghost = pool(
+            2,
+            "ghost",
+            "projects/proj-1/zones/us-central1-a/instanceGroupManagers/ghost",
+        );
+        let bad = pool(3, "bad", "not a group");
+        let snap = inv(&e).inventory(&[&linux, &ghost, &bad]).await.unwrap();
+        assert!(snap.pools[0].group.is_ok());
+        let err = snap.pools[1].group.as_ref().unwrap_err();
+        assert_eq!(err.kind, autoscaler_executor::ErrorKind::NotFound);
+        assert!(err.to_string().starts_with("pool ghost: reading "), "{err}");
+        let err = snap.pools[2].group.as_ref().unwrap_err();
+        assert_eq!(err.kind, autoscaler_executor::ErrorKind::Config);
+
+        d.fail_next(
+            "GET",
+            "/zones/us-central1-a/instances",
+            503,
+            "backendError",
+            5,
+        );
+        let err = inv(&e).inventory(&[&linux]).await.unwrap_err();
+        assert_eq!(err.kind, autoscaler_executor::ErrorKind::Unavailable);
+        let msg = err.to_string();
+        assert!(
+            msg.contains("listing instances labelled vespene_worker=true in zone us-central1-a"),
+            "{msg}"
+        );
+        assert!(msg.contains("after 2 attempts"), "{msg}");
+    }
+}
