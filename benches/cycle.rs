@@ -129,7 +129,7 @@ async fn setup(name: &str, max_pools: usize, finished: usize) {
            autoscaling_enabled, autoscaling_status, excess, executor, executor_command, last_autoscaled, maximum,
            minimum, multiplier, planner, queued_weight, reevaluate_minutes, running_weight)
          SELECT g, 'pool-' || lpad(g::text, 5, '0'), '{{}}', 'basic', NULL, '0x777', 10, 1440, true, 365, 31, NULL,
-           true, NULL, 0, 'noop', '', NULL, 10, 0, 1.0, 'stock', 1.0, 10, 1.0 FROM generate_series(1, {p}) g;
+           true, NULL, 0, 'noop', 'noop', NULL, 10, 0, 1.0, 'stock', 1.0, 10, 1.0 FROM generate_series(1, {p}) g;
          INSERT INTO projects (id, name, pipeline_enabled, description, repo_url, repo_branch, scm_type,
            webhook_enabled, timeout, launch_questions, schedule_enabled, monday, tuesday, wednesday, thursday,
            friday, saturday, sunday, schedule_threshold, worker_pool_id, recursive)

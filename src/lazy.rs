@@ -40,6 +40,37 @@ impl LazyExecutor {
         }
     }
 
+    /// A declarative cloud backend from its config section: `check` validates a pool from the
+    /// config alone (no I/O), `build` makes the backend, `kind` classifies a build failure.
+    pub fn cloud<C, X, E, Fut>(
+        name: &'static str,
+        cfg: C,
+        check: fn(&C, &WorkerPool, Plan) -> Result<(), ExecutorError>,
+        build: fn(C) -> Fut,
+        kind: fn(&E) -> ErrorKind,
+    ) -> Self
+    where
+        C: Clone + Send + Sync + 'static,
+        X: Executor + 'static,
+        E: std::fmt::Display + 'static,
+        Fut: std::future::Future<Output = Result<X, E>> + Send + 'static,
+    {
+        let check_cfg = cfg.clone();
+        LazyExecutor::new(
+            name,
+            true,
+            Box::new(move |pool, plan| check(&check_cfg, pool, plan)),
+            Box::new(move || {
+                let fut = build(cfg.clone());
+                Box::pin(async move {
+                    fut.await
+                        .map(|e| Arc::new(e) as Arc<dyn Executor>)
+                        .map_err(|e| (kind(&e), e.to_string()))
+                })
+            }),
+        )
+    }
+
     async fn get(&self, pool: &str) -> Result<&Arc<dyn Executor>, ExecutorError> {
         self.cell
             .get_or_try_init(|| (self.init)())

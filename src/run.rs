@@ -36,43 +36,21 @@ pub async fn build_registry(config: &Config) -> Result<Registry, RunError> {
         config.executors.shell.clone(),
     )));
     #[cfg(feature = "aws-asg")]
-    {
-        let cfg = config.executors.aws_asg.clone();
-        let check_cfg = cfg.clone();
-        registry.register(Arc::new(crate::lazy::LazyExecutor::new(
-            "aws-asg",
-            true,
-            Box::new(move |pool, plan| autoscaler_aws_asg::validate_pool(&check_cfg, pool, plan)),
-            Box::new(move || {
-                let cfg = cfg.clone();
-                Box::pin(async move {
-                    autoscaler_aws_asg::AwsAsgExecutor::from_config(cfg)
-                        .await
-                        .map(|e| Arc::new(e) as Arc<dyn autoscaler_executor::Executor>)
-                        .map_err(|e| (e.kind(), e.to_string()))
-                })
-            }),
-        )));
-    }
+    registry.register(Arc::new(crate::lazy::LazyExecutor::cloud(
+        "aws-asg",
+        config.executors.aws_asg.clone(),
+        autoscaler_aws_asg::validate_pool,
+        autoscaler_aws_asg::AwsAsgExecutor::from_config,
+        autoscaler_aws_asg::AwsAsgError::kind,
+    )));
     #[cfg(feature = "gce-mig")]
-    {
-        let cfg = config.executors.gce_mig.clone();
-        let check_cfg = cfg.clone();
-        registry.register(Arc::new(crate::lazy::LazyExecutor::new(
-            "gce-mig",
-            true,
-            Box::new(move |pool, plan| autoscaler_gce_mig::validate_pool(&check_cfg, pool, plan)),
-            Box::new(move || {
-                let cfg = cfg.clone();
-                Box::pin(async move {
-                    autoscaler_gce_mig::GceMigExecutor::from_config(cfg)
-                        .await
-                        .map(|e| Arc::new(e) as Arc<dyn autoscaler_executor::Executor>)
-                        .map_err(|e| (e.kind(), e.to_string()))
-                })
-            }),
-        )));
-    }
+    registry.register(Arc::new(crate::lazy::LazyExecutor::cloud(
+        "gce-mig",
+        config.executors.gce_mig.clone(),
+        autoscaler_gce_mig::validate_pool,
+        autoscaler_gce_mig::GceMigExecutor::from_config,
+        autoscaler_gce_mig::GceMigError::kind,
+    )));
     let _ = config;
     Ok(registry)
 }
