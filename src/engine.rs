@@ -258,15 +258,20 @@ impl Engine {
         }
     }
 
-    /// Whether any pool of a full cycle's report has a declarative executor, so the loop knows
-    /// whether fast polls between full cycles would have anything to do.
-    pub fn has_declarative_pools(&self, report: &CycleReport) -> bool {
-        report.pools.iter().any(|p| {
-            p.executor
-                .as_deref()
-                .and_then(|e| self.registry.executors.get(e.trim()))
-                .is_some_and(|e| e.declarative())
-        })
+    /// The pools of a full cycle's report whose executor is declarative: the only ones the
+    /// fast polls between full cycles lock and read (empty: no fast polls at all).
+    pub fn declarative_pools(&self, report: &CycleReport) -> Vec<String> {
+        report
+            .pools
+            .iter()
+            .filter(|p| {
+                p.executor
+                    .as_deref()
+                    .and_then(|e| self.registry.executors.get(e.trim()))
+                    .is_some_and(|e| e.declarative())
+            })
+            .map(|p| p.name.clone())
+            .collect()
     }
 
     /// The database, for callers that share the connection (metrics, audit).

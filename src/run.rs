@@ -169,18 +169,20 @@ pub async fn run_loop(
     let sleep = Duration::from_secs(args.sleep);
     let mut failures: u32 = 0;
     let mut next_full = tokio::time::Instant::now();
-    let mut fast_poll = false;
+    // The declarative pools seen by the last full cycle; fast polls touch only these.
+    let mut fast_pools: Vec<String> = Vec::new();
     loop {
         if *stop.borrow() {
             return EXIT_OK;
         }
         let full = tokio::time::Instant::now() >= next_full;
-        let scope = if full { Scope::All } else { Scope::Declarative };
+        let (names, scope) = if full {
+            (&args.queues, Scope::All)
+        } else {
+            (&fast_pools, Scope::Declarative)
+        };
         let started = std::time::Instant::now();
-        let wait = match engine
-            .run_scoped_cycle(&args.queues, false, scope, &stop)
-            .await
-        {
+        let wait = match engine.run_scoped_cycle(names, false, scope, &stop).await {
             Ok(report) => {
                 if let Some(m) = metrics {
                     m.observe_cycle(&report, started.elapsed());
@@ -197,11 +199,14 @@ pub async fn run_loop(
                 }
                 if full {
                     next_full = tokio::time::Instant::now() + sleep;
-                    fast_poll =
-                        !poll.is_zero() && poll < sleep && engine.has_declarative_pools(&report);
+                    fast_pools = if !poll.is_zero() && poll < sleep {
+                        engine.declarative_pools(&report)
+                    } else {
+                        Vec::new()
+                    };
                 }
                 let until_full = next_full.saturating_duration_since(tokio::time::Instant::now());
-                if fast_poll {
+                if !fast_pools.is_empty() {
                     poll.min(until_full)
                 } else {
                     until_full

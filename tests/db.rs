@@ -5,7 +5,7 @@ mod common;
 use autoscaler::db::DbError;
 use autoscaler_executor::WorkerPool;
 use chrono::{TimeZone, Utc};
-use common::{shell_pool, Engine, TestDb};
+use common::{shell_pool, TestDb};
 
 db_test!(reads_every_pool_column, |t: TestDb| async move {
     let mut p = shell_pool(4, "odd'name", "echo {{ size }}");
@@ -185,7 +185,6 @@ async fn unreachable_database_is_a_clean_error_without_password() {
     let err = db.load_pools(&["x".into()]).await.unwrap_err().to_string();
     assert!(err.starts_with("database: reading worker_pools: "), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
-    let _ = Engine::Sqlite;
 }
 
 db_test!(

@@ -320,11 +320,6 @@ impl Database {
         }
     }
 
-    /// A trivial round trip, for health checks and to tell an outage from an empty answer.
-    pub async fn ping(&self) -> Result<(), DbError> {
-        on_pool!(self, p => sqlx::query("SELECT 1").execute(p).await.map(|_| ()).map_err(DbError::query("ping")))
-    }
-
     /// The named pools (every column), in one query, each row read on its own: a row that
     /// cannot be read fails only that pool. Names that match no row are absent from the
     /// answer; the caller warns about them.
@@ -359,29 +354,23 @@ impl Database {
         sql: &str,
         binds: &[String],
     ) -> Result<Vec<Result<WorkerPool, UnreadablePool>>, DbError> {
+        // The same query on either engine; only the row decoder differs.
+        macro_rules! fetch {
+            ($pool:expr, $decode:ident) => {{
+                let mut q = sqlx::query(sql);
+                for b in binds {
+                    q = q.bind(b);
+                }
+                let rows = q
+                    .fetch_all($pool)
+                    .await
+                    .map_err(DbError::query("reading worker_pools"))?;
+                rows.iter().map($decode).collect()
+            }};
+        }
         Ok(match self {
-            Database::Postgres(p) => {
-                let mut q = sqlx::query(sql);
-                for b in binds {
-                    q = q.bind(b);
-                }
-                let rows = q
-                    .fetch_all(p)
-                    .await
-                    .map_err(DbError::query("reading worker_pools"))?;
-                rows.iter().map(decode_pg_pool).collect()
-            }
-            Database::Sqlite(p) => {
-                let mut q = sqlx::query(sql);
-                for b in binds {
-                    q = q.bind(b);
-                }
-                let rows = q
-                    .fetch_all(p)
-                    .await
-                    .map_err(DbError::query("reading worker_pools"))?;
-                rows.iter().map(decode_sqlite_pool).collect()
-            }
+            Database::Postgres(p) => fetch!(p, decode_pg_pool),
+            Database::Sqlite(p) => fetch!(p, decode_sqlite_pool),
         })
     }
 
