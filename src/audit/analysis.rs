@@ -308,27 +308,12 @@ pub struct Input {
     pub failures: Vec<Failure>,
 }
 
-fn is_ip(s: &str) -> bool {
-    s.parse::<std::net::IpAddr>().is_ok()
-}
-
-/// See the module docs: equal, or first DNS label equal when one side has no dot.
+/// Whether a worker's reported hostname is one of an instance's names: the one matching rule
+/// every backend shares ([`autoscaler_executor::scale_in::hostname_matches`]).
 pub fn hostname_matches(worker: &str, hostnames: &[String]) -> bool {
-    let w = worker.trim().trim_end_matches('.').to_ascii_lowercase();
-    if w.is_empty() {
-        return false;
-    }
-    hostnames.iter().any(|h| {
-        let h = h.trim_end_matches('.');
-        if w == h {
-            return true;
-        }
-        if is_ip(&w) || is_ip(h) {
-            return false;
-        }
-        (!w.contains('.') && h.split('.').next() == Some(w.as_str()))
-            || (!h.contains('.') && w.split('.').next() == Some(h))
-    })
+    hostnames
+        .iter()
+        .any(|h| autoscaler_executor::scale_in::hostname_matches(worker, h))
 }
 
 /// `1.2.3` and `1-2-3` are the same version (GCE label values cannot hold dots).
@@ -681,7 +666,11 @@ fn judge_pool(
         let builds: Vec<i64> = p
             .busy
             .iter()
-            .filter(|b| hostname_matches(&b.hostname, &i.hostnames))
+            .filter(|b| {
+                b.hostname
+                    .as_deref()
+                    .is_some_and(|h| hostname_matches(h, &i.hostnames))
+            })
             .map(|b| b.build_id)
             .collect();
         let last_checkin = input

@@ -144,7 +144,7 @@ impl Fleet {
     fn busy(mut self, pool: &str, host: &str, build: i64) -> Fleet {
         let p = self.pools.iter_mut().find(|p| p.pool.name == pool).unwrap();
         p.busy.push(BusyWorker {
-            hostname: host.into(),
+            hostname: Some(host.into()),
             build_id: build,
             started: Some(ago(5)),
         });

@@ -246,8 +246,8 @@ fn count_sql(n: usize) -> String {
 
 const BUSY_SQL: &str =
     "SELECT w.hostname AS hostname, b.id AS build_id, b.start_time AS start_time \
-    FROM builds b JOIN workers w ON w.id = b.worker_id \
-    WHERE b.worker_pool_id = $1 AND b.status = 'RUNNING' AND w.hostname IS NOT NULL \
+    FROM builds b LEFT JOIN workers w ON w.id = b.worker_id \
+    WHERE b.worker_pool_id = $1 AND b.status = 'RUNNING' \
     ORDER BY b.id";
 
 /// Name of the optional partial index.
@@ -403,16 +403,18 @@ impl Database {
         Ok(out)
     }
 
-    /// Hostnames holding a RUNNING build of the pool (`builds.worker_id -> workers.hostname`).
+    /// The pool's RUNNING builds with their workers' hostnames (`builds.worker_id ->
+    /// workers.hostname`), a build with no worker recorded yet included.
     pub async fn busy_workers(&self, pool_id: i64) -> Result<Vec<BusyWorker>, DbError> {
-        let rows: Vec<(String, i32, Option<DateTime<Utc>>)> = on_pool!(self, p =>
-            sqlx::query_as::<_, (String, i32, Option<DateTime<Utc>>)>(BUSY_SQL)
+        let rows: Vec<(Option<String>, i32, Option<DateTime<Utc>>)> = on_pool!(self, p =>
+            sqlx::query_as::<_, (Option<String>, i32, Option<DateTime<Utc>>)>(BUSY_SQL)
                 .bind(pool_id as i32)
                 .fetch_all(p).await.map_err(DbError::query("reading busy workers"))?);
         Ok(rows
             .into_iter()
             .map(|(hostname, build_id, started)| BusyWorker {
-                hostname,
+                // No worker yet, or one that reported no name: busy somewhere in the pool.
+                hostname: hostname.filter(|h| !h.trim().is_empty()),
                 build_id: i64::from(build_id),
                 started,
             })

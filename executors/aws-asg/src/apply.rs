@@ -341,7 +341,7 @@ pub fn decide(
     let Some(b) = busy else {
         return Decision::CompleteIdle;
     };
-    let (build_id, worker) = (b.build_id, b.hostname.clone());
+    let (build_id, worker) = (b.build_id, b.hostname.clone().unwrap_or_default());
     let max = ChronoDuration::seconds(cfg.max_drain_seconds.min(i64::MAX as u64) as i64);
     if now - state.since >= max {
         return Decision::CompleteDrainTimeout { build_id, worker };
@@ -791,7 +791,7 @@ impl Applier {
                 // drain limit) and report the failure.
                 for (id, state) in &states {
                     let pretend = BusyWorker {
-                        hostname: "(unknown: database unavailable)".into(),
+                        hostname: Some("(unknown: database unavailable)".into()),
                         build_id: 0,
                         started: None,
                     };
@@ -831,9 +831,11 @@ impl Applier {
         let mut kept = 0;
         for (id, state) in &states {
             let described = ec2.get(id);
-            let mut matched = busy
-                .iter()
-                .find(|w| hostname_matches(self.cfg.hostname_match, &w.hostname, id, described));
+            let mut matched = busy.iter().find(|w| {
+                w.hostname
+                    .as_deref()
+                    .is_some_and(|h| hostname_matches(self.cfg.hostname_match, h, id, described))
+            });
             let unknown;
             if matched.is_none()
                 && described.is_none()
@@ -845,7 +847,7 @@ impl Applier {
                 tracing::warn!(pool = %run.pool.name, group = %run.group, instance = %id,
                     "EC2 did not describe this instance; holding it as possibly busy");
                 unknown = BusyWorker {
-                    hostname: format!("(unknown names of {id})"),
+                    hostname: Some(format!("(unknown names of {id})")),
                     build_id: 0,
                     started: None,
                 };
@@ -1188,7 +1190,7 @@ mod tests {
         };
         let t0 = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
         let busy = BusyWorker {
-            hostname: "h".into(),
+            hostname: Some("h".into()),
             build_id: 7,
             started: None,
         };

@@ -29,6 +29,10 @@ pub enum ErrorKind {
     Backend,
     /// Stopped because the process is shutting down.
     Cancelled,
+    /// Scale-in was held because a RUNNING build could be on any instance (it runs on a worker
+    /// whose hostname matches no instance): nothing was removed, and the hostname matching
+    /// needs fixing before the pool can shrink.
+    Held,
 }
 
 impl ErrorKind {
@@ -48,6 +52,7 @@ impl ErrorKind {
             ErrorKind::Directory => "directory",
             ErrorKind::Backend => "backend",
             ErrorKind::Cancelled => "cancelled",
+            ErrorKind::Held => "held",
         }
     }
 
@@ -68,6 +73,7 @@ impl ErrorKind {
             ErrorKind::Directory => 9,
             ErrorKind::Backend => 10,
             ErrorKind::Cancelled => 11,
+            ErrorKind::Held => 12,
             ErrorKind::Timeout => 124,
             ErrorKind::Spawn => 127,
         }

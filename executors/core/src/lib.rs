@@ -8,6 +8,7 @@
 mod error;
 pub mod inventory;
 mod pool;
+pub mod scale_in;
 pub mod template;
 
 pub use error::{DirectoryError, ErrorKind, ExecutorError};
@@ -26,8 +27,8 @@ use async_trait::async_trait;
 /// implements this over its connection pool; tests implement it over a `Vec`.
 #[async_trait]
 pub trait WorkerDirectory: Send + Sync {
-    /// Workers of `pool` that hold a RUNNING build right now, read fresh on every call so a
-    /// drain decision is never made on a stale answer.
+    /// The RUNNING builds of `pool` and their workers right now (a build with no worker yet
+    /// included), read fresh on every call so a drain decision is never made on a stale answer.
     async fn busy_workers(&self, pool: &WorkerPool) -> Result<Vec<BusyWorker>, DirectoryError>;
 }
 

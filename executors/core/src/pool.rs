@@ -78,11 +78,13 @@ pub struct Plan {
     pub queued_size: u32,
 }
 
-/// A machine that holds a RUNNING build, as the Vespene database knows it.
+/// A RUNNING build of a pool and the machine it runs on, as the Vespene database knows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct BusyWorker {
-    /// `workers.hostname` as the worker reported it when it claimed the build.
-    pub hostname: String,
+    /// `workers.hostname` as the worker reported it when it claimed the build; `None` while the
+    /// build is RUNNING with no worker recorded yet (Vespene saves the status first and the
+    /// worker a moment later), which means "busy somewhere in this pool".
+    pub hostname: Option<String>,
     /// The RUNNING build, so a log line can say what kept a machine alive.
     pub build_id: i64,
     /// When that build started, if recorded.

@@ -534,7 +534,10 @@ impl Applier {
                         )
                     })?;
             for (idx, b) in busy.iter().enumerate() {
-                if hostname_matches(&b.hostname, &rendered) {
+                if b.hostname
+                    .as_deref()
+                    .is_some_and(|h| hostname_matches(h, &rendered))
+                {
                     busy_names
                         .entry(m.name.as_str())
                         .or_default()
@@ -547,7 +550,7 @@ impl Applier {
             .iter()
             .enumerate()
             .filter(|(i, _)| !matched_hosts.contains(i))
-            .map(|(_, b)| b.hostname.as_str())
+            .map(|(_, b)| b.hostname.as_deref().unwrap_or("(no worker yet)"))
             .collect();
         if !unmatched.is_empty() {
             warn!(

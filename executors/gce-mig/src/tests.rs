@@ -29,7 +29,7 @@ impl Dir {
                     .iter()
                     .enumerate()
                     .map(|(i, h)| BusyWorker {
-                        hostname: h.to_string(),
+                        hostname: Some(h.to_string()),
                         build_id: 100 + i as i64,
                         started: None,
                     })

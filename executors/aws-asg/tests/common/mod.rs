@@ -37,7 +37,7 @@ impl FakeDirectory {
         *self.busy.lock().unwrap() = busy
             .iter()
             .map(|(h, id)| BusyWorker {
-                hostname: h.to_string(),
+                hostname: Some(h.to_string()),
                 build_id: *id,
                 started: None,
             })
