@@ -208,6 +208,25 @@ fn scale_in_removes_idle_instances_oldest_first() {
 }
 
 #[test]
+fn scale_in_removes_a_booting_instance_before_an_idle_booted_one() {
+    // minimum 2: I0 and I1 are up at 0. A (0 s, 300 s) runs on I0, B (0 s, 25 s) on I1.
+    // C is queued at 10 while both are busy: the cycle at 20 plans 3 and launches I2 (ready
+    // at 80). B ends at 25 and I1 takes C at once (25..30). The cycle at 40 plans 2: the
+    // shared chooser removes I2, still booting and no longer needed, and keeps I1, idle but
+    // ready; removing I1 (the oldest idle) would leave the pool waiting for I2's boot.
+    let mut p = pool();
+    p.minimum = 2;
+    let t = trace(&[(0.0, 300.0, "a"), (0.0, 25.0, "b"), (10.0, 5.0, "c")]);
+    let (o, _) = run(&t, &p, &fleet(60));
+    assert_eq!(started(&o), vec![Some(0), Some(0), Some(25)]);
+    assert_eq!(
+        o.instances,
+        vec![life(0, 0, None), life(0, 0, None), life(20, 80, Some(40))]
+    );
+    assert_never_killed(&t, &o);
+}
+
+#[test]
 fn workers_per_instance_round_up_and_cost_per_worker() {
     // 3 queued builds, 2 workers per instance: ceil(3/2) = 2 instances, 4 workers paid.
     let mut f = fleet(60);

@@ -15,9 +15,10 @@
 //!   (`last_autoscaled = now`), as a successful real call does.
 //! - **A declarative executor** behaves like the `gce-mig` backend: it wants
 //!   `min(ceil(size / workers_per_instance), maximum / workers_per_instance)` instances;
-//!   scaling out launches the difference; scaling in deletes idle instances only (booting ones
-//!   count as idle), oldest first, and an instance with a running build holds the size up and
-//!   asks for a revisit until it is idle. Such a held instance keeps taking builds meanwhile.
+//!   scaling out launches the difference; scaling in removes what the executors' shared
+//!   chooser picks (`autoscaler_executor::scale_in`): instances still booting first, newest
+//!   first, then idle ones, oldest first; an instance with a running build holds the size up
+//!   and asks for a revisit until it is idle. Such a held instance keeps taking builds meanwhile.
 //! - **A non-declarative (shell) executor** launches `ceil(queued_size / workers_per_instance)`
 //!   new instances per call and never removes any: its workers exit on their own after
 //!   `max_builds` builds or after `max_wait` without one (Vespene's `--max-builds` and
@@ -636,6 +637,56 @@ impl Sim<'_> {
         self.live.retain(|&x| x != inst);
     }
 
+    /// The instances a scale-in removes, chosen by the executors' own chooser, so the
+    /// simulator removes what `aws-asg` and `gce-mig` would: booting ones first (newest
+    /// first), then idle ones, oldest first; never one with a running build.
+    fn choose_victims(&self, reduction: u32) -> Vec<u32> {
+        use autoscaler_executor::scale_in::{choose, Candidate, CandidateState, Drain};
+        let base = self.trace.start;
+        let at = |ms: i64| base + chrono::Duration::milliseconds(ms);
+        let candidates: Vec<Candidate> = self
+            .live
+            .iter()
+            .map(|&i| {
+                let inst = &self.instances[i as usize];
+                Candidate {
+                    id: i.to_string(),
+                    names: vec![format!("i{i}")],
+                    created: Some(at(inst.launched)),
+                    state: if inst.ready {
+                        CandidateState::Ready
+                    } else {
+                        CandidateState::Booting
+                    },
+                    agent: false,
+                    drain: Drain::None,
+                }
+            })
+            .collect();
+        let busy: Vec<autoscaler_executor::BusyWorker> = self
+            .live
+            .iter()
+            .filter(|&&i| self.instances[i as usize].busy > 0)
+            .map(|&i| autoscaler_executor::BusyWorker {
+                hostname: Some(format!("i{i}")),
+                build_id: i64::from(i),
+                started: None,
+            })
+            .collect();
+        let choice = choose(&autoscaler_executor::scale_in::ScaleInRequest {
+            reduction,
+            candidates: &candidates,
+            busy: &busy,
+            unassigned_grace: None,
+            require_agent: false,
+            now: at(self.t),
+        });
+        choice
+            .removals()
+            .filter_map(|(id, _)| id.parse().ok())
+            .collect()
+    }
+
     fn target_instances(&self, size: u32) -> u32 {
         let max_instances = self.pool.maximum.max(0) as u32 / self.k;
         size.div_ceil(self.k).min(max_instances)
@@ -709,13 +760,7 @@ impl Sim<'_> {
                     false
                 } else if want < current {
                     let reduction = current - want;
-                    let victims: Vec<u32> = self
-                        .live
-                        .iter()
-                        .copied()
-                        .filter(|&i| self.instances[i as usize].busy == 0)
-                        .take(reduction)
-                        .collect();
+                    let victims = self.choose_victims(reduction as u32);
                     if !victims.is_empty() {
                         self.out.scale_in_events += 1;
                     }
