@@ -496,13 +496,14 @@ impl Engine {
                             }
                         }
                     };
-                    (job, result)
+                    // The time the call ended is what restarts the pool's timer.
+                    (job, result, Utc::now())
                 }
             })
             .buffer_unordered(self.options.concurrency.max(1))
             .ready_chunks(256);
         while let Some(chunk) = finished.next().await {
-            for (index, result) in self.record(chunk, now).await {
+            for (index, result) in self.record(chunk).await {
                 reports[index].result = result;
             }
         }
@@ -565,13 +566,12 @@ impl Engine {
     /// Logs, remembers and records (in batches) a set of finished pools.
     async fn record(
         &self,
-        chunk: Vec<(Job, Result<Outcome, ExecutorError>)>,
-        now: DateTime<Utc>,
+        chunk: Vec<(Job, Result<Outcome, ExecutorError>, DateTime<Utc>)>,
     ) -> Vec<(usize, PoolResult)> {
         let mut successes = Vec::new();
         let mut failures = Vec::new();
         let mut results = Vec::with_capacity(chunk.len());
-        for (job, result) in chunk {
+        for (job, result, ended) in chunk {
             let pool = &job.pool;
             let name = job.executor.name();
             match result {
@@ -592,7 +592,7 @@ impl Engine {
                         memory.last_plan = Some(job.plan);
                         memory.revisit = outcome.revisit;
                     }
-                    successes.push(pool.id);
+                    successes.push((pool.id, ended));
                     results.push((
                         job.index,
                         PoolResult::Scaled {
@@ -618,7 +618,7 @@ impl Engine {
             if let Err(e) = self.db.record_failures(&failures).await {
                 tracing::error!("could not record autoscaling_status of failed pools: {e}");
             }
-            if let Err(e) = self.db.record_successes(&successes, now).await {
+            if let Err(e) = self.db.record_successes(&successes).await {
                 let msg = format!("scaled, but could not record the result: {e}");
                 tracing::error!(outcome = "failed", "{msg}");
                 for (_, r) in results.iter_mut() {

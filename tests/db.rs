@@ -92,14 +92,20 @@ db_test!(
             (2, 1, "SUCCESS", Some(1), Some(2)),
             (3, 1, "QUEUED", Some(1), None),
             (4, 2, "RUNNING", Some(2), Some(3)),
+            // Vespene saves RUNNING first and worker_id a moment later: such a build is busy
+            // somewhere in the pool (the inner join of old missed it: issue 11, defect 2).
+            (5, 1, "RUNNING", Some(1), None),
         ])
         .await;
         let busy = t.db.busy_workers(1).await.unwrap();
         let hosts: Vec<_> = busy
             .iter()
-            .map(|b| (b.hostname.as_str(), b.build_id))
+            .map(|b| (b.hostname.as_deref(), b.build_id))
             .collect();
-        assert_eq!(hosts, vec![("ip-10-0-0-1.ec2.internal", 1)]);
+        assert_eq!(
+            hosts,
+            vec![(Some("ip-10-0-0-1.ec2.internal"), 1), (None, 5)]
+        );
         t.cleanup().await;
     }
 );
@@ -110,7 +116,7 @@ db_test!(writes_only_status_and_time, |t: TestDb| async move {
     t.add_pool(&p).await;
     t.add_pool(&q).await;
     let at = Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap();
-    t.db.record_successes(&[1], at).await.unwrap();
+    t.db.record_successes(&[(1, at)]).await.unwrap();
     let mut expected = p.clone();
     expected.autoscaling_status = Some(0);
     expected.last_autoscaled = Some(at);
@@ -123,7 +129,7 @@ db_test!(writes_only_status_and_time, |t: TestDb| async move {
         "a failure keeps last_autoscaled"
     );
     assert_eq!(t.pool("q").await, q, "other pools untouched");
-    // Batches: several pools, several statuses, in as few statements as there are statuses.
+    // Batches: several pools, several statuses, in one statement.
     t.add_pool(&shell_pool(3, "r", "true")).await;
     t.db.record_failures(&[(1, 4), (2, 4), (3, 9)])
         .await
@@ -131,9 +137,11 @@ db_test!(writes_only_status_and_time, |t: TestDb| async move {
     assert_eq!(t.status_of("p").await.0, Some(4));
     assert_eq!(t.status_of("q").await, (Some(4), None));
     assert_eq!(t.status_of("r").await, (Some(9), None));
-    t.db.record_successes(&[2, 3], at).await.unwrap();
+    // Each pool gets its own time (when its own call ended), sub-second precision kept.
+    let later = at + chrono::Duration::milliseconds(2_345);
+    t.db.record_successes(&[(2, at), (3, later)]).await.unwrap();
     assert_eq!(t.status_of("q").await, (Some(0), Some(at)));
-    assert_eq!(t.status_of("r").await, (Some(0), Some(at)));
+    assert_eq!(t.status_of("r").await, (Some(0), Some(later)));
     assert_eq!(t.status_of("p").await.0, Some(4));
     t.cleanup().await;
 });
@@ -207,3 +215,42 @@ db_test!(
         t.cleanup().await;
     }
 );
+
+/// Issue 16: the batched status writes used to build a new `IN (…)` statement for every batch
+/// length, so a long-running loop kept preparing statements. Over one connection, batches of
+/// 1 to 40 pools must leave exactly one prepared UPDATE per kind of write.
+#[tokio::test]
+async fn status_writes_have_one_statement_shape_whatever_the_batch_postgres() {
+    let t = TestDb::postgres().await;
+    for id in 1..=40 {
+        t.add_pool(&shell_pool(id, &format!("p{id}"), "true")).await;
+    }
+    let one = autoscaler::db::Database::connect(
+        &t.url,
+        &autoscaler::db::ConnectOptions {
+            max_connections: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let at = Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).unwrap();
+    for n in 1..=40i64 {
+        let done: Vec<(i64, chrono::DateTime<Utc>)> = (1..=n).map(|id| (id, at)).collect();
+        one.record_successes(&done).await.unwrap();
+        let failed: Vec<(i64, i32)> = (1..=n).map(|id| (id, (id % 3) as i32 + 2)).collect();
+        one.record_failures(&failed).await.unwrap();
+    }
+    assert_eq!(t.status_of("p40").await.0, Some(40 % 3 + 2));
+    let autoscaler::db::Database::Postgres(pool) = &one else {
+        unreachable!()
+    };
+    let shapes: Vec<(String,)> = sqlx::query_as(
+        "SELECT statement FROM pg_prepared_statements WHERE statement LIKE 'UPDATE worker_pools%'",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(shapes.len(), 2, "{shapes:#?}");
+    one.close().await;
+    t.cleanup().await;
+}

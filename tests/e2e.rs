@@ -239,6 +239,45 @@ db_test!(
     }
 );
 
+db_test!(
+    last_autoscaled_is_when_the_call_succeeded,
+    |t: TestDb| async move {
+        // A command that outlasts its cycle's start by 1.5 s (a `terraform apply` can outlast
+        // reevaluate_minutes itself): the pool's timer restarts when the call succeeded, not
+        // when the cycle began, so it is not due again the moment it is written.
+        let dir = tempfile::tempdir().unwrap();
+        let done = dir.path().join("done");
+        let slow = shell_pool(
+            1,
+            "slow",
+            &format!("sleep 1.5; date -u +%s.%N > {}", done.display()),
+        );
+        t.add_pool(&slow).await;
+        let before = Utc::now();
+        let out = run(&t.url, &["--queue", "slow", "--force"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let finished: f64 = std::fs::read_to_string(&done)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let (status, at) = t.status_of("slow").await;
+        assert_eq!(status, Some(0));
+        let at = at.expect("last_autoscaled written");
+        let at_secs = at.timestamp() as f64 + f64::from(at.timestamp_subsec_nanos()) / 1e9;
+        assert!(
+            at_secs >= finished,
+            "last_autoscaled {at} is before the command finished ({finished}); cycle began {before}"
+        );
+        assert!(at - before >= ChronoDuration::milliseconds(1500));
+        t.cleanup().await;
+    }
+);
+
 extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;

@@ -250,6 +250,20 @@ const BUSY_SQL: &str =
     WHERE b.worker_pool_id = $1 AND b.status = 'RUNNING' \
     ORDER BY b.id";
 
+/// The status writes: one shape each, whatever the batch (see [`Database::record_successes`]).
+const RECORD_SUCCESSES_PG: &str = "UPDATE worker_pools AS w \
+    SET autoscaling_status = 0, last_autoscaled = v.at \
+    FROM UNNEST($1::int4[], $2::timestamptz[]) AS v(id, at) WHERE w.id = v.id";
+const RECORD_FAILURES_PG: &str = "UPDATE worker_pools AS w SET autoscaling_status = v.status \
+    FROM UNNEST($1::int4[], $2::int4[]) AS v(id, status) WHERE w.id = v.id";
+const RECORD_SUCCESSES_SQLITE: &str = "UPDATE worker_pools \
+    SET autoscaling_status = 0, last_autoscaled = v.at \
+    FROM (SELECT json_extract(value, '$.id') AS id, json_extract(value, '$.at') AS at \
+          FROM json_each($1)) AS v WHERE worker_pools.id = v.id";
+const RECORD_FAILURES_SQLITE: &str = "UPDATE worker_pools SET autoscaling_status = v.status \
+    FROM (SELECT json_extract(value, '$.id') AS id, json_extract(value, '$.status') AS status \
+          FROM json_each($1)) AS v WHERE worker_pools.id = v.id";
+
 /// Name of the optional partial index.
 pub const ACTIVE_BUILDS_INDEX_NAME: &str = "autoscaler_builds_active";
 
@@ -428,54 +442,81 @@ impl Database {
             .fetch_all(p).await.map_err(DbError::query("reading workers")))
     }
 
-    /// Records successful attempts, in one statement for the whole batch: status 0 and the
-    /// time, which restarts each pool's timer.
-    pub async fn record_successes(
-        &self,
-        pool_ids: &[i64],
-        at: DateTime<Utc>,
-    ) -> Result<(), DbError> {
-        if pool_ids.is_empty() {
+    /// Records successful attempts `(pool id, when its executor call succeeded)`, in one
+    /// statement for the whole batch: status 0 and that time, which restarts each pool's
+    /// timer from the moment its call ended (a `terraform apply` that outlasts
+    /// `reevaluate_minutes` must not leave its pool due again at once).
+    ///
+    /// One statement shape per engine whatever the batch size (arrays on PostgreSQL, a JSON
+    /// document on SQLite), so a long-running loop prepares it once per connection.
+    pub async fn record_successes(&self, done: &[(i64, DateTime<Utc>)]) -> Result<(), DbError> {
+        if done.is_empty() {
             return Ok(());
         }
-        let sql =
-            format!(
-            "UPDATE worker_pools SET autoscaling_status = 0, last_autoscaled = $1 WHERE id IN ({})",
-            (2..pool_ids.len() + 2).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
-        );
-        on_pool!(self, p => {
-            let mut q = sqlx::query(&sql).bind(at);
-            for id in pool_ids {
-                q = q.bind(*id as i32);
+        let failed = DbError::query("writing autoscaling_status");
+        match self {
+            Database::Postgres(p) => {
+                let ids: Vec<i32> = done.iter().map(|(id, _)| *id as i32).collect();
+                let ats: Vec<DateTime<Utc>> = done.iter().map(|(_, at)| *at).collect();
+                sqlx::query(RECORD_SUCCESSES_PG)
+                    .bind(ids)
+                    .bind(ats)
+                    .execute(p)
+                    .await
+                    .map(|_| ())
+                    .map_err(failed)
             }
-            q.execute(p).await.map(|_| ()).map_err(DbError::query("writing autoscaling_status"))
-        })
+            Database::Sqlite(p) => {
+                let doc: Vec<serde_json::Value> = done
+                    .iter()
+                    .map(|(id, at)| {
+                        // The text sqlx itself writes for a DateTime<Utc> on SQLite.
+                        let at = at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false);
+                        serde_json::json!({ "id": id, "at": at })
+                    })
+                    .collect();
+                sqlx::query(RECORD_SUCCESSES_SQLITE)
+                    .bind(serde_json::Value::Array(doc).to_string())
+                    .execute(p)
+                    .await
+                    .map(|_| ())
+                    .map_err(failed)
+            }
+        }
     }
 
-    /// Records failed attempts `(pool id, status)`: the status only, one statement per distinct
-    /// status; `last_autoscaled` is left alone so each pool stays due and is retried.
+    /// Records failed attempts `(pool id, status)`: the status only, one statement for the
+    /// batch; `last_autoscaled` is left alone so each pool stays due and is retried.
     pub async fn record_failures(&self, failures: &[(i64, i32)]) -> Result<(), DbError> {
-        let mut by_status: std::collections::BTreeMap<i32, Vec<i64>> = Default::default();
-        for &(id, status) in failures {
-            by_status.entry(status).or_default().push(id);
+        if failures.is_empty() {
+            return Ok(());
         }
-        for (status, ids) in by_status {
-            let sql = format!(
-                "UPDATE worker_pools SET autoscaling_status = $1 WHERE id IN ({})",
-                (2..ids.len() + 2)
-                    .map(|i| format!("${i}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            on_pool!(self, p => {
-                let mut q = sqlx::query(&sql).bind(status);
-                for id in &ids {
-                    q = q.bind(*id as i32);
-                }
-                q.execute(p).await.map(|_| ()).map_err(DbError::query("writing autoscaling_status"))?
-            });
+        let failed = DbError::query("writing autoscaling_status");
+        match self {
+            Database::Postgres(p) => {
+                let ids: Vec<i32> = failures.iter().map(|(id, _)| *id as i32).collect();
+                let statuses: Vec<i32> = failures.iter().map(|(_, s)| *s).collect();
+                sqlx::query(RECORD_FAILURES_PG)
+                    .bind(ids)
+                    .bind(statuses)
+                    .execute(p)
+                    .await
+                    .map(|_| ())
+                    .map_err(failed)
+            }
+            Database::Sqlite(p) => {
+                let doc: Vec<serde_json::Value> = failures
+                    .iter()
+                    .map(|(id, status)| serde_json::json!({ "id": id, "status": status }))
+                    .collect();
+                sqlx::query(RECORD_FAILURES_SQLITE)
+                    .bind(serde_json::Value::Array(doc).to_string())
+                    .execute(p)
+                    .await
+                    .map(|_| ())
+                    .map_err(failed)
+            }
         }
-        Ok(())
     }
 
     /// Runs a multi-statement SQL script as is (schema creation, test fixtures).
