@@ -106,6 +106,16 @@ pub enum Command {
     /// workers per instance, drain on scale-in), and report queue waits and worker-hours, to
     /// tune a pool before production.
     Simulate(Box<crate::simulate::SimulateArgs>),
+    /// One row per pool: queue, the size its planner wants now, what the target has, and the
+    /// last attempt's status in words. Read-only.
+    Status(crate::status::StatusArgs),
+    /// Prints a shell completion script for bash, zsh, fish, elvish or PowerShell.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Prints the man page (roff), e.g. `autoscaler man > autoscaler.1`.
+    Man,
     /// Create a throw-away SQLite Vespene database with sample pools and builds, and run one
     /// forced cycle on it with a shell executor that only prints what it would scale.
     Demo {

@@ -22,3 +22,4 @@ pub mod metrics;
 pub mod planner;
 pub mod run;
 pub mod simulate;
+pub mod status;

@@ -11,6 +11,25 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Generated from the command-line definitions; they need no config, database or runtime.
+    match &cli.command {
+        Some(Command::Completions { shell }) => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(*shell, &mut cmd, "autoscaler", &mut std::io::stdout());
+            return ExitCode::from(EXIT_OK);
+        }
+        Some(Command::Man) => {
+            let page = clap_mangen::Man::new(Cli::command());
+            return match page.render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::from(EXIT_OK),
+                Err(e) => {
+                    eprintln!("autoscaler: writing the man page: {e}");
+                    ExitCode::from(EXIT_CANNOT_RUN)
+                }
+            };
+        }
+        _ => {}
+    }
     let config = match &cli.global.config {
         Some(path) => match Config::load(path) {
             Ok(c) => c,
@@ -90,6 +109,8 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<u8> {
         Some(Command::Demo { keep }) => demo(keep, config).await,
         Some(Command::Audit(args)) => Ok(autoscaler::audit::run(*args, &url, &config).await?),
         Some(Command::Simulate(args)) => Ok(autoscaler::simulate::run(*args, &url, &config).await?),
+        Some(Command::Status(args)) => Ok(autoscaler::status::run(args, &url, &config).await?),
+        Some(Command::Completions { .. } | Command::Man) => Ok(EXIT_OK),
         None => {
             if cli.run.queues.is_empty() {
                 Cli::command()

@@ -80,6 +80,35 @@ impl ErrorKind {
     }
 }
 
+/// What a value of `worker_pools.autoscaling_status` means, in words, for `autoscaler status`
+/// and the docs: the one table of codes, next to [`ErrorKind::status_code`] that writes them.
+/// A shell command's own exit status is written as is, so for a shell pool a small code may
+/// also be the command's (the caller, which knows the executor, says so).
+pub fn describe_status(code: i32) -> String {
+    let fixed = match code {
+        0 => "ok: the last attempt succeeded",
+        2 => "configuration: a pool setting or the config file is unusable",
+        3 => "template: executor_command did not render",
+        4 => "credentials: missing or refused cloud credentials",
+        5 => "not found: the target group does not exist",
+        6 => "permission denied: the credentials lack a permission",
+        7 => "throttled: rate limited even after retries",
+        8 => "unavailable: the cloud endpoint could not be reached or answered 5xx",
+        9 => "database: busy workers could not be read, nothing was scaled in",
+        10 => "cloud error: another error from the cloud",
+        11 => "cancelled: stopped by a shutdown",
+        12 => "held: a RUNNING build runs on a worker that matches no instance",
+        124 => "timeout: the command or call outlived its timeout",
+        127 => "spawn: the command could not be started",
+        _ => "",
+    };
+    if fixed.is_empty() {
+        format!("command: the shell command exited with status {code}")
+    } else {
+        fixed.to_string()
+    }
+}
+
 impl fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -125,3 +154,38 @@ impl ExecutorError {
 #[derive(Debug, thiserror::Error)]
 #[error("reading busy workers from the Vespene database: {0}")]
 pub struct DirectoryError(pub String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_fixed_status_has_its_own_words() {
+        let kinds = [
+            ErrorKind::Config,
+            ErrorKind::Template,
+            ErrorKind::Spawn,
+            ErrorKind::Timeout,
+            ErrorKind::Credentials,
+            ErrorKind::NotFound,
+            ErrorKind::PermissionDenied,
+            ErrorKind::Throttled,
+            ErrorKind::Unavailable,
+            ErrorKind::Directory,
+            ErrorKind::Backend,
+            ErrorKind::Cancelled,
+            ErrorKind::Held,
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for k in kinds {
+            let words = describe_status(k.status_code());
+            assert!(!words.starts_with("command:"), "{k:?} has no words");
+            assert!(seen.insert(words), "{k:?} shares its words");
+        }
+        assert!(describe_status(0).starts_with("ok"));
+        assert_eq!(
+            describe_status(ErrorKind::Command(42).status_code()),
+            "command: the shell command exited with status 42"
+        );
+    }
+}

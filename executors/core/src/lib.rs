@@ -11,7 +11,7 @@ mod pool;
 pub mod scale_in;
 pub mod template;
 
-pub use error::{DirectoryError, ErrorKind, ExecutorError};
+pub use error::{describe_status, DirectoryError, ErrorKind, ExecutorError};
 pub use inventory::{
     InstanceState, Inventory, InventoryGroup, InventoryInstance, InventorySnapshot, PoolInventory,
 };
