@@ -7,7 +7,9 @@
 //!
 //! Environment: `AUTOSCALER_TEST_PG` (admin URL, default postgres://postgres@127.0.0.1:5432/test),
 //! `BENCH_POOLS` (default "1,100,1000,10000"), `BENCH_BUILDS` (default "100000,1000000"),
-//! `BENCH_REPS` (default 15).
+//! `BENCH_REPS` (default 15), `BENCH_EXECUTOR` (`noop`, default: planning and database only;
+//! `shell`: every pool runs the real shell executor with `executor_command = true`, so the
+//! figure includes starting one `sh -c` process per pool, as a user's cycle does).
 
 use async_trait::async_trait;
 use autoscaler::engine::{Engine, EngineOptions, PoolResult, Registry};
@@ -67,11 +69,21 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// `noop` or `shell` (see the module docs).
+fn executor_kind() -> String {
+    std::env::var("BENCH_EXECUTOR").unwrap_or_else(|_| "noop".into())
+}
+
 /// Child: time cycles over the first `pools` pools.
 async fn child(url: &str, pools: usize, reps: usize) {
     let db = autoscaler::run::connect(url, 8).unwrap();
     let mut registry = Registry::default();
-    registry.register(Arc::new(Noop));
+    match executor_kind().as_str() {
+        "shell" => registry.register(Arc::new(autoscaler_shell::ShellExecutor::new(
+            Default::default(),
+        ))),
+        _ => registry.register(Arc::new(Noop)),
+    }
     let engine = Engine::new(
         db,
         registry,
@@ -122,6 +134,10 @@ async fn setup(name: &str, max_pools: usize, finished: usize) {
     let mut c = sqlx::PgConnection::connect(&db_url(name)).await.unwrap();
     sqlx::raw_sql(SCHEMA).execute(&mut c).await.unwrap();
     let p = max_pools;
+    let (exe, cmd) = match executor_kind().as_str() {
+        "shell" => ("shell", "true"),
+        _ => ("noop", "noop"),
+    };
     let fill = format!(
         "SET search_path TO public;
          INSERT INTO worker_pools (id, name, variables, isolation_method, sudo_user, permissions_hex, sleep_seconds,
@@ -129,7 +145,7 @@ async fn setup(name: &str, max_pools: usize, finished: usize) {
            autoscaling_enabled, autoscaling_status, excess, executor, executor_command, last_autoscaled, maximum,
            minimum, multiplier, planner, queued_weight, reevaluate_minutes, running_weight)
          SELECT g, 'pool-' || lpad(g::text, 5, '0'), '{{}}', 'basic', NULL, '0x777', 10, 1440, true, 365, 31, NULL,
-           true, NULL, 0, 'noop', 'noop', NULL, 10, 0, 1.0, 'stock', 1.0, 10, 1.0 FROM generate_series(1, {p}) g;
+           true, NULL, 0, '{exe}', '{cmd}', NULL, 10, 0, 1.0, 'stock', 1.0, 10, 1.0 FROM generate_series(1, {p}) g;
          INSERT INTO projects (id, name, pipeline_enabled, description, repo_url, repo_branch, scm_type,
            webhook_enabled, timeout, launch_questions, schedule_enabled, monday, tuesday, wednesday, thursday,
            friday, saturday, sunday, schedule_threshold, worker_pool_id, recursive)
@@ -191,7 +207,10 @@ fn main() {
     let builds = env_list("BENCH_BUILDS", "100000,1000000");
     let reps = env_list("BENCH_REPS", "15")[0];
     let max_pools = *pools.iter().max().unwrap();
-    println!("One --force cycle on PostgreSQL (median of {reps}, after one warm-up cycle; min-max in brackets).\n");
+    println!(
+        "One --force cycle on PostgreSQL, executor {} (median of {reps}, after one warm-up cycle; min-max in brackets).\n",
+        executor_kind()
+    );
     println!("| pools | finished builds | active builds | no index: cycle ms | with partial index: cycle ms | peak RSS |");
     println!("|---:|---:|---:|---:|---:|---:|");
     for &finished in &builds {

@@ -925,9 +925,10 @@ fn autoscaler_service_examples_log_to_var_log_vespene_and_hold_no_secret() {
             .iter()
             .chain(setting(text, "command").iter())
         {
+            // The pools come from the env file (AUTOSCALER_QUEUES), as the database URL does.
             assert!(
-                cmd.contains("autoscaler") && cmd.contains("--queue"),
-                "{name} does not start the autoscaler: {cmd}"
+                cmd.contains("/usr/bin/autoscaler") && cmd.contains("$AUTOSCALER_QUEUES"),
+                "{name} does not start the autoscaler on its pools: {cmd}"
             );
             assert!(
                 !cmd.contains("postgres://"),
