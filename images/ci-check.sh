@@ -2,11 +2,14 @@
 # Offline CI for images/ and examples/ (called by .ci/run):
 #   1. packer fmt -check         (Debian's packer 1.6.6)
 #   2. packer validate           every template, with dummy variables, for each source and both
-#   3. shellcheck                every shell script (and py_compile for the supervisor listener)
+#   3. shellcheck                every shell script, the drain agent (no .sh suffix), and
+#                                py_compile for the supervisor listener and the fake servers
 #   4. terraform fmt -check      examples/, when terraform is installed (skipped loudly otherwise)
 #   5. images/tests/test-checks.sh   the checklist checks against provisioned scratch trees,
 #                                    as this user and, when run as root, again as 'nobody'
-# Installs packer and shellcheck with apt-get when missing (and, best effort, supervisor and
+#   6. images/tests/test-drain-agent.sh  the drain agent against fake IMDSv2 / GCE metadata
+#                                    servers, a fake worker and a fake aws CLI (bounded: 300 s)
+# Installs packer, shellcheck and curl with apt-get when missing (and, best effort, supervisor and
 # rsyslog, which the checklist tests use when present). Exits non-zero on any failure.
 #
 # Environment: IMAGES_CI_SKIP_NONROOT=1 skips the second test run as 'nobody'.
@@ -45,7 +48,7 @@ apt_install() { # PACKAGE...: as root only
 }
 
 step "tools"
-for pair in packer:packer shellcheck:shellcheck; do
+for pair in packer:packer shellcheck:shellcheck curl:curl; do
 	tool="${pair%%:*}"
 	pkg="${pair#*:}"
 	if ! command -v "$tool" >/dev/null 2>&1; then
@@ -98,6 +101,17 @@ validate "several workers, shared build root" -var-file=images/vars/ci-dummy.pkr
 	-var workers_per_instance=4 -var buildroot_publish_command= -var buildroot_mount_source=fs-0123.efs.example.invalid:/
 PKR_VAR_db_password=ci-dummy-1 PKR_VAR_django_secret_key=ci-dummy-2 PKR_VAR_symmetric_secret_key=ci-dummy-3 \
 	validate "vars/example.pkrvars.hcl, secrets from PKR_VAR_*" -var-file=images/vars/example.pkrvars.hcl
+validate "no drain agent (supervisord for several workers)" -var-file=images/vars/ci-dummy.pkrvars.hcl \
+	-var drain_agent=off -var workers_per_instance=3 -var max_builds=10 -var when_workers_exit=poweroff
+validate "drain agent forced to gce, fast polls" -var-file=images/vars/ci-dummy.pkrvars.hcl -var drain_agent=gce -var drain_poll_seconds=2
+if out="$(cd "$REPO" && packer validate -var-file=images/vars/ci-dummy.pkrvars.hcl -var drain_agent=yes images/ 2>&1)"; then
+	fail "packer validate accepted drain_agent=yes"
+elif printf '%s' "$out" | grep -q "The drain_agent must be auto, aws, gce, none or off"; then
+	echo "ok: drain_agent=yes is rejected"
+else
+	printf '%s\n' "$out"
+	fail "packer validate rejected drain_agent=yes without the expected message"
+fi
 # The variable validations must reject what the steps cannot use.
 if out="$(cd "$REPO" && packer validate -var-file=images/vars/ci-dummy.pkrvars.hcl -var 'pool=my pool' images/ 2>&1)"; then
 	fail "packer validate accepted a pool name with a space"
@@ -113,16 +127,19 @@ step_done "packer validate"
 step "shellcheck"
 # examples/traces belongs to the simulator, not to images/.
 mapfile -t scripts < <(cd "$REPO" && find images examples -path examples/traces -prune -o -type f \( -name '*.sh' -o -name '*.bash' \) -print | sort)
+scripts+=(images/scripts/vespene-drain-agent)
 if (cd "$REPO" && shellcheck -x "${scripts[@]}"); then
 	echo "ok: ${#scripts[@]} scripts: ${scripts[*]}"
 else
 	fail "shellcheck"
 fi
-if python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read(), sys.argv[1])' "$HERE/scripts/exit-when-all-exited.py"; then
-	echo "ok: exit-when-all-exited.py parses"
-else
-	fail "exit-when-all-exited.py does not parse"
-fi
+for py in "$HERE/scripts/exit-when-all-exited.py" "$HERE/tests/fake_imds.py" "$HERE/tests/fake_gce_metadata.py"; do
+	if python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read(), sys.argv[1])' "$py"; then
+		echo "ok: ${py#"$REPO"/} parses"
+	else
+		fail "${py#"$REPO"/} does not parse"
+	fi
+done
 step_done "shellcheck"
 
 # --- 4. terraform fmt ---------------------------------------------------------------------------
@@ -154,6 +171,11 @@ if [ "$(id -u)" = 0 ] && [ "${IMAGES_CI_SKIP_NONROOT:-0}" != 1 ]; then
 	fi
 	step_done "checklist tests as nobody"
 fi
+
+# --- 6. the drain agent ----------------------------------------------------------------------------
+step "drain agent tests"
+if timeout 300 bash "$HERE/tests/test-drain-agent.sh"; then :; else fail "images/tests/test-drain-agent.sh"; fi
+step_done "drain agent tests"
 
 printf '\n'
 if [ ${#FAILED[@]} -gt 0 ]; then

@@ -101,7 +101,7 @@ variable "sudo_user" {
 variable "workers_per_instance" {
   type        = number
   default     = 1
-  description = "Workers per instance; above 1 they run under supervisor. Tell the autoscaler with workers_per_instance in its executor section, not with the pool's multiplier."
+  description = "Workers per instance; above 1 they run as parallel loops of the drain agent (under supervisor with drain_agent = off). Tell the autoscaler with workers_per_instance in its executor section, not with the pool's multiplier."
   validation {
     condition     = var.workers_per_instance >= 1
     error_message = "The workers_per_instance must be at least 1."
@@ -124,6 +124,43 @@ variable "when_workers_exit" {
   type        = string
   default     = "none"
   description = "'poweroff' powers the instance off once its worker(s) have exited, so the group replaces or drops it; 'none' leaves it running."
+}
+
+# --- scale-in: the drain agent (docs/scale-in.md) ----------------------------------------------------
+variable "drain_agent" {
+  type        = string
+  default     = "auto"
+  description = "Runs the workers under vespene-drain-agent, which acknowledges the autoscaler's scale-in only once its workers have exited: 'auto' (aws for amazon-ebs, gce for googlecompute), 'aws', 'gce', 'none' (the agent's worker loop without a cloud signal) or 'off' (no agent: the worker, or supervisord for several, runs directly; scale-in is best-effort). With the agent, max_builds must be 1, max_wait_minutes not -1 and when_workers_exit 'none'."
+  validation {
+    condition     = length(regex_replace(var.drain_agent, "^(auto|aws|gce|none|off)$", "")) == 0 && length(var.drain_agent) > 0
+    error_message = "The drain_agent must be auto, aws, gce, none or off."
+  }
+}
+
+variable "drain_poll_seconds" {
+  type        = number
+  default     = 5
+  description = "How often the drain agent reads the removal signal (GCE: the longest wait_for_change) and looks for exited workers."
+  validation {
+    condition     = var.drain_poll_seconds >= 1 && var.drain_poll_seconds <= 300
+    error_message = "The drain_poll_seconds must be from 1 to 300."
+  }
+}
+
+variable "drain_heartbeat_seconds" {
+  type        = number
+  default     = 600
+  description = "AWS: how often the drain agent records a lifecycle-action heartbeat while a worker still runs; keep it well below the hook's heartbeat timeout."
+  validation {
+    condition     = var.drain_heartbeat_seconds >= 1 && var.drain_heartbeat_seconds <= 7200
+    error_message = "The drain_heartbeat_seconds must be from 1 to 7200."
+  }
+}
+
+variable "drain_hook_name" {
+  type        = string
+  default     = "vespene-drain"
+  description = "AWS: the termination lifecycle hook the agent completes (lifecycle_hook_name of [executors.aws-asg])."
 }
 
 # --- point 6: database reachability ---------------------------------------------------------------
@@ -308,6 +345,11 @@ locals {
     "VESPENE_BUILDROOT_MOUNT_OPTIONS=${var.buildroot_mount_options}",
     "VESPENE_BUILD_TOOLS=${join(" ", var.build_tools)}",
     "VESPENE_EXTRA_PACKAGES=${join(" ", var.extra_packages)}",
+    # "auto" is resolved by the steps from VESPENE_BUILD_SOURCE (each provisioner passes source.type).
+    "VESPENE_DRAIN_AGENT=${var.drain_agent}",
+    "VESPENE_DRAIN_POLL_SECONDS=${var.drain_poll_seconds}",
+    "VESPENE_DRAIN_HEARTBEAT_SECONDS=${var.drain_heartbeat_seconds}",
+    "VESPENE_DRAIN_HOOK_NAME=${var.drain_hook_name}",
   ]
 
   # Only for the steps that write settings.d (and the one validating them).

@@ -64,7 +64,8 @@ build {
     inline = ["rm -rf /tmp/vespene-image", "mkdir -p /tmp/vespene-image"]
   }
 
-  # The steps source scripts/lib.sh and install check-image.sh and the supervisor listener.
+  # The steps source scripts/lib.sh and install check-image.sh, the drain agent and the
+  # supervisor listener.
   provisioner "file" {
     source      = "${path.root}/scripts/"
     destination = "/tmp/vespene-image"
@@ -72,7 +73,7 @@ build {
 
   # Refuse inconsistent variables before spending minutes on apt and pip.
   provisioner "shell" {
-    environment_vars = concat(local.env, local.secret_env)
+    environment_vars = concat(local.env, local.secret_env, ["VESPENE_BUILD_SOURCE=${source.type}"])
     use_env_var_file = true
     execute_command  = local.sudo_execute
     scripts          = ["${path.root}/scripts/00-validate.sh"]
@@ -80,7 +81,7 @@ build {
 
   # Point 10 (packages, build tools) and point 1 (Vespene at the console's version).
   provisioner "shell" {
-    environment_vars = local.env
+    environment_vars = concat(local.env, ["VESPENE_BUILD_SOURCE=${source.type}"])
     use_env_var_file = true
     execute_command  = local.sudo_execute
     scripts = [
@@ -91,7 +92,7 @@ build {
 
   # Points 2, 3, 4, 8 (and the file server of 9): settings.d, build root, sudo rule, publishing.
   provisioner "shell" {
-    environment_vars = concat(local.env, local.secret_env)
+    environment_vars = concat(local.env, local.secret_env, ["VESPENE_BUILD_SOURCE=${source.type}"])
     use_env_var_file = true
     execute_command  = local.sudo_execute
     scripts          = ["${path.root}/scripts/30-settings.sh"]
@@ -100,7 +101,7 @@ build {
   # Points 5, 6, 7, 9: worker service, boot-time database check, log shipping, no web interface;
   # then remove what no two instances may share.
   provisioner "shell" {
-    environment_vars = local.env
+    environment_vars = concat(local.env, ["VESPENE_BUILD_SOURCE=${source.type}"])
     use_env_var_file = true
     execute_command  = local.sudo_execute
     scripts = [
@@ -111,7 +112,7 @@ build {
 
   # Last: the ten checks against the requested values. Any FAIL line fails the bake.
   provisioner "shell" {
-    environment_vars = concat(local.env, ["VESPENE_CHECK_LIVE_DB=${var.db_check_at_bake}"])
+    environment_vars = concat(local.env, ["VESPENE_BUILD_SOURCE=${source.type}", "VESPENE_CHECK_LIVE_DB=${var.db_check_at_bake}"])
     use_env_var_file = true
     execute_command  = local.sudo_execute
     script           = "${path.root}/scripts/check-image.sh"

@@ -1,11 +1,16 @@
 # An Auto Scaling group of Vespene workers built from the image of images/ (amazon-ebs).
 #
-# The autoscaler owns desired_capacity (Terraform ignores it after creation). A terminating
-# instance waits in Terminating:Wait: the autoscaler completes the hook at once when its worker
-# is idle, and sends heartbeats while it runs a build (up to max_drain_seconds of
-# [executors.aws-asg]). The hook's timeout only matters while the autoscaler is down.
-# OldestInstance keeps the newest workers. Tags propagate to every
-# instance: vespene_worker=true, vespene_pool=<pool>, vespene_version=<version>.
+# The autoscaler owns desired_capacity (Terraform ignores it after creation) and picks which
+# instances leave (TerminateInstanceInAutoScalingGroup, never a busy one). A terminating
+# instance waits in Terminating:Wait. The image's drain agent (images/, drain_agent = "auto")
+# sees target-lifecycle-state = Terminated in the instance metadata, starts no new worker,
+# sends heartbeats while its worker still runs a build, and completes the hook (CONTINUE) once
+# the worker has exited: the instance role below allows exactly that, on this group only. The
+# tag vespene_drain_agent = v1 tells the autoscaler that the instance runs the agent, so it
+# leaves the completion to it (docs/scale-in.md). The hook's timeout only matters while
+# neither the agent nor the autoscaler sends heartbeats.
+# OldestInstance keeps the newest workers. Tags propagate to every instance:
+# vespene_worker=true, vespene_pool=<pool>, vespene_version=<version>, vespene_drain_agent=v1.
 
 terraform {
   required_version = ">= 1.3"
@@ -87,8 +92,16 @@ resource "aws_launch_template" "worker" {
   instance_type          = var.instance_type
   vpc_security_group_ids = var.security_group_ids
 
+  # IMDSv2 only; the instance's tags in the metadata: the drain agent reads its group's name
+  # from tags/instance/aws:autoscaling:groupName.
   metadata_options {
-    http_tokens = "required"
+    http_endpoint          = "enabled"
+    http_tokens            = "required"
+    instance_metadata_tags = "enabled"
+  }
+
+  iam_instance_profile {
+    name = aws_iam_instance_profile.worker.name
   }
 
   tag_specifications {
@@ -142,6 +155,14 @@ resource "aws_autoscaling_group" "workers" {
     propagate_at_launch = true
   }
 
+  # The instances run the drain agent (images/, drain_agent = "auto"): the autoscaler leaves
+  # CompleteLifecycleAction to them. Remove this tag for images baked with drain_agent = "off".
+  tag {
+    key                 = "vespene_drain_agent"
+    value               = "v1"
+    propagate_at_launch = true
+  }
+
   tag {
     key                 = "Name"
     value               = "vespene-worker-${var.pool}"
@@ -152,6 +173,45 @@ resource "aws_autoscaling_group" "workers" {
     # The autoscaler sets the desired capacity; a later `terraform apply` must not reset it.
     ignore_changes = [desired_capacity]
   }
+}
+
+# --- the workers' instance role: what the drain agent may do ----------------------------------------
+data "aws_iam_policy_document" "worker_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["ec2.amazonaws.com"]
+    }
+  }
+}
+
+# Only the two lifecycle calls of the drain agent, only on this group.
+data "aws_iam_policy_document" "worker_drain" {
+  statement {
+    sid = "VespeneDrainAgent"
+    actions = [
+      "autoscaling:CompleteLifecycleAction",
+      "autoscaling:RecordLifecycleActionHeartbeat",
+    ]
+    resources = [aws_autoscaling_group.workers.arn]
+  }
+}
+
+resource "aws_iam_role" "worker" {
+  name_prefix        = "vespene-worker-${var.pool}-"
+  assume_role_policy = data.aws_iam_policy_document.worker_assume.json
+}
+
+resource "aws_iam_role_policy" "worker_drain" {
+  name   = "vespene-drain-agent"
+  role   = aws_iam_role.worker.id
+  policy = data.aws_iam_policy_document.worker_drain.json
+}
+
+resource "aws_iam_instance_profile" "worker" {
+  name_prefix = "vespene-worker-${var.pool}-"
+  role        = aws_iam_role.worker.name
 }
 
 output "autoscaling_group_name" {

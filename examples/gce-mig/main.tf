@@ -4,6 +4,13 @@
 # (label values lower-cased, other characters replaced by '-', as the image's labels).
 # A worker's hostname is its instance name, which is how the gce-mig executor tells which
 # instances run a build.
+# The image's drain agent (images/, drain_agent = "auto") runs the workers: to scale in, the
+# autoscaler sets the instance metadata key vespene-drain = requested; the agent starts no new
+# worker, waits for the running ones to exit, and answers with the guest attribute
+# vespene/drain = done; only then does the autoscaler delete the instance (docs/scale-in.md).
+# The label vespene_drain_agent = v1 marks instances that run the agent; guest attributes must
+# be enabled (enable-guest-attributes = TRUE) for the answer. The agent needs no service
+# account: it only talks to the metadata server.
 
 terraform {
   required_version = ">= 1.3"
@@ -75,6 +82,13 @@ resource "google_compute_instance_template" "worker" {
     vespene_worker  = "true"
     vespene_pool    = local.label_pool
     vespene_version = local.label_version
+    # The instances run the drain agent; remove for images baked with drain_agent = "off".
+    vespene_drain_agent = "v1"
+  }
+
+  # The drain agent acknowledges a scale-in with the guest attribute vespene/drain = done.
+  metadata = {
+    enable-guest-attributes = "TRUE"
   }
 
   disk {

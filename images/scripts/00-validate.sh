@@ -52,6 +52,26 @@ none | poweroff) ;;
 *) die "VESPENE_WHEN_WORKERS_EXIT (Packer variable when_workers_exit) must be 'none' or 'poweroff', got '$VESPENE_WHEN_WORKERS_EXIT'" ;;
 esac
 
+# Point 5 and scale-in: the drain agent runs the worker one build at a time, in a loop, and
+# never signals it, so an idle worker must exit by itself and the instance must stay up.
+drain="$(drain_cloud)" || exit 1
+if [ "$drain" != off ]; then
+	[ "${VESPENE_MAX_BUILDS:-1}" = 1 ] || die "VESPENE_MAX_BUILDS (Packer variable max_builds) must be 1 with the drain agent (drain_agent = $drain): the agent checks the drain signal between builds; set drain_agent = \"off\" for another value"
+	if [ "${VESPENE_MAX_WAIT_MINUTES:-5}" = -1 ] && [ "$drain" != none ]; then
+		die "VESPENE_MAX_WAIT_MINUTES (Packer variable max_wait_minutes) must not be -1 with the drain agent (drain_agent = $drain): an idle worker that never exits can never be drained"
+	fi
+	[ "${VESPENE_WHEN_WORKERS_EXIT:-none}" = none ] || die "VESPENE_WHEN_WORKERS_EXIT (Packer variable when_workers_exit) must be 'none' with the drain agent (drain_agent = $drain): the agent restarts workers and the autoscaler removes the instance; set drain_agent = \"off\" to power off instead"
+fi
+case "${VESPENE_DRAIN_POLL_SECONDS:-5}" in
+'' | *[!0-9]* | 0) die "VESPENE_DRAIN_POLL_SECONDS (Packer variable drain_poll_seconds) must be a whole number of seconds >= 1" ;;
+esac
+case "${VESPENE_DRAIN_HEARTBEAT_SECONDS:-600}" in
+'' | *[!0-9]* | 0) die "VESPENE_DRAIN_HEARTBEAT_SECONDS (Packer variable drain_heartbeat_seconds) must be a whole number of seconds >= 1" ;;
+esac
+case "${VESPENE_DRAIN_HOOK_NAME:-vespene-drain}" in
+'' | *[!A-Za-z0-9._/-]*) die "VESPENE_DRAIN_HOOK_NAME (Packer variable drain_hook_name) '${VESPENE_DRAIN_HOOK_NAME:-}' is not a lifecycle hook name" ;;
+esac
+
 # Point 6: the database settings and the boot check.
 case "${VESPENE_DB_PORT:-5432}" in
 '' | *[!0-9]*) die "VESPENE_DB_PORT (Packer variable db_port) must be a port number, got '${VESPENE_DB_PORT:-}'" ;;
@@ -124,4 +144,4 @@ for t in ${VESPENE_BUILD_TOOLS:-}; do
 	esac
 done
 
-log "variables are consistent (pool $VESPENE_POOL, Vespene $VESPENE_VERSION, $VESPENE_WORKERS_PER_INSTANCE worker(s) per instance)"
+log "variables are consistent (pool $VESPENE_POOL, Vespene $VESPENE_VERSION, $VESPENE_WORKERS_PER_INSTANCE worker(s) per instance, drain agent: $drain)"

@@ -11,6 +11,11 @@ require_root_or_root_mode
 # it), sudo (isolation), supervisor (several workers per instance), rsyslog (point 7),
 # postgresql-client (the boot-time database check, point 6).
 base_packages="ca-certificates git openssh-client sudo python3 python3-venv python3-dev gcc libpq-dev libssl-dev libffi-dev postgresql-client supervisor rsyslog"
+# The drain agent talks to the metadata server with curl; on AWS it acknowledges with the aws CLI.
+base_packages="$base_packages curl"
+if [ "$(drain_cloud)" = aws ]; then
+	base_packages="$base_packages awscli"
+fi
 if [ -n "${VESPENE_BUILDROOT_MOUNT_SOURCE:-}" ]; then
 	base_packages="$base_packages nfs-common"
 fi

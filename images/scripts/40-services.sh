@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Step 40 (points 5, 6, 7 and 9): the worker service started at boot (one worker, or several
-# under supervisor), the boot-time database check it depends on, log shipping, no web interface,
+# Step 40 (points 5, 6, 7 and 9): the worker service started at boot (the drain agent running
+# one or several worker loops; or, with drain_agent = off, one worker or several under
+# supervisor), the boot-time database check it depends on, log shipping, no web interface,
 # the checklist script itself, and the manifest describing what this image was baked for.
 STEP_NAME=services
 # shellcheck source=lib.sh
@@ -17,12 +18,19 @@ when_done="${VESPENE_WHEN_WORKERS_EXIT:-none}"
 db_timeout="${VESPENE_DB_CHECK_TIMEOUT:-300}"
 on_db_fail="${VESPENE_ON_DB_UNREACHABLE:-none}"
 worker_cmd="/usr/bin/ssh-agent $PYTHON manage.py worker $VESPENE_POOL --max-builds=$max_builds --max-wait-minutes=$max_wait"
+drain="$(drain_cloud)" || exit 1
+drain_poll="${VESPENE_DRAIN_POLL_SECONDS:-5}"
+drain_heartbeat="${VESPENE_DRAIN_HEARTBEAT_SECONDS:-600}"
+drain_hook="${VESPENE_DRAIN_HOOK_NAME:-vespene-drain}"
 
 # --- the checklist, installed so it can run on any instance (and at boot for point 6) ------------
 mkdirp "$LIB_DIR"
 mkdirp "$(dirname "$CHECK_BIN")"
 install -m 0755 "$src/check-image.sh" "$ROOT$CHECK_BIN"
 install -m 0755 "$src/exit-when-all-exited.py" "$ROOT$LIB_DIR/exit-when-all-exited.py"
+# The drain agent (scale-in without killing a build, docs/scale-in.md); installed even with
+# drain_agent = off so that an operator can switch an instance over by hand.
+install -m 0755 "$src/vespene-drain-agent" "$ROOT$DRAIN_AGENT_BIN"
 
 # --- point 7: /var/log/vespene -----------------------------------------------------------------
 mkdirp "$LOG_DIR"
@@ -84,12 +92,41 @@ END
 # --- point 5: the worker service -------------------------------------------------------------
 # No restart: a worker that exits (--max-builds reached, --max-wait-minutes idle) is done, and
 # the instance can be reclaimed; when_workers_exit=poweroff makes the instance stop itself.
-if [ "$workers" = 1 ]; then
+if [ "$drain" != off ]; then
+	# The drain agent runs the worker one build at a time, $workers loop(s) side by side, and
+	# stops starting workers once the cloud asks for the instance (no supervisord needed).
+	exec_start="$DRAIN_AGENT_BIN"
+	output="StandardOutput=journal"
+	extra="RuntimeDirectory=vespene-drain-agent
+SyslogIdentifier=vespene-drain-agent"
+	rm -f "$ROOT$SUPERVISOR_CONF"
+	write_file 0644 "$DRAIN_AGENT_CONF" <<END
+# Written by images/scripts/40-services.sh (point 5): read by $DRAIN_AGENT_BIN, which
+# vespene-worker.service runs. Shell KEY=value lines; see docs/scale-in.md.
+# CLOUD: where the removal signal comes from (aws: IMDSv2 target-lifecycle-state, gce: the
+# metadata key vespene-drain, none: no signal, the plain loop).
+CLOUD=$drain
+POOL=$VESPENE_POOL
+PYTHON=$PYTHON
+VESPENE_DIR=$VESPENE_DIR
+SSH_AGENT=/usr/bin/ssh-agent
+# Workers on this instance; tell the autoscaler with workers_per_instance = $workers.
+WORKERS=$workers
+MAX_WAIT_MINUTES=$max_wait
+POLL_SECONDS=$drain_poll
+HEARTBEAT_SECONDS=$drain_heartbeat
+HOOK_NAME=$drain_hook
+AWS_CLI=/usr/bin/aws
+LOG_DIR=$LOG_DIR
+END
+elif [ "$workers" = 1 ]; then
+	rm -f "$ROOT$DRAIN_AGENT_CONF"
 	exec_start="$worker_cmd"
 	output="StandardOutput=append:$LOG_DIR/worker.log"
 	extra=""
 	rm -f "$ROOT$SUPERVISOR_CONF"
 else
+	rm -f "$ROOT$DRAIN_AGENT_CONF"
 	# Several workers: supervisor runs N copies of the same command, never restarts them, and an
 	# event listener shuts supervisor down once every copy has exited.
 	exec_start="/usr/bin/supervisord -n -c $SUPERVISOR_CONF"
@@ -192,6 +229,10 @@ VESPENE_WORKERS_PER_INSTANCE=$workers
 VESPENE_MAX_BUILDS=$max_builds
 VESPENE_MAX_WAIT_MINUTES=$max_wait
 VESPENE_WHEN_WORKERS_EXIT=$when_done
+VESPENE_DRAIN_AGENT=$drain
+VESPENE_DRAIN_POLL_SECONDS=$drain_poll
+VESPENE_DRAIN_HEARTBEAT_SECONDS=$drain_heartbeat
+VESPENE_DRAIN_HOOK_NAME=$drain_hook
 VESPENE_ON_DB_UNREACHABLE=$on_db_fail
 VESPENE_DB_CHECK_TIMEOUT=$db_timeout
 VESPENE_LOG_TARGET=$VESPENE_LOG_TARGET
@@ -202,4 +243,8 @@ VESPENE_EXTRA_PACKAGES=${VESPENE_EXTRA_PACKAGES:-}
 END
 own "root:$APP_USER" "$ROOT$MANIFEST"
 
-log "worker service: $workers x '$worker_cmd'"
+if [ "$drain" != off ]; then
+	log "worker service: $DRAIN_AGENT_BIN (CLOUD=$drain), $workers loop(s) of '/usr/bin/ssh-agent $PYTHON manage.py worker $VESPENE_POOL --max-builds=1 --max-wait-minutes=$max_wait'"
+else
+	log "worker service: $workers x '$worker_cmd' (no drain agent)"
+fi

@@ -102,6 +102,8 @@ SUPERVISOR_CONF="/etc/vespene/workers-supervisord.conf"
 RSYSLOG_CONF="/etc/rsyslog.d/60-vespene-forward.conf"
 SUDOERS_FILE="/etc/sudoers.d/vespene-worker"
 TMPFILES_CONF="/etc/tmpfiles.d/vespene-buildroot.conf"
+DRAIN_AGENT_BIN="/usr/local/sbin/vespene-drain-agent"
+DRAIN_AGENT_CONF="/etc/vespene/drain-agent.conf"
 WORKER_PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 MANIFEST="${MANIFEST_ARG:-$ROOT/etc/vespene/image.env}"
 
@@ -117,7 +119,8 @@ fi
 EXPECT_KEYS="VESPENE_POOL VESPENE_VERSION VESPENE_BUILD_ROOT VESPENE_SUDO_USER VESPENE_WORKERS_PER_INSTANCE
 VESPENE_MAX_BUILDS VESPENE_MAX_WAIT_MINUTES VESPENE_WHEN_WORKERS_EXIT VESPENE_ON_DB_UNREACHABLE
 VESPENE_LOG_TARGET VESPENE_PUBLISH_COMMAND_B64 VESPENE_BUILDROOT_MOUNT_SOURCE VESPENE_BUILD_TOOLS
-VESPENE_EXTRA_PACKAGES"
+VESPENE_EXTRA_PACKAGES VESPENE_DRAIN_AGENT VESPENE_DRAIN_POLL_SECONDS VESPENE_DRAIN_HEARTBEAT_SECONDS
+VESPENE_DRAIN_HOOK_NAME"
 if [ -z "${VESPENE_PUBLISH_COMMAND_B64+x}" ] && [ -n "${VESPENE_PUBLISH_COMMAND+x}" ]; then
 	VESPENE_PUBLISH_COMMAND_B64="$(printf '%s' "$VESPENE_PUBLISH_COMMAND" | base64 -w0)"
 fi
@@ -138,6 +141,18 @@ for key in $EXPECT_KEYS; do
 		EXPECT[$key]="${!key}"
 	fi
 done
+# The bake passes drain_agent as given ("auto" follows the source being built); the manifest
+# holds the resolved value. Without either the image predates the agent: no agent expected.
+case "${EXPECT[VESPENE_DRAIN_AGENT]:-}" in
+auto)
+	case "${VESPENE_BUILD_SOURCE:-}" in
+	amazon-ebs) EXPECT[VESPENE_DRAIN_AGENT]=aws ;;
+	googlecompute) EXPECT[VESPENE_DRAIN_AGENT]=gce ;;
+	*) EXPECT[VESPENE_DRAIN_AGENT]="auto (unresolved: VESPENE_BUILD_SOURCE is '${VESPENE_BUILD_SOURCE:-}')" ;;
+	esac
+	;;
+'') EXPECT[VESPENE_DRAIN_AGENT]=off ;;
+esac
 expect() { printf '%s' "${EXPECT[$1]:-}"; }
 have_expect() { [ -n "${EXPECT[$1]+x}" ]; }
 
@@ -614,7 +629,7 @@ check_4() {
 
 # --- point 5 --------------------------------------------------------------------------------
 check_5() {
-	local n want exec_start user wd restart got numprocs autorestart action
+	local n want exec_start user wd restart got numprocs autorestart action drain
 	need_expect VESPENE_WORKERS_PER_INSTANCE || return
 	n="$(expect VESPENE_WORKERS_PER_INSTANCE)"
 	need_expect VESPENE_POOL || return
@@ -640,7 +655,10 @@ check_5() {
 		action="$(unit_get "$WORKER_UNIT" Unit SuccessAction)"
 		[ "${action:-none}" = "$(expect VESPENE_WHEN_WORKERS_EXIT)" ] || problem "$WORKER_UNIT SuccessAction is '${action:-none}', expected '$(expect VESPENE_WHEN_WORKERS_EXIT)'"
 	fi
-	if [ "$n" = 1 ]; then
+	drain="$(expect VESPENE_DRAIN_AGENT)"
+	if [ "$drain" != off ]; then
+		check_5_agent "$drain" "$n" "$want" "$exec_start"
+	elif [ "$n" = 1 ]; then
 		[ "$exec_start" = "$want" ] || problem "$WORKER_UNIT starts '$exec_start', expected '$want'"
 	else
 		[ "$exec_start" = "/usr/bin/supervisord -n -c $SUPERVISOR_CONF" ] || problem "$WORKER_UNIT starts '$exec_start', expected supervisord with $SUPERVISOR_CONF for $n workers"
@@ -680,7 +698,59 @@ check_5() {
 	}
 	[ -n "$fh" ] && problem "FILESERVING_HOSTNAME is '$fh': workers would not register their own hostname"
 	why="$(helper can "$APP_USER" w /etc/vespene)" || problem "$why (the worker writes /etc/vespene/worker_id)"
-	[ ${#PROBLEMS[@]} -eq 0 ] && note "$WORKER_UNIT enabled, $n x '$want'"
+	if [ "$drain" != off ]; then
+		[ ${#PROBLEMS[@]} -eq 0 ] && note "$WORKER_UNIT runs the drain agent (CLOUD=$drain), $n loop(s) of '$want'"
+	else
+		[ ${#PROBLEMS[@]} -eq 0 ] && note "$WORKER_UNIT enabled, $n x '$want' (no drain agent)"
+	fi
+}
+
+# The drain agent's configuration as the agent itself resolves it (KEY=value lines), or an error.
+agent_config() {
+	bash "$ROOT$DRAIN_AGENT_BIN" --config "$ROOT$DRAIN_AGENT_CONF" --check-config 2>&1
+}
+agent_value() { printf '%s\n' "$2" | sed -n "s/^$1=//p" | head -n1; }
+
+# Point 5 with the drain agent (drain_agent != off): the unit runs the agent, and the agent's
+# configuration runs exactly the expected worker command, N loops, on the expected channel.
+check_5_agent() {
+	local drain="$1" n="$2" want="$3" exec_start="$4" cfg got key exp aws_cli
+	[ "$exec_start" = "$DRAIN_AGENT_BIN" ] || problem "$WORKER_UNIT starts '$exec_start', expected the drain agent $DRAIN_AGENT_BIN (drain_agent = $drain)"
+	if [ ! -f "$ROOT$DRAIN_AGENT_BIN" ]; then
+		problem "$DRAIN_AGENT_BIN is missing"
+		return
+	fi
+	[ -x "$ROOT$DRAIN_AGENT_BIN" ] || problem "$DRAIN_AGENT_BIN is not executable"
+	if [ ! -f "$ROOT$DRAIN_AGENT_CONF" ]; then
+		problem "$DRAIN_AGENT_CONF is missing: the drain agent has no configuration"
+		return
+	fi
+	if ! cfg="$(agent_config)"; then
+		problem "the drain agent rejects $DRAIN_AGENT_CONF: $(printf '%s' "$cfg" | head -n1)"
+		return
+	fi
+	got="$(agent_value CLOUD "$cfg")"
+	[ "$got" = "$drain" ] || problem "$DRAIN_AGENT_CONF has CLOUD=$got, expected $drain"
+	got="$(agent_value WORKERS "$cfg")"
+	[ "$got" = "$n" ] || problem "$DRAIN_AGENT_CONF has WORKERS=$got, expected $n"
+	got="$(agent_value WORKER_COMMAND "$cfg")"
+	[ "$got" = "$want" ] || problem "the drain agent runs '$got', expected '$want'"
+	for key in POLL_SECONDS:VESPENE_DRAIN_POLL_SECONDS HEARTBEAT_SECONDS:VESPENE_DRAIN_HEARTBEAT_SECONDS HOOK_NAME:VESPENE_DRAIN_HOOK_NAME; do
+		have_expect "${key#*:}" || continue
+		exp="$(expect "${key#*:}")"
+		got="$(agent_value "${key%%:*}" "$cfg")"
+		[ "$got" = "$exp" ] || problem "$DRAIN_AGENT_CONF has ${key%%:*}=$got, expected $exp"
+	done
+	if [ "$drain" = aws ] || [ "$drain" = gce ]; then
+		on_path curl || problem "curl is not on PATH: the drain agent cannot read the metadata server"
+	fi
+	if [ "$drain" = aws ]; then
+		aws_cli="$(agent_value AWS_CLI "$cfg")"
+		case "$aws_cli" in
+		/*) [ -x "$ROOT$aws_cli" ] || problem "the aws CLI $aws_cli is not installed (awscli): the drain agent cannot acknowledge the lifecycle hook" ;;
+		*) on_path "$aws_cli" || problem "the aws CLI '$aws_cli' is not on PATH (awscli): the drain agent cannot acknowledge the lifecycle hook" ;;
+		esac
+	fi
 }
 
 # --- point 6 --------------------------------------------------------------------------------
@@ -734,7 +804,16 @@ check_7() {
 	else
 		why="$(helper can "$APP_USER" w "$LOG_DIR")" || problem "$why"
 	fi
-	if [ -f "$ROOT$UNIT_DIR/$WORKER_UNIT" ]; then
+	local drain cfg
+	drain="$(expect VESPENE_DRAIN_AGENT)"
+	if [ "$drain" != off ]; then
+		# The agent's own lines go to the journal and to $LOG_DIR/drain-agent.log, each worker's
+		# output to $LOG_DIR/worker_NN.log (an unusable configuration is point 5's failure).
+		if [ -f "$ROOT$DRAIN_AGENT_BIN" ] && [ -f "$ROOT$DRAIN_AGENT_CONF" ] && cfg="$(agent_config)"; then
+			out="$(agent_value LOG_DIR "$cfg")"
+			[ "${out%/}" = "$LOG_DIR" ] || problem "the drain agent writes worker logs to '${out:-nowhere}', not $LOG_DIR"
+		fi
+	elif [ -f "$ROOT$UNIT_DIR/$WORKER_UNIT" ]; then
 		if [ "$n" = 1 ]; then
 			out="$(unit_get "$WORKER_UNIT" Service StandardOutput)"
 			case "$out" in

@@ -36,6 +36,8 @@ SUPERVISOR_CONF="/etc/vespene/workers-supervisord.conf"
 RSYSLOG_CONF="/etc/rsyslog.d/60-vespene-forward.conf"
 SUDOERS_FILE="/etc/sudoers.d/vespene-worker"
 TMPFILES_CONF="/etc/tmpfiles.d/vespene-buildroot.conf"
+DRAIN_AGENT_BIN="/usr/local/sbin/vespene-drain-agent"
+DRAIN_AGENT_CONF="/etc/vespene/drain-agent.conf"
 
 log() { printf '==> [vespene-image %s] %s\n' "${STEP_NAME:-step}" "$*"; }
 die() {
@@ -79,6 +81,23 @@ validate_pool() {
 	require_var VESPENE_POOL pool
 	case "$VESPENE_POOL" in
 	*[!A-Za-z0-9._-]*) die "VESPENE_POOL (Packer variable pool) '$VESPENE_POOL' may only contain letters, digits, '.', '_' and '-'" ;;
+	esac
+}
+
+# The drain agent's channel for this bake: aws, gce, none (the agent's loop without a cloud
+# signal) or off (no agent: the worker unit runs the worker, or supervisord, directly). "auto"
+# (the default of the Packer variable drain_agent) follows the source being built.
+drain_cloud() {
+	case "${VESPENE_DRAIN_AGENT:-auto}" in
+	aws | gce | none | off) printf '%s\n' "$VESPENE_DRAIN_AGENT" ;;
+	auto)
+		case "${VESPENE_BUILD_SOURCE:-}" in
+		amazon-ebs) echo aws ;;
+		googlecompute) echo gce ;;
+		*) die "VESPENE_DRAIN_AGENT (Packer variable drain_agent) is 'auto' but VESPENE_BUILD_SOURCE is '${VESPENE_BUILD_SOURCE:-}' (amazon-ebs or googlecompute); set drain_agent to aws, gce, none or off" ;;
+		esac
+		;;
+	*) die "VESPENE_DRAIN_AGENT (Packer variable drain_agent) must be auto, aws, gce, none or off, got '$VESPENE_DRAIN_AGENT'" ;;
 	esac
 }
 

@@ -3,7 +3,8 @@
 # real provisioning steps in ROOT mode: every point passes on a freshly provisioned tree, and each
 # breakage makes exactly the expected point(s) fail, with their own message, while the others
 # still pass. Also: the validation step's messages, secrets never printed, the worker command
-# actually run under ssh-agent, supervisor exiting once all workers have exited, and (when a
+# actually run under ssh-agent (directly, and by the installed drain agent in a loop), supervisor
+# exiting once all workers have exited (drain_agent = off), and (when a
 # PostgreSQL server is reachable) the live database probe of point 6.
 #
 # Offline; runs as root or not. Needs bash, git, python3 (/usr/bin/python3 for the venv).
@@ -102,6 +103,11 @@ VESPENE_PUBLISH_COMMAND_B64=$(printf '%s' 'rsync -a {{ build.working_dir }} arch
 VESPENE_BUILDROOT_MOUNT_SOURCE=
 VESPENE_BUILD_TOOLS=make rsync
 VESPENE_EXTRA_PACKAGES=make rsync
+VESPENE_DRAIN_AGENT=auto
+VESPENE_BUILD_SOURCE=amazon-ebs
+VESPENE_DRAIN_POLL_SECONDS=5
+VESPENE_DRAIN_HEARTBEAT_SECONDS=600
+VESPENE_DRAIN_HOOK_NAME=vespene-drain
 EOF
 }
 
@@ -121,7 +127,11 @@ run_step() {
 stand_in_apt() {
 	local root="$1" tool
 	mkdir -p "$root/usr/bin"
-	for tool in git ssh-agent sudo psql make rsync; do
+	# The aws CLI is always a stub: only its presence is checked, and a linked one may live
+	# where another user cannot reach it.
+	printf '#!/bin/sh\n# stand-in for the Debian package awscli\nexit 0\n' >"$root/usr/bin/aws"
+	chmod 0755 "$root/usr/bin/aws"
+	for tool in git ssh-agent sudo psql make rsync curl; do
 		if command -v "$tool" >/dev/null 2>&1; then
 			ln -sfn "$(command -v "$tool")" "$root/usr/bin/$tool"
 		else
@@ -193,7 +203,14 @@ expect_all_pass() {
 PRISTINE="$WORK/pristine"
 provision "$PRISTINE"
 check "$PRISTINE"
-expect_all_pass "single-worker image: all ten points pass"
+expect_all_pass "single-worker image with the drain agent (drain_agent=auto on amazon-ebs): all ten points pass"
+if grep -qx 'CLOUD=aws' "$PRISTINE/etc/vespene/drain-agent.conf" && grep -qx 'ExecStart=/usr/local/sbin/vespene-drain-agent' "$PRISTINE/etc/systemd/system/vespene-worker.service" &&
+	[ -x "$PRISTINE/usr/local/sbin/vespene-drain-agent" ] && [ ! -e "$PRISTINE/etc/vespene/workers-supervisord.conf" ] &&
+	grep -qx 'VESPENE_DRAIN_AGENT=aws' "$PRISTINE/etc/vespene/image.env"; then
+	ok "drain_agent=auto on amazon-ebs: the unit runs the installed agent with CLOUD=aws, no supervisord, manifest says aws"
+else
+	not_ok "drain_agent=auto on amazon-ebs: the unit runs the installed agent with CLOUD=aws" "$(cat "$PRISTINE/etc/vespene/drain-agent.conf" 2>&1)"
+fi
 
 # breaking CASE: copy the pristine tree, run the mutation (with R set to the copy), check.
 case_n=0
@@ -247,10 +264,30 @@ breaking "4: no sudo rule fails point 4" "4" "vespene cannot run builds as build
 	'rm -f "$R/etc/sudoers.d/vespene-worker"'
 breaking "4: a sudo rule for another user fails point 4" "4" "does not let vespene run commands as builder" \
 	"sed -i 's/(builder)/(nobody)/' \"\$R/etc/sudoers.d/vespene-worker\""
-breaking "5: a different --max-builds fails point 5" "5" "--max-builds=10 --max-wait-minutes=5', expected" \
-	"sed -i 's/--max-builds=1 /--max-builds=10 /' \"\$R$U/vespene-worker.service\""
-breaking "5: a worker without ssh-agent fails point 5" "5" "expected '/usr/bin/ssh-agent /opt/vespene-venv/bin/python3 manage.py worker linux" \
-	"sed -i 's|^ExecStart=/usr/bin/ssh-agent |ExecStart=|' \"\$R$U/vespene-worker.service\""
+breaking "5: no drain agent installed fails point 5" "5" "/usr/local/sbin/vespene-drain-agent is missing" \
+	'rm -f "$R/usr/local/sbin/vespene-drain-agent"'
+breaking "5: a drain agent that is not executable fails point 5" "5" "/usr/local/sbin/vespene-drain-agent is not executable" \
+	'chmod 0644 "$R/usr/local/sbin/vespene-drain-agent"'
+breaking "5: no drain-agent.conf fails point 5" "5" "/etc/vespene/drain-agent.conf is missing" \
+	'rm -f "$R/etc/vespene/drain-agent.conf"'
+breaking "5: the agent on the wrong cloud fails point 5" "5" "has CLOUD=gce, expected aws" \
+	"sed -i 's/^CLOUD=.*/CLOUD=gce/' \"\$R/etc/vespene/drain-agent.conf\""
+breaking "5: a configuration the agent rejects fails point 5" "5" "the drain agent rejects /etc/vespene/drain-agent.conf: " \
+	"sed -i 's/^MAX_WAIT_MINUTES=.*/MAX_WAIT_MINUTES=-1/' \"\$R/etc/vespene/drain-agent.conf\""
+breaking "5: the agent running 2 workers instead of 1 fails point 5" "5" "has WORKERS=2, expected 1" \
+	"sed -i 's/^WORKERS=.*/WORKERS=2/' \"\$R/etc/vespene/drain-agent.conf\""
+breaking "5: the agent running the worker without ssh-agent fails point 5" "5" "the drain agent runs '/opt/vespene-venv/bin/python3 manage.py worker linux --max-builds=1 --max-wait-minutes=5', expected '/usr/bin/ssh-agent" \
+	"sed -i 's/^SSH_AGENT=.*/SSH_AGENT=/' \"\$R/etc/vespene/drain-agent.conf\""
+breaking "5: the agent completing another hook fails point 5" "5" "HOOK_NAME=other, expected vespene-drain" \
+	"sed -i 's/^HOOK_NAME=.*/HOOK_NAME=other/' \"\$R/etc/vespene/drain-agent.conf\""
+breaking "5: a unit running the worker without the agent fails point 5" "5" "expected the drain agent /usr/local/sbin/vespene-drain-agent (drain_agent = aws)" \
+	"sed -i 's|^ExecStart=.*|ExecStart=/usr/bin/ssh-agent /opt/vespene-venv/bin/python3 manage.py worker linux --max-builds=1 --max-wait-minutes=5|' \"\$R$U/vespene-worker.service\""
+breaking "5: no aws CLI fails point 5" "5" "the aws CLI /usr/bin/aws is not installed" \
+	'rm -f "$R/usr/bin/aws"'
+breaking "5: no curl fails point 5" "5" "curl is not on PATH" \
+	'rm -f "$R/usr/bin/curl"'
+breaking "7: worker logs outside /var/log/vespene (agent) fail point 7" "7" "the drain agent writes worker logs to '/tmp/logs', not /var/log/vespene" \
+	"sed -i 's|^LOG_DIR=.*|LOG_DIR=/tmp/logs|' \"\$R/etc/vespene/drain-agent.conf\""
 breaking "5: a disabled worker unit fails point 5" "5" "vespene-worker.service is not enabled" \
 	"rm -f \"\$R$U/multi-user.target.wants/vespene-worker.service\""
 breaking "5: Restart=always fails point 5" "5" "Restart=always" \
@@ -275,8 +312,6 @@ breaking "7: no log forwarding fails point 7" "7" "60-vespene-forward.conf is mi
 	'rm -f "$R/etc/rsyslog.d/60-vespene-forward.conf"'
 breaking "7: forwarding elsewhere fails point 7" "7" "does not forward to tcp://logs.example.com:514" \
 	"sed -i 's/Target=\"logs.example.com\"/Target=\"other.example.com\"/' \"\$R/etc/rsyslog.d/60-vespene-forward.conf\""
-breaking "7: worker output to the journal fails point 7" "7" "StandardOutput is 'journal'" \
-	"sed -i 's|^StandardOutput=.*|StandardOutput=journal|' \"\$R$U/vespene-worker.service\""
 breaking "7: no /var/log/vespene fails point 7" "7" "/var/log/vespene does not exist" \
 	'rm -rf "$R/var/log/vespene"'
 breaking "8: no publish trigger fails point 8" "8" "no vespene.plugins.triggers.command entry in success_triggers and failure_triggers" \
@@ -293,6 +328,28 @@ breaking "9: a supervisor program running gunicorn fails point 9" "9" "/etc/supe
 	"mkdir -p \"\$R/etc/supervisor/conf.d\" && printf '[program:server]\\ncommand=gunicorn --bind 127.0.0.1:8000 vespene.wsgi\\n' >\"\$R/etc/supervisor/conf.d/web.conf\""
 breaking "10: a missing build tool fails point 10" "10" "not on PATH" \
 	'rm -f "$R/usr/bin/make"'
+
+# --- 1b. drain_agent = off: the worker unit runs the worker directly (best-effort scale-in) -------
+LEGACY="$WORK/legacy"
+provision "$LEGACY" VESPENE_DRAIN_AGENT=off
+check "$LEGACY"
+expect_all_pass "drain_agent=off: the unit runs the worker directly; all ten points pass"
+if [ ! -e "$LEGACY/etc/vespene/drain-agent.conf" ] && grep -qx 'VESPENE_DRAIN_AGENT=off' "$LEGACY/etc/vespene/image.env"; then
+	ok "drain_agent=off: no agent configuration, and the manifest says off"
+else
+	not_ok "drain_agent=off: no agent configuration, and the manifest says off" "$(ls "$LEGACY/etc/vespene")"
+fi
+PRISTINE_AGENT="$PRISTINE"
+PRISTINE="$LEGACY"
+breaking "5: a different --max-builds fails point 5" "5" "--max-builds=10 --max-wait-minutes=5', expected" \
+	"sed -i 's/--max-builds=1 /--max-builds=10 /' \"\$R$U/vespene-worker.service\""
+breaking "5: a worker without ssh-agent fails point 5" "5" "expected '/usr/bin/ssh-agent /opt/vespene-venv/bin/python3 manage.py worker linux" \
+	"sed -i 's|^ExecStart=/usr/bin/ssh-agent |ExecStart=|' \"\$R$U/vespene-worker.service\""
+breaking "7: worker output to the journal fails point 7" "7" "StandardOutput is 'journal'" \
+	"sed -i 's|^StandardOutput=.*|StandardOutput=journal|' \"\$R$U/vespene-worker.service\""
+breaking "5: the drain agent where drain_agent=off expects none fails point 5" "5" "starts '/usr/local/sbin/vespene-drain-agent', expected '/usr/bin/ssh-agent" \
+	"sed -i 's|^ExecStart=.*|ExecStart=/usr/local/sbin/vespene-drain-agent|' \"\$R$U/vespene-worker.service\""
+PRISTINE="$PRISTINE_AGENT"
 
 # The bake passes the requested values in the environment: they win over the manifest.
 CHECK_ENV=(VESPENE_VERSION=v1)
@@ -326,14 +383,27 @@ relocate() { # FILE ROOT: image paths -> paths inside ROOT (and a short runtime 
 		-e "s#/usr/local/lib/vespene-image#$2/usr/local/lib/vespene-image#g" -e "s#/run/vespene#$WORK/run#g" "$1"
 }
 if [ -x /usr/bin/ssh-agent ]; then
-	exec_start="$(sed -n 's/^ExecStart=//p' "$PRISTINE$U/vespene-worker.service" | sed "s#/opt/vespene#$PRISTINE/opt/vespene#g")"
+	exec_start="$(sed -n 's/^ExecStart=//p' "$LEGACY$U/vespene-worker.service" | sed "s#/opt/vespene#$LEGACY/opt/vespene#g")"
 	: >"$WORK/ran.log"
 	# shellcheck disable=SC2086 # ExecStart is a plain word list (pool names are restricted)
-	(cd "$PRISTINE/opt/vespene" && VESPENE_TEST_RAN_LOG="$WORK/ran.log" VESPENE_TEST_WORKER_SECONDS=0 $exec_start)
+	(cd "$LEGACY/opt/vespene" && VESPENE_TEST_RAN_LOG="$WORK/ran.log" VESPENE_TEST_WORKER_SECONDS=0 $exec_start)
 	if [ "$(cat "$WORK/ran.log")" = "worker linux --max-builds=1 --max-wait-minutes=5 ssh_agent=yes" ]; then
 		ok "the unit's ExecStart runs 'manage.py worker linux --max-builds=1 --max-wait-minutes=5' under ssh-agent"
 	else
 		not_ok "the unit's ExecStart runs the worker under ssh-agent" "$(cat "$WORK/ran.log")"
+	fi
+	# The image's agent with the image's configuration (only the channel switched to none, and
+	# the paths moved into the tree) runs the same worker command, in a loop, under ssh-agent.
+	mkdir -p "$WORK/agent-logs"
+	sed -e "s#/opt/vespene#$PRISTINE/opt/vespene#g" -e 's#^CLOUD=.*#CLOUD=none#' -e 's#^POLL_SECONDS=.*#POLL_SECONDS=1#' \
+		-e "s#^LOG_DIR=.*#LOG_DIR=$WORK/agent-logs#" "$PRISTINE/etc/vespene/drain-agent.conf" >"$WORK/agent.conf"
+	: >"$WORK/ran.log"
+	VESPENE_TEST_RAN_LOG="$WORK/ran.log" VESPENE_TEST_WORKER_SECONDS=0.2 timeout 5 "$PRISTINE/usr/local/sbin/vespene-drain-agent" --config "$WORK/agent.conf" >"$WORK/agent.out" 2>&1 || true
+	runs="$(grep -c . "$WORK/ran.log" || true)"
+	if [ "$runs" -ge 2 ] && [ "$(sort -u "$WORK/ran.log")" = "worker linux --max-builds=1 --max-wait-minutes=5 ssh_agent=yes" ]; then
+		ok "the installed drain agent runs 'manage.py worker linux --max-builds=1 --max-wait-minutes=5' under ssh-agent, again after each exit ($runs runs in 5 s)"
+	else
+		not_ok "the installed drain agent runs the worker under ssh-agent in a loop" "$(cat "$WORK/ran.log")" "$(tail -n 5 "$WORK/agent.out")"
 	fi
 else
 	skip "ssh-agent is not installed: the worker command line is not executed"
@@ -341,9 +411,9 @@ fi
 
 # --- 3. several workers per instance under supervisor ---------------------------------------------
 MULTI="$WORK/multi"
-provision "$MULTI" VESPENE_WORKERS_PER_INSTANCE=3 VESPENE_MAX_BUILDS=10 VESPENE_MAX_WAIT_MINUTES=60 VESPENE_WHEN_WORKERS_EXIT=poweroff
+provision "$MULTI" VESPENE_DRAIN_AGENT=off VESPENE_WORKERS_PER_INSTANCE=3 VESPENE_MAX_BUILDS=10 VESPENE_MAX_WAIT_MINUTES=60 VESPENE_WHEN_WORKERS_EXIT=poweroff
 check "$MULTI"
-expect_all_pass "three workers per instance under supervisor: all ten points pass"
+expect_all_pass "three workers per instance under supervisor (drain_agent=off): all ten points pass"
 PRISTINE_SINGLE="$PRISTINE"
 PRISTINE="$MULTI"
 SUP=/etc/vespene/workers-supervisord.conf
@@ -359,6 +429,25 @@ breaking "5: another poweroff policy fails point 5" "5" "SuccessAction is 'none'
 	"sed -i 's/^SuccessAction=poweroff/SuccessAction=none/' \"\$R$U/vespene-worker.service\""
 breaking "7: worker logs outside /var/log/vespene fail point 7" "7" "supervisor program:worker logs to '/tmp/w.log'" \
 	"sed -i 's|^stdout_logfile=.*|stdout_logfile=/tmp/w.log|' \"\$R$SUP\""
+PRISTINE="$PRISTINE_SINGLE"
+
+# Three workers with the drain agent on GCE (drain_agent=auto on googlecompute): three loops of
+# the agent, no supervisord.
+MULTI_AGENT="$WORK/multi-agent"
+provision "$MULTI_AGENT" VESPENE_BUILD_SOURCE=googlecompute VESPENE_WORKERS_PER_INSTANCE=3
+check "$MULTI_AGENT"
+expect_all_pass "three workers per instance with the drain agent on googlecompute: all ten points pass"
+if grep -qx 'CLOUD=gce' "$MULTI_AGENT/etc/vespene/drain-agent.conf" && grep -qx 'WORKERS=3' "$MULTI_AGENT/etc/vespene/drain-agent.conf" &&
+	[ ! -e "$MULTI_AGENT/etc/vespene/workers-supervisord.conf" ]; then
+	ok "drain_agent=auto on googlecompute: CLOUD=gce, WORKERS=3, no supervisord configuration"
+else
+	not_ok "drain_agent=auto on googlecompute: CLOUD=gce, WORKERS=3, no supervisord configuration" "$(cat "$MULTI_AGENT/etc/vespene/drain-agent.conf")"
+fi
+PRISTINE="$MULTI_AGENT"
+breaking "5: the agent running 1 of 3 workers fails point 5" "5" "has WORKERS=1, expected 3" \
+	"sed -i 's/^WORKERS=.*/WORKERS=1/' \"\$R/etc/vespene/drain-agent.conf\""
+breaking "5: an image for GCE whose agent watches AWS fails point 5" "5" "has CLOUD=aws, expected gce" \
+	"sed -i 's/^CLOUD=.*/CLOUD=aws/' \"\$R/etc/vespene/drain-agent.conf\""
 PRISTINE="$PRISTINE_SINGLE"
 
 SUPERVISORD="$(command -v supervisord || true)"
@@ -390,11 +479,11 @@ fi
 
 # --- 3b. the generated configuration is accepted by the programs that read it ---------------------
 if command -v systemd-analyze >/dev/null 2>&1; then
-	for tree in "$PRISTINE" "$MULTI"; do
+	for tree in "$PRISTINE" "$LEGACY" "$MULTI" "$MULTI_AGENT"; do
 		for unit in vespene-worker.service vespene-db-check.service; do
 			# The check script is installed under ROOT, not on this machine: that one complaint
 			# ("is not executable") is expected; anything else (unknown keys, bad values) is not.
-			verify="$(systemd-analyze verify "$tree$U/$unit" 2>&1 | grep -v 'vespene-image-check is not executable' || true)"
+			verify="$(systemd-analyze verify "$tree$U/$unit" 2>&1 | grep -Ev '(vespene-image-check|vespene-drain-agent) is not executable' || true)"
 			if [ -z "$verify" ]; then
 				ok "systemd-analyze verify accepts $unit ($(basename "$tree"))"
 			else
@@ -457,10 +546,16 @@ refuses "zero workers per instance" "workers_per_instance) must be a whole numbe
 refuses "max_builds 0" "max_builds) must be -1 (no limit) or at least 1" VESPENE_MAX_BUILDS=0
 refuses "a log target without a port" "must look like tcp://HOST:PORT" VESPENE_LOG_TARGET=logs.example.com
 refuses "an unknown poweroff policy" "when_workers_exit) must be 'none' or 'poweroff'" VESPENE_WHEN_WORKERS_EXIT=halt
-if out="$(run_step "$WORK/refused" 00-validate.sh VESPENE_MAX_BUILDS=-1 VESPENE_MAX_WAIT_MINUTES=-1 2>&1)"; then
-	ok "validation: -1 (no limit) is accepted for max_builds and max_wait_minutes"
+refuses "poweroff with the drain agent" "when_workers_exit) must be 'none' with the drain agent (drain_agent = aws)" VESPENE_WHEN_WORKERS_EXIT=poweroff
+refuses "max_builds 10 with the drain agent" "max_builds) must be 1 with the drain agent" VESPENE_MAX_BUILDS=10
+refuses "max_wait_minutes -1 with the drain agent" "an idle worker that never exits can never be drained" VESPENE_MAX_WAIT_MINUTES=-1
+refuses "an unknown drain_agent" "drain_agent) must be auto, aws, gce, none or off, got 'yes'" VESPENE_DRAIN_AGENT=yes
+refuses "drain_agent=auto without a known source" "is 'auto' but VESPENE_BUILD_SOURCE is 'docker'" VESPENE_BUILD_SOURCE=docker
+refuses "a drain poll of 0 seconds" "drain_poll_seconds) must be a whole number of seconds >= 1" VESPENE_DRAIN_POLL_SECONDS=0
+if out="$(run_step "$WORK/refused" 00-validate.sh VESPENE_DRAIN_AGENT=off VESPENE_MAX_BUILDS=-1 VESPENE_MAX_WAIT_MINUTES=-1 VESPENE_WHEN_WORKERS_EXIT=poweroff 2>&1)"; then
+	ok "validation: without the drain agent, -1 (no limit) is accepted for max_builds and max_wait_minutes, and poweroff"
 else
-	not_ok "validation: -1 (no limit) is accepted for max_builds and max_wait_minutes" "$out"
+	not_ok "validation: without the drain agent, -1 (no limit) is accepted for max_builds and max_wait_minutes, and poweroff" "$out"
 fi
 printf '%s\n' "${out:-}" >>"$ALL_OUTPUT"
 if out="$(run_step "$WORK/refused" 00-validate.sh "VESPENE_SYMMETRIC_SECRET_KEY=b'$FERNET_KEY'" 2>&1)"; then

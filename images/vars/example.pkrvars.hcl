@@ -14,7 +14,7 @@ sudo_user  = "builder"
 workers_per_instance = 1
 max_builds           = 1
 max_wait_minutes     = 5
-when_workers_exit    = "poweroff"
+when_workers_exit    = "none" # the drain agent (drain_agent = "auto") needs "none"
 
 log_target                = "tcp://logs.internal.example.com:514"
 buildroot_publish_command = "rsync -a {{ build.working_dir }} builds@archive.internal.example.com:/srv/builds/"
