@@ -102,6 +102,43 @@ impl ComputeApi for Counting {
             .list_zone_operations(project, zone, filter, token)
             .await
     }
+    async fn get_instance(&self, p: &str, z: &str, n: &str) -> Result<InstanceInfo, ApiError> {
+        self.tick();
+        self.inner.get_instance(p, z, n).await
+    }
+    async fn set_metadata(
+        &self,
+        p: &str,
+        z: &str,
+        n: &str,
+        fingerprint: Option<&[u8]>,
+        items: &[(String, String)],
+        id: &str,
+    ) -> Result<OperationInfo, ApiError> {
+        self.tick();
+        self.inner
+            .set_metadata(p, z, n, fingerprint, items, id)
+            .await
+    }
+    async fn get_guest_attribute(
+        &self,
+        p: &str,
+        z: &str,
+        n: &str,
+        key: &str,
+    ) -> Result<Option<String>, ApiError> {
+        self.tick();
+        self.inner.get_guest_attribute(p, z, n, key).await
+    }
+    async fn get_zone_operation(
+        &self,
+        p: &str,
+        z: &str,
+        op: &str,
+    ) -> Result<OperationInfo, ApiError> {
+        self.tick();
+        self.inner.get_zone_operation(p, z, op).await
+    }
 }
 
 /// One pool's group as read.

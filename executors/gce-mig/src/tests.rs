@@ -329,7 +329,7 @@ async fn busy_workers_hold_the_size_up_and_ask_for_a_revisit() {
 }
 
 #[tokio::test]
-async fn instances_being_created_count_toward_the_size_and_go_last() {
+async fn instances_being_created_count_toward_the_size_and_go_first() {
     let (_, d) = ComputeDouble::start();
     d.add_group(ZONAL, GOOD_LABELS);
     d.add_instance(ZONAL, InstanceSpec::new("linux-old1", &ts(1)));
@@ -338,20 +338,28 @@ async fn instances_being_created_count_toward_the_size_and_go_last() {
     let e = executor(&d, |_| {}).await;
     let p = pool("linux", ZONAL, 10);
 
-    // 3 wanted, 3 in the group (one still booting): nothing to do, and no POST.
+    // 3 wanted, 3 in the group (one still booting): nothing to do, and no POST but the
+    // first cycle's listing.
     let out = run(&e, &p, 3, &Dir::default(), false).await.unwrap();
     assert!(out.actions.is_empty());
     assert_eq!(out.applied, Some(3));
-    assert!(posts(&d.requests()).is_empty());
+    assert!(posts(&d.requests())
+        .iter()
+        .all(|r| r.path.ends_with("/listManagedInstances")));
 
-    // 2 wanted: the oldest idle running instance goes, not the one being created.
+    // 2 wanted: the booting instance goes first (it has no worker yet, and removing it
+    // saves the rest of its boot).
     let out = run(&e, &p, 2, &Dir::default(), false).await.unwrap();
-    assert!(out.actions[0].contains("[linux-old1]"), "{:?}", out.actions);
+    assert!(
+        out.actions[0].contains("[linux-new1] (booting, not needed;"),
+        "{:?}",
+        out.actions
+    );
     assert_eq!(d.target_size(ZONAL), Some(2));
-    // 1 wanted: linux-old2 goes before the booting one.
+    // 1 wanted: then the oldest idle one.
     let out = run(&e, &p, 1, &Dir::default(), false).await.unwrap();
-    assert!(out.actions[0].contains("[linux-old2]"), "{:?}", out.actions);
-    assert_eq!(d.instance_names(ZONAL), vec!["linux-new1"]);
+    assert!(out.actions[0].contains("[linux-old1]"), "{:?}", out.actions);
+    assert_eq!(d.instance_names(ZONAL), vec!["linux-old2"]);
 }
 
 #[tokio::test]
@@ -441,6 +449,10 @@ async fn steady_state_is_one_get_and_no_post() {
     }
     let e = executor(&d, |_| {}).await;
     let p = pool("linux", ZONAL, 10);
+    // A fresh process lists the group once, to learn whether any instance is draining (a
+    // draining instance is not capacity); after that a cycle at target is one GET.
+    run(&e, &p, 3, &Dir::default(), false).await.unwrap();
+    assert_eq!(d.count("POST", "/listManagedInstances"), 2); // 3 members, 2 per page
     for cycle in 1..=3 {
         d.clear_requests();
         let out = run(&e, &p, 3, &Dir::default(), false).await.unwrap();
@@ -851,6 +863,7 @@ async fn requests_per_cycle() {
             .join(", ")
     };
 
+    run(&e, &p, 10, &Dir::default(), false).await.unwrap(); // first cycle: learns no drains
     d.clear_requests();
     run(&e, &p, 10, &Dir::default(), false).await.unwrap();
     let steady = d.requests();
@@ -891,6 +904,7 @@ async fn requests_per_cycle() {
         );
     }
     let rp = pool("linux", REGIONAL, 20);
+    run(&e, &rp, 4, &Dir::default(), false).await.unwrap(); // first cycle: learns no drains
     d.clear_requests();
     run(&e, &rp, 4, &Dir::default(), false).await.unwrap();
     assert_eq!(d.requests().len(), 1);
