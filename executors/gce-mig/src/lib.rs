@@ -21,6 +21,8 @@ pub mod target;
 pub mod double;
 
 #[cfg(test)]
+mod scale_in_tests;
+#[cfg(test)]
 mod tests;
 
 pub use apply::{label_value, LABEL_POOL, LABEL_WORKER};

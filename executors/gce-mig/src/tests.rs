@@ -9,20 +9,29 @@ use autoscaler_executor::{
 };
 use std::sync::{Arc, Mutex};
 
-const ZONAL: &str = "projects/proj-1/zones/us-central1-a/instanceGroupManagers/linux";
-const REGIONAL: &str = "projects/proj-1/regions/us-east1/instanceGroupManagers/linux-r";
-const GOOD_LABELS: &[(&str, &str)] = &[("vespene_worker", "true"), ("vespene_pool", "linux")];
+pub(crate) const ZONAL: &str = "projects/proj-1/zones/us-central1-a/instanceGroupManagers/linux";
+pub(crate) const REGIONAL: &str = "projects/proj-1/regions/us-east1/instanceGroupManagers/linux-r";
+pub(crate) const GOOD_LABELS: &[(&str, &str)] =
+    &[("vespene_worker", "true"), ("vespene_pool", "linux")];
 
 /// A Vespene database stand-in: the busy workers are whatever the test says.
 #[derive(Default)]
-struct Dir {
-    busy: Mutex<Vec<BusyWorker>>,
-    broken: bool,
-    calls: Mutex<u32>,
+pub(crate) struct Dir {
+    pub(crate) busy: Mutex<Vec<BusyWorker>>,
+    pub(crate) broken: bool,
+    pub(crate) calls: Mutex<u32>,
 }
 
 impl Dir {
-    fn busy(hosts: &[&str]) -> Dir {
+    /// Exactly these RUNNING rows.
+    pub(crate) fn rows(rows: Vec<BusyWorker>) -> Dir {
+        Dir {
+            busy: Mutex::new(rows),
+            ..Dir::default()
+        }
+    }
+
+    pub(crate) fn busy(hosts: &[&str]) -> Dir {
         Dir {
             busy: Mutex::new(
                 hosts
@@ -51,7 +60,7 @@ impl WorkerDirectory for Dir {
     }
 }
 
-fn test_config(d: &ComputeDouble) -> Config {
+pub(crate) fn test_config(d: &ComputeDouble) -> Config {
     Config {
         endpoint: Some(d.endpoint()),
         credentials: Some("anonymous".into()),
@@ -64,7 +73,7 @@ fn test_config(d: &ComputeDouble) -> Config {
     }
 }
 
-async fn executor(d: &ComputeDouble, tweak: impl FnOnce(&mut Config)) -> GceMigExecutor {
+pub(crate) async fn executor(d: &ComputeDouble, tweak: impl FnOnce(&mut Config)) -> GceMigExecutor {
     let mut cfg = test_config(d);
     tweak(&mut cfg);
     GceMigExecutor::from_config_with_env(cfg, &|_| None)
@@ -72,7 +81,7 @@ async fn executor(d: &ComputeDouble, tweak: impl FnOnce(&mut Config)) -> GceMigE
         .expect("executor builds")
 }
 
-fn pool(name: &str, command: &str, maximum: i32) -> WorkerPool {
+pub(crate) fn pool(name: &str, command: &str, maximum: i32) -> WorkerPool {
     let mut p = WorkerPool::with_defaults(1, name);
     p.executor = Some("gce-mig".into());
     p.executor_command = command.into();
@@ -81,7 +90,7 @@ fn pool(name: &str, command: &str, maximum: i32) -> WorkerPool {
     p
 }
 
-async fn run(
+pub(crate) async fn run(
     e: &GceMigExecutor,
     p: &WorkerPool,
     size: u32,
@@ -100,11 +109,11 @@ async fn run(
     .await
 }
 
-fn ts(minute: u32) -> String {
+pub(crate) fn ts(minute: u32) -> String {
     format!("2024-05-01T09:{minute:02}:00.000-07:00")
 }
 
-fn posts(reqs: &[RecordedRequest]) -> Vec<&RecordedRequest> {
+pub(crate) fn posts(reqs: &[RecordedRequest]) -> Vec<&RecordedRequest> {
     reqs.iter().filter(|r| r.method == "POST").collect()
 }
 
