@@ -380,7 +380,8 @@ impl ComputeDouble {
             .count()
     }
 
-    /// Resizes and deletions actually applied (a deduplicated retry does not count).
+    /// Resizes, deletions and metadata changes actually applied (a deduplicated retry does
+    /// not count).
     pub fn mutations_applied(&self) -> u32 {
         self.lock().mutations
     }

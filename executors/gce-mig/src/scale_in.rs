@@ -331,11 +331,18 @@ impl Applier {
 }
 
 /// The log line every decision leaves, in fields a test or an operator can count: instances
-/// chosen (removed or asked to drain), held (busy, no agent), blocked (the reduction left
-/// unmet because a RUNNING build could be anywhere), drains awaited and called off.
+/// chosen (`removed` now, or `drain_requested`), `held` (busy, no agent), `blocked` (the
+/// reduction left unmet because a RUNNING build could be anywhere), and the follow-ups of
+/// earlier choices: `drained` (removed after the acknowledgement), `awaiting`, `cancelled`.
 fn log_decision(pool: &str, group: &GroupPath, reduction: u32, choice: &ScaleInChoice) {
     let count = |f: fn(&Action) -> bool| choice.actions.iter().filter(|(_, a)| f(a)).count();
-    let removed = count(|a| matches!(a, Action::Remove(_)));
+    let removed = count(|a| {
+        matches!(
+            a,
+            Action::Remove(RemoveReason::Idle) | Action::Remove(RemoveReason::Booting)
+        )
+    });
+    let drained = count(|a| matches!(a, Action::Remove(RemoveReason::Drained)));
     let drain_requested = count(|a| matches!(a, Action::RequestDrain));
     let awaiting = count(|a| matches!(a, Action::AwaitDrain));
     let cancelled = count(|a| matches!(a, Action::CancelDrain));
@@ -354,6 +361,7 @@ fn log_decision(pool: &str, group: &GroupPath, reduction: u32, choice: &ScaleInC
         group = %group,
         reduction,
         removed,
+        drained,
         drain_requested,
         awaiting,
         cancelled,
