@@ -73,10 +73,10 @@ type Vm = Arc<Mutex<VmState>>;
 
 #[derive(Default)]
 struct Tally {
-    /// (instance, build) the double deleted the instance under.
-    under_delete: Vec<(String, i64)>,
-    /// Builds whose claim was saved (RUNNING) by some worker.
-    claimed: HashSet<i64>,
+    /// (instance, build, when) the double deleted the instance under.
+    under_delete: Vec<(String, i64, Instant)>,
+    /// Builds whose claim was saved (RUNNING) by some worker, and when the save returned.
+    claimed: HashMap<i64, Instant>,
     /// Instances deleted, and those among them that had been asked to drain.
     deleted: u32,
     drained: u32,
@@ -187,7 +187,11 @@ async fn instance_loop(
             vm.lock().unwrap().current = None;
             continue;
         }
-        ctx.tally.lock().unwrap().claimed.insert(build);
+        ctx.tally
+            .lock()
+            .unwrap()
+            .claimed
+            .insert(build, Instant::now());
         // RUNNING is saved; the worker registers a moment later.
         if !sleep_alive(&vm, rng.ms(0, 80)).await {
             reap(&ctx, build).await;
@@ -356,6 +360,8 @@ struct Report {
     decisions: u64,
     parts: BTreeMap<&'static str, u64>,
     killed: Vec<(String, i64)>,
+    /// Per killed build: ms it had been RUNNING when the deletion started.
+    killed_age_ms: Vec<i64>,
     deleted: u32,
     drained: u32,
     finished: u32,
@@ -427,7 +433,7 @@ async fn race(agent: bool) -> Report {
                 let mut s = vm.lock().unwrap();
                 s.alive = false;
                 if let Some(b) = s.current {
-                    tally.under_delete.push((d.name.clone(), b));
+                    tally.under_delete.push((d.name.clone(), b, d.at));
                 }
             }
         });
@@ -496,8 +502,22 @@ async fn race(agent: bool) -> Report {
     let killed: Vec<(String, i64)> = tally
         .under_delete
         .iter()
-        .filter(|(_, b)| tally.claimed.contains(b))
-        .cloned()
+        .filter(|(_, b, _)| tally.claimed.contains_key(b))
+        .map(|(n, b, _)| (n.clone(), *b))
+        .collect();
+    // How long each killed build had been RUNNING when its instance went (negative: the claim
+    // was saved after the deletion began): a few milliseconds is the claim race.
+    let ages: Vec<i64> = tally
+        .under_delete
+        .iter()
+        .filter_map(|(_, b, at)| {
+            let c = tally.claimed.get(b)?;
+            Some(if at >= c {
+                at.duration_since(*c).as_millis() as i64
+            } else {
+                -(c.duration_since(*at).as_millis() as i64)
+            })
+        })
         .collect();
     for line in log
         .lines()
@@ -512,6 +532,7 @@ async fn race(agent: bool) -> Report {
         decisions: parts["removed"] + parts["drain_requested"] + parts["held"] + parts["blocked"],
         parts,
         killed,
+        killed_age_ms: ages,
         deleted: tally.deleted,
         drained: tally.drained,
         finished: tally.finished,
@@ -530,7 +551,7 @@ fn print(label: &str, r: &Report) {
     };
     println!(
         "race_gce {label}: {} decisions in {:.1} s ({:?}); {} instances deleted ({} after a drain); \
-         {} builds finished; killed {}: {:?}; drain request -> deletion: min {} / median {} / p95 {} / max {}",
+         {} builds finished; killed {}: {:?} (ms RUNNING at deletion: {:?}); drain request -> deletion: min {} / median {} / p95 {} / max {}",
         r.decisions,
         r.secs,
         r.parts,
@@ -539,6 +560,7 @@ fn print(label: &str, r: &Report) {
         r.finished,
         r.killed.len(),
         r.killed.iter().take(10).collect::<Vec<_>>(),
+        r.killed_age_ms,
         pct(0.0),
         pct(0.5),
         pct(0.95),
