@@ -333,3 +333,25 @@ async fn require_drain_agent_holds_instances_without_it() {
         .iter()
         .all(|r| !r.path.ends_with("/deleteInstances")));
 }
+
+/// An acknowledgement that cannot be read is no acknowledgement: the instance stays, and the
+/// failure is reported (here a missing `compute.instances.getGuestAttributes` permission).
+#[tokio::test]
+async fn an_unreadable_acknowledgement_keeps_the_instance_and_is_reported() {
+    let (_, d) = ComputeDouble::start();
+    d.add_group(ZONAL, AGENT_LABELS);
+    d.add_instance(ZONAL, InstanceSpec::new("linux-g001", &ts(1)));
+    d.add_instance(ZONAL, InstanceSpec::new("linux-g002", &ts(2)));
+    let e = executor(&d, |_| {}).await;
+    let p = pool("linux", ZONAL, 10);
+    run(&e, &p, 1, &Dir::default(), false).await.unwrap();
+    assert!(d.set_guest_attribute(ZONAL, "linux-g001", ACK_KEY, ACK_DONE));
+    d.fail_next("GET", "/getGuestAttributes", 403, "forbidden", 1);
+    let err = run(&e, &p, 1, &Dir::default(), false).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::PermissionDenied);
+    assert!(err.message.contains("linux-g001"), "{}", err.message);
+    assert_eq!(deletes(&d), 0);
+    // Readable again: deleted.
+    run(&e, &p, 1, &Dir::default(), false).await.unwrap();
+    assert_eq!(deletes(&d), 1);
+}

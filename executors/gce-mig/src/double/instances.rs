@@ -376,3 +376,81 @@ pub(super) fn fingerprint_b64(n: u64) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state_with_one() -> (DoubleState, InstKey) {
+        let mut st = DoubleState::default();
+        let key: InstKey = ("p".into(), "z".into(), "w-1".into());
+        st.instances.insert(
+            key.clone(),
+            Instance {
+                id: 7,
+                status: "RUNNING".into(),
+                action: "NONE".into(),
+                metadata: vec![("a".into(), "1".into())],
+                ..Instance::default()
+            },
+        );
+        (st, key)
+    }
+
+    fn q(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn guest_attributes_by_key_and_by_path() {
+        let (mut st, key) = state_with_one();
+        let e = st.guest_attributes(&key, &q(&[("variableKey", "vespene/drain")]));
+        assert_eq!(e.err().map(|e| e.status), Some(404));
+        st.instances
+            .get_mut(&key)
+            .unwrap()
+            .guest
+            .insert("vespene/drain".into(), "done".into());
+        let v = st
+            .guest_attributes(&key, &q(&[("variableKey", "vespene/drain")]))
+            .ok()
+            .unwrap();
+        assert_eq!(v["variableValue"], "done");
+        let v = st
+            .guest_attributes(&key, &q(&[("queryPath", "vespene/")]))
+            .ok()
+            .unwrap();
+        assert_eq!(
+            v["queryValue"]["items"][0],
+            json!({"namespace": "vespene", "key": "drain", "value": "done"})
+        );
+        assert!(st
+            .guest_attributes(&key, &q(&[("queryPath", "other/")]))
+            .is_err());
+    }
+
+    #[test]
+    fn set_metadata_checks_the_fingerprint_and_applies_when_done() {
+        let (mut st, key) = state_with_one();
+        st.op_polls = 0;
+        let stale = json!({"fingerprint": fingerprint_b64(99), "items": []});
+        let e = st.set_metadata(&key, &stale, Some("r1"));
+        let e = e.err().unwrap();
+        assert_eq!((e.status, e.reason), (412, "conditionNotMet"));
+        let good = json!({"fingerprint": fingerprint_b64(0), "items": [{"key": "a", "value": "1"}, {"key": "b", "value": "2"}]});
+        let op = st.set_metadata(&key, &good, Some("r2")).ok().unwrap();
+        assert_eq!(op["status"], "DONE");
+        assert_eq!(op["operationType"], "setMetadata");
+        let i = &st.instances[&key];
+        assert_eq!(i.metadata.len(), 2);
+        assert_eq!(i.fingerprint, 1);
+        // The same request id again returns the same operation and applies nothing.
+        let again = st.set_metadata(&key, &good, Some("r2")).ok().unwrap();
+        assert_eq!(again["name"], op["name"]);
+        assert_eq!(st.instances[&key].fingerprint, 1);
+        assert_eq!(fingerprint_b64(0).len(), 12);
+    }
+}
