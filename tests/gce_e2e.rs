@@ -89,7 +89,9 @@ async fn gce_mig_end_to_end_on_postgres() {
     );
     let scale_out_requests = double.requests().len();
 
-    // Steady state: same plan, one GET, no POST.
+    // Same plan: nothing changes. A fresh process (each --force run is one) lists the group
+    // once to learn whether an instance is draining (a draining instance is no capacity): a
+    // get, then listManagedInstances and instances.list; in loop mode later cycles are one get.
     double.clear_requests();
     let out = run(&t, &double, &cfg, &["--queue", "linux", "--force"]);
     assert_eq!(
@@ -100,11 +102,23 @@ async fn gce_mig_end_to_end_on_postgres() {
     );
     let steady: Vec<_> = double.requests();
     assert_eq!(
-        steady.iter().filter(|r| r.method == "POST").count(),
+        steady
+            .iter()
+            .filter(|r| r.method == "POST" && !r.path.ends_with("/listManagedInstances"))
+            .count(),
         0,
         "{steady:?}"
     );
-    assert_eq!(steady.len(), 1, "{steady:?}");
+    // The double pages by 2: one get, then listing pages only.
+    assert!(
+        steady[1..]
+            .iter()
+            .all(|r| r.path.ends_with("/listManagedInstances")
+                || (r.method == "GET" && r.path.ends_with("/instances"))),
+        "{steady:?}"
+    );
+    assert_eq!(steady[0].method, "GET", "{steady:?}");
+    assert_eq!(double.mutations_applied(), 1, "only the resize");
 
     // Scale in: the queue drains; w-old still runs build 5, so it survives; the rest are idle.
     t.exec("UPDATE builds SET status = 'SUCCESS' WHERE status = 'QUEUED'")
@@ -125,7 +139,7 @@ async fn gce_mig_end_to_end_on_postgres() {
     );
     assert_eq!(double.count("POST", "/deleteInstances"), 1);
     let scale_in_requests = double.requests().len();
-    println!("gce-mig requests per cycle: scale-out {scale_out_requests}, steady 1, scale-in {scale_in_requests}");
+    println!("gce-mig requests per --force run: scale-out {scale_out_requests}, at target (get + one listing), scale-in {scale_in_requests}");
 
     // Dry run: describes, sends nothing mutating.
     t.exec("UPDATE builds SET status = 'QUEUED' WHERE id IN (1, 2)")
@@ -139,7 +153,15 @@ async fn gce_mig_end_to_end_on_postgres() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("would resize"), "{stdout}");
-    assert_eq!(double.count("POST", ""), 0);
+    // A fresh process lists the group (a POST that reads); nothing that changes anything.
+    assert!(
+        double
+            .requests()
+            .iter()
+            .all(|r| r.method == "GET" || r.path.ends_with("/listManagedInstances")),
+        "{:?}",
+        double.requests()
+    );
     assert_eq!(double.instance_names(GROUP).len(), 1);
     t.cleanup().await;
 }

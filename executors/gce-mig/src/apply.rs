@@ -1,21 +1,19 @@
-//! Bringing one managed instance group to a plan: resize up, delete idle instances down.
+//! Bringing one managed instance group to a plan: the shared parts (checks, retries, error
+//! classification, operation waits) and scale-out. Scale-in lives in [`crate::scale_in`], the
+//! reading of a group's instances in [`crate::candidates`].
 
-use crate::client::{
-    ApiError, ApiErrorKind, ComputeApi, InstanceInfo, ManagedInstanceInfo, OperationInfo,
-};
+use crate::client::{ApiError, ApiErrorKind, ComputeApi, OperationInfo};
 use crate::config::Config;
-use crate::target::{valid_name, GroupPath, EXPECTED_FORMS};
+use crate::target::{GroupPath, EXPECTED_FORMS};
 use autoscaler_executor::{
     render_command, ErrorKind, ExecutorError, Outcome, Plan, ScaleRequest, TargetStatus, WorkerPool,
 };
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
-/// Names per `instances.list` filter: keeps the URL far below any length limit.
-const FILTER_CHUNK: usize = 100;
 /// Longest pause between operation polls.
 const MAX_POLL: Duration = Duration::from_secs(5);
 
@@ -67,11 +65,6 @@ pub(crate) fn check_hostname_template(template: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn hostname_matches(busy: &str, rendered: &str) -> bool {
-    let busy = busy.trim().to_ascii_lowercase();
-    busy == rendered || (!rendered.contains('.') && busy.split('.').next() == Some(rendered))
-}
-
 fn shorten(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         s.to_string()
@@ -85,7 +78,14 @@ pub(crate) struct Applier {
     api: Arc<dyn ComputeApi>,
     cfg: Config,
     /// Pools already warned about missing labels: the warning is useful once, noise after.
-    labels_warned: Mutex<HashSet<String>>,
+    pub(crate) labels_warned: Mutex<HashSet<String>>,
+    /// Per group: whether some instance may be draining (`false` only once a listing showed
+    /// none). Scale-out and "at target" must not count draining instances as capacity, but
+    /// listing the group every cycle would end the one-`get` steady state; this remembers
+    /// what the last listing saw, and a fresh process lists once to find out.
+    pub(crate) may_drain: Mutex<HashMap<String, bool>>,
+    /// Stale RUNNING rows already warned about (by build id), so each is reported once.
+    pub(crate) stale_warned: Mutex<HashSet<i64>>,
 }
 
 /// Renders the pool's `executor_command` and parses it as a group path; no I/O.
@@ -119,6 +119,8 @@ impl Applier {
             api,
             cfg,
             labels_warned: Mutex::new(HashSet::new()),
+            may_drain: Mutex::new(HashMap::new()),
+            stale_warned: Mutex::new(HashSet::new()),
         }
     }
 
@@ -214,7 +216,7 @@ impl Applier {
             ApiErrorKind::Unavailable => ErrorKind::Unavailable,
             ApiErrorKind::Credentials => ErrorKind::Credentials,
             ApiErrorKind::Timeout => ErrorKind::Timeout,
-            ApiErrorKind::Rejected => ErrorKind::Backend,
+            ApiErrorKind::Rejected | ApiErrorKind::Conflict => ErrorKind::Backend,
         };
         let tries = if attempts > 1 {
             format!(" (after {attempts} attempts)")
@@ -236,10 +238,24 @@ impl Applier {
         )
     }
 
-    async fn wait(
+    /// Waits for an operation of the group (resize, deleteInstances) to finish.
+    pub(crate) async fn wait(
         &self,
         pool: &str,
         group: &GroupPath,
+        what: &str,
+        op: OperationInfo,
+    ) -> Result<(), ExecutorError> {
+        self.wait_in(pool, group, None, what, op).await
+    }
+
+    /// Waits for an operation to finish: the group's (`zone` None) or an instance operation
+    /// in `zone` (setMetadata), whatever the group's scope.
+    pub(crate) async fn wait_in(
+        &self,
+        pool: &str,
+        group: &GroupPath,
+        zone: Option<&str>,
         what: &str,
         mut op: OperationInfo,
     ) -> Result<(), ExecutorError> {
@@ -292,8 +308,11 @@ impl Applier {
             interval = (interval * 3 / 2).min(MAX_POLL);
             let name = op.name.clone();
             op = self
-                .retry(pool, "operations.get", group, || {
-                    self.api.get_operation(group, &name)
+                .retry(pool, "operations.get", group, || async {
+                    match zone {
+                        Some(z) => self.api.get_zone_operation(&group.project, z, &name).await,
+                        None => self.api.get_operation(group, &name).await,
+                    }
                 })
                 .await
                 .map_err(|e| {
@@ -317,22 +336,34 @@ impl Applier {
             .await
             .map_err(|e| self.api_error(&pool.name, "reading", &group, e))?;
         let current = info.target_size;
-        if want > current {
+        if want < current || self.may_drain(&group) {
+            // Draining instances: they are in the target size but take no builds, so even
+            // at or above target the group is read and the drains reconciled first.
+            self.reconcile(&req, &group, current, want).await
+        } else if want > current {
             self.scale_out(pool, &group, current, want, req.dry_run)
                 .await
-        } else if want == current {
+        } else {
             debug!(pool = %pool.name, group = %group, instances = current, "at target");
             Ok(Outcome {
                 actions: Vec::new(),
                 applied: Some(current * wpi),
                 revisit: false,
             })
-        } else {
-            self.scale_in(&req, &group, current, want).await
         }
     }
 
-    async fn scale_out(
+    /// Whether `group` may have draining instances (unknown counts as yes).
+    fn may_drain(&self, group: &GroupPath) -> bool {
+        self.may_drain
+            .lock()
+            .unwrap()
+            .get(&group.to_string())
+            .copied()
+            .unwrap_or(true)
+    }
+
+    pub(crate) async fn scale_out(
         &self,
         pool: &WorkerPool,
         group: &GroupPath,
@@ -377,268 +408,6 @@ impl Applier {
         })
     }
 
-    pub(crate) async fn list_managed(
-        &self,
-        pool: &str,
-        group: &GroupPath,
-    ) -> Result<Vec<ManagedInstanceInfo>, ExecutorError> {
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let page = self
-                .retry(pool, "listManagedInstances", group, || {
-                    self.api.list_managed_instances(group, token.as_deref())
-                })
-                .await
-                .map_err(|e| self.api_error(pool, "listing the instances of", group, e))?;
-            out.extend(page.items);
-            match page.next_page_token {
-                Some(t) => token = Some(t),
-                None => return Ok(out),
-            }
-        }
-    }
-
-    /// Instance resources (creation time, labels) for the given managed instances, one filtered
-    /// `instances.list` per zone (per 100 names).
-    async fn describe(
-        &self,
-        pool: &str,
-        group: &GroupPath,
-        managed: &[ManagedInstanceInfo],
-    ) -> Result<HashMap<(String, String), InstanceInfo>, ExecutorError> {
-        let mut by_zone: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for m in managed {
-            if valid_name(&m.name) {
-                by_zone
-                    .entry(m.zone.as_str())
-                    .or_default()
-                    .push(m.name.as_str());
-            }
-        }
-        let mut out = HashMap::new();
-        for (zone, names) in by_zone {
-            for chunk in names.chunks(FILTER_CHUNK) {
-                let filter = chunk
-                    .iter()
-                    .map(|n| format!("(name = \"{n}\")"))
-                    .collect::<Vec<_>>()
-                    .join(" OR ");
-                let mut token: Option<String> = None;
-                loop {
-                    let page = self
-                        .retry(pool, "instances.list", group, || {
-                            self.api
-                                .list_instances(&group.project, zone, &filter, token.as_deref())
-                        })
-                        .await
-                        .map_err(|e| {
-                            self.api_error(
-                                pool,
-                                &format!("listing instances in zone {zone} for"),
-                                group,
-                                e,
-                            )
-                        })?;
-                    for i in page.items {
-                        out.insert((zone.to_string(), i.name.clone()), i);
-                    }
-                    match page.next_page_token {
-                        Some(t) => token = Some(t),
-                        None => break,
-                    }
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    fn check_labels<'a>(
-        &self,
-        pool: &str,
-        group: &GroupPath,
-        instances: impl Iterator<Item = &'a InstanceInfo>,
-    ) {
-        if !self.cfg.check_labels {
-            return;
-        }
-        let want_pool = label_value(pool);
-        let mut total = 0;
-        let mut bad: Vec<&str> = Vec::new();
-        for i in instances {
-            total += 1;
-            let ok = i.labels.get(LABEL_WORKER).map(String::as_str) == Some("true")
-                && i.labels.get(LABEL_POOL) == Some(&want_pool);
-            if !ok {
-                bad.push(&i.name);
-            }
-        }
-        if bad.is_empty() {
-            return;
-        }
-        if !self.labels_warned.lock().unwrap().insert(pool.to_string()) {
-            return;
-        }
-        bad.sort();
-        let examples = bad.iter().take(3).copied().collect::<Vec<_>>().join(", ");
-        warn!(
-            pool,
-            group = %group,
-            "{} of {} instances lack the labels {LABEL_WORKER}=true and {LABEL_POOL}={want_pool} (e.g. {examples}); \
-             set them in the group's instance template (see examples/). This warning is shown once per pool.",
-            bad.len(),
-            total
-        );
-    }
-
-    async fn scale_in(
-        &self,
-        req: &ScaleRequest<'_>,
-        group: &GroupPath,
-        current: u32,
-        want: u32,
-    ) -> Result<Outcome, ExecutorError> {
-        let pool = req.pool;
-        let wpi = self.cfg.workers_per_instance;
-        let reduction = current - want;
-
-        let managed = self.list_managed(&pool.name, group).await?;
-        // Instances already on their way out were taken off the target size when their delete
-        // was accepted; everything else, instances still being created included, is current.
-        let live: Vec<ManagedInstanceInfo> = managed
-            .into_iter()
-            .filter(|m| !matches!(m.current_action.as_str(), "DELETING" | "ABANDONING"))
-            .collect();
-        let resources = self.describe(&pool.name, group, &live).await?;
-        self.check_labels(&pool.name, group, resources.values());
-
-        // Read the database last, as close to the delete as possible.
-        let busy = req.workers.busy_workers(pool).await.map_err(|e| {
-            ExecutorError::new(
-                &pool.name,
-                ErrorKind::Directory,
-                format!("{e}; not scaling in {group}"),
-            )
-        })?;
-
-        let mut busy_names: HashMap<&str, Vec<i64>> = HashMap::new();
-        let mut matched_hosts: HashSet<usize> = HashSet::new();
-        for m in &live {
-            let rendered =
-                render_hostname(&self.cfg.hostname_match, &m.name, &m.zone, &group.project)
-                    .map_err(|e| {
-                        ExecutorError::new(
-                            &pool.name,
-                            ErrorKind::Config,
-                            format!("[executors.gce-mig] hostname_match: {e}"),
-                        )
-                    })?;
-            for (idx, b) in busy.iter().enumerate() {
-                if b.hostname
-                    .as_deref()
-                    .is_some_and(|h| hostname_matches(h, &rendered))
-                {
-                    busy_names
-                        .entry(m.name.as_str())
-                        .or_default()
-                        .push(b.build_id);
-                    matched_hosts.insert(idx);
-                }
-            }
-        }
-        let unmatched: Vec<&str> = busy
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !matched_hosts.contains(i))
-            .map(|(_, b)| b.hostname.as_deref().unwrap_or("(no worker yet)"))
-            .collect();
-        if !unmatched.is_empty() {
-            warn!(
-                pool = %pool.name,
-                group = %group,
-                hosts = %unmatched.iter().take(5).copied().collect::<Vec<_>>().join(", "),
-                "{} busy worker(s) match no instance of the group; if they do run on it, fix \
-                 [executors.gce-mig] hostname_match (now {:?}) before they are deleted",
-                unmatched.len(),
-                self.cfg.hostname_match
-            );
-        }
-
-        let mut idle: Vec<&ManagedInstanceInfo> = live
-            .iter()
-            .filter(|m| !busy_names.contains_key(m.name.as_str()))
-            .collect();
-        // Oldest first; instances with no creation time yet (still being created) last.
-        idle.sort_by(|a, b| {
-            let ca = resources
-                .get(&(a.zone.clone(), a.name.clone()))
-                .and_then(|i| i.created);
-            let cb = resources
-                .get(&(b.zone.clone(), b.name.clone()))
-                .and_then(|i| i.created);
-            (ca.is_none(), ca, &a.name).cmp(&(cb.is_none(), cb, &b.name))
-        });
-        let victims: Vec<&ManagedInstanceInfo> =
-            idle.into_iter().take(reduction as usize).collect();
-        let held = reduction - victims.len() as u32;
-        let new_size = current - victims.len() as u32;
-        if held > 0 {
-            info!(
-                pool = %pool.name,
-                group = %group,
-                wanted = want,
-                staying_at = new_size,
-                busy_instances = busy_names.len(),
-                "{held} instance(s) with busy workers held the size up; they go once their builds finish"
-            );
-        }
-        if victims.is_empty() {
-            return Ok(Outcome {
-                actions: Vec::new(),
-                applied: Some(current * wpi),
-                revisit: held > 0,
-            });
-        }
-        let names = victims
-            .iter()
-            .map(|m| m.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ");
-        let what = format!(
-            "deleteInstances {group} [{names}] (idle, oldest first; target size {current} -> {new_size}{})",
-            if held > 0 { format!(", {held} held up by busy workers") } else { String::new() }
-        );
-        if req.dry_run {
-            return Ok(Outcome {
-                actions: vec![format!("would {what}")],
-                applied: Some(current * wpi),
-                revisit: held > 0,
-            });
-        }
-        let urls: Vec<String> = victims.iter().map(|m| m.url.clone()).collect();
-        let request_id = uuid::Uuid::new_v4().to_string();
-        let op = self
-            .retry(&pool.name, "deleteInstances", group, || {
-                self.api.delete_instances(group, &urls, &request_id)
-            })
-            .await
-            .map_err(|e| {
-                self.api_error(
-                    &pool.name,
-                    &format!("deleting {} idle instance(s) of", urls.len()),
-                    group,
-                    e,
-                )
-            })?;
-        self.wait(&pool.name, group, "deleteInstances", op).await?;
-        info!(pool = %pool.name, group = %group, deleted = %names, from = current, to = new_size, "deleted idle instances");
-        Ok(Outcome {
-            actions: vec![format!("{what} (requestId {request_id})")],
-            applied: Some(new_size * wpi),
-            revisit: held > 0,
-        })
-    }
-
     pub(crate) async fn status(
         &self,
         pool: &WorkerPool,
@@ -679,21 +448,21 @@ mod tests {
     }
 
     #[test]
-    fn hostnames_match_names_and_fqdns() {
-        let r = render_hostname("{{ name }}", "w-abcd", "z", "p").unwrap();
-        assert!(hostname_matches("w-abcd", &r));
-        assert!(hostname_matches("W-ABCD.us-central1-a.c.proj.internal", &r));
-        assert!(!hostname_matches("w-abcde", &r));
-        assert!(!hostname_matches("x.w-abcd", &r));
-        let r = render_hostname(
-            "{{ name }}.{{ zone }}.c.{{ project }}.internal",
-            "w-1",
-            "z-a",
-            "p",
-        )
-        .unwrap();
-        assert!(hostname_matches("w-1.z-a.c.p.internal", &r));
-        assert!(!hostname_matches("w-1", &r));
+    fn hostname_templates_render_and_typos_fail() {
+        assert_eq!(
+            render_hostname("{{ name }}", "W-abcd", "z", "p").unwrap(),
+            "w-abcd"
+        );
+        assert_eq!(
+            render_hostname(
+                "{{ name }}.{{ zone }}.c.{{ project }}.internal",
+                "w-1",
+                "z-a",
+                "p"
+            )
+            .unwrap(),
+            "w-1.z-a.c.p.internal"
+        );
         assert!(check_hostname_template("{{ nam }}").is_err());
         assert!(check_hostname_template("{{ '' }}").is_err());
     }

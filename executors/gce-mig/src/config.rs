@@ -35,11 +35,16 @@ pub struct Config {
     /// workers, the group counts instances, so the target is `ceil(size / workers_per_instance)`
     /// — this replaces the docs' advice to raise `multiplier`, which over-provisions.
     pub workers_per_instance: u32,
-    /// How a busy worker's `workers.hostname` is matched to an instance: a Jinja template with
-    /// `name`, `zone` and `project`, rendered per instance. A worker matches when its hostname
-    /// equals the rendering, or, when the rendering has no dot, when the hostname's first DNS
-    /// label equals it (so FQDNs like `NAME.ZONE.c.PROJECT.internal` match the default `{{ name }}`).
+    /// One more name a worker on an instance may report, as a Jinja template with `name`,
+    /// `zone` and `project`, rendered per instance. Scale-in already knows every instance by
+    /// its name, custom `hostname`, internal DNS names (`NAME.ZONE.c.PROJECT.internal`,
+    /// `NAME.c.PROJECT.internal`) and internal IPs; this adds a name those do not cover (a
+    /// private DNS zone, say). Kept so existing configs stay valid; the default adds nothing new.
     pub hostname_match: String,
+    /// Never remove an instance that lacks the drain agent (label `vespene_drain_agent=v1`):
+    /// such instances are held and reported instead of being deleted on the best-effort path,
+    /// which can lose a build a worker claims between the busy read and the delete.
+    pub require_drain_agent: bool,
     /// Warn (once per pool) when the group's instances lack `vespene_worker=true` and
     /// `vespene_pool=<pool>`; checked whenever instances are listed (on scale-in).
     pub check_labels: bool,
@@ -71,6 +76,7 @@ impl Default for Config {
             credentials: None,
             workers_per_instance: 1,
             hostname_match: "{{ name }}".to_string(),
+            require_drain_agent: false,
             check_labels: true,
             operation_timeout_secs: 300,
             request_timeout_secs: 30,
@@ -299,6 +305,9 @@ mod tests {
         .unwrap();
         assert_eq!(cfg.workers_per_instance, 4);
         assert_eq!(cfg.project.as_deref(), Some("my-proj"));
+        assert!(!cfg.require_drain_agent);
+        let strict: Config = toml::from_str("require_drain_agent = true\n").unwrap();
+        assert!(strict.require_drain_agent);
         let err = toml::from_str::<Config>("workers_per_instanse = 4\n").unwrap_err();
         assert!(err.to_string().contains("workers_per_instanse"), "{err}");
     }

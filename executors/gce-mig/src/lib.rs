@@ -3,18 +3,25 @@
 //!
 //! Scale-out is a `resize` up (with a request id, waiting for the operation). Scale-in never
 //! resizes down, because the group would choose which instances die and might kill a running
-//! build; it deletes exactly the oldest instances whose workers hold no RUNNING build. In steady
-//! state a cycle costs one `get` per pool and nothing else.
+//! build: the shared chooser of `autoscaler_executor::scale_in` picks the instances (booting
+//! ones first, then idle ones oldest first, never a busy one), instances that run the drain
+//! agent are asked to drain through instance metadata and deleted only once their agent
+//! acknowledged through a guest attribute, and others are deleted directly (best effort). In
+//! steady state a cycle costs one `get` per pool and nothing else.
 
 mod apply;
+pub mod candidates;
 pub mod client;
 pub mod config;
 pub mod inventory;
+pub mod scale_in;
 pub mod target;
 
 #[cfg(any(test, feature = "test-double"))]
 pub mod double;
 
+#[cfg(test)]
+mod scale_in_tests;
 #[cfg(test)]
 mod tests;
 

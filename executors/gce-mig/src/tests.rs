@@ -9,20 +9,29 @@ use autoscaler_executor::{
 };
 use std::sync::{Arc, Mutex};
 
-const ZONAL: &str = "projects/proj-1/zones/us-central1-a/instanceGroupManagers/linux";
-const REGIONAL: &str = "projects/proj-1/regions/us-east1/instanceGroupManagers/linux-r";
-const GOOD_LABELS: &[(&str, &str)] = &[("vespene_worker", "true"), ("vespene_pool", "linux")];
+pub(crate) const ZONAL: &str = "projects/proj-1/zones/us-central1-a/instanceGroupManagers/linux";
+pub(crate) const REGIONAL: &str = "projects/proj-1/regions/us-east1/instanceGroupManagers/linux-r";
+pub(crate) const GOOD_LABELS: &[(&str, &str)] =
+    &[("vespene_worker", "true"), ("vespene_pool", "linux")];
 
 /// A Vespene database stand-in: the busy workers are whatever the test says.
 #[derive(Default)]
-struct Dir {
-    busy: Mutex<Vec<BusyWorker>>,
-    broken: bool,
-    calls: Mutex<u32>,
+pub(crate) struct Dir {
+    pub(crate) busy: Mutex<Vec<BusyWorker>>,
+    pub(crate) broken: bool,
+    pub(crate) calls: Mutex<u32>,
 }
 
 impl Dir {
-    fn busy(hosts: &[&str]) -> Dir {
+    /// Exactly these RUNNING rows.
+    pub(crate) fn rows(rows: Vec<BusyWorker>) -> Dir {
+        Dir {
+            busy: Mutex::new(rows),
+            ..Dir::default()
+        }
+    }
+
+    pub(crate) fn busy(hosts: &[&str]) -> Dir {
         Dir {
             busy: Mutex::new(
                 hosts
@@ -51,7 +60,7 @@ impl WorkerDirectory for Dir {
     }
 }
 
-fn test_config(d: &ComputeDouble) -> Config {
+pub(crate) fn test_config(d: &ComputeDouble) -> Config {
     Config {
         endpoint: Some(d.endpoint()),
         credentials: Some("anonymous".into()),
@@ -64,7 +73,7 @@ fn test_config(d: &ComputeDouble) -> Config {
     }
 }
 
-async fn executor(d: &ComputeDouble, tweak: impl FnOnce(&mut Config)) -> GceMigExecutor {
+pub(crate) async fn executor(d: &ComputeDouble, tweak: impl FnOnce(&mut Config)) -> GceMigExecutor {
     let mut cfg = test_config(d);
     tweak(&mut cfg);
     GceMigExecutor::from_config_with_env(cfg, &|_| None)
@@ -72,7 +81,7 @@ async fn executor(d: &ComputeDouble, tweak: impl FnOnce(&mut Config)) -> GceMigE
         .expect("executor builds")
 }
 
-fn pool(name: &str, command: &str, maximum: i32) -> WorkerPool {
+pub(crate) fn pool(name: &str, command: &str, maximum: i32) -> WorkerPool {
     let mut p = WorkerPool::with_defaults(1, name);
     p.executor = Some("gce-mig".into());
     p.executor_command = command.into();
@@ -81,7 +90,7 @@ fn pool(name: &str, command: &str, maximum: i32) -> WorkerPool {
     p
 }
 
-async fn run(
+pub(crate) async fn run(
     e: &GceMigExecutor,
     p: &WorkerPool,
     size: u32,
@@ -100,11 +109,11 @@ async fn run(
     .await
 }
 
-fn ts(minute: u32) -> String {
+pub(crate) fn ts(minute: u32) -> String {
     format!("2024-05-01T09:{minute:02}:00.000-07:00")
 }
 
-fn posts(reqs: &[RecordedRequest]) -> Vec<&RecordedRequest> {
+pub(crate) fn posts(reqs: &[RecordedRequest]) -> Vec<&RecordedRequest> {
     reqs.iter().filter(|r| r.method == "POST").collect()
 }
 
@@ -329,7 +338,7 @@ async fn busy_workers_hold_the_size_up_and_ask_for_a_revisit() {
 }
 
 #[tokio::test]
-async fn instances_being_created_count_toward_the_size_and_go_last() {
+async fn instances_being_created_count_toward_the_size_and_go_first() {
     let (_, d) = ComputeDouble::start();
     d.add_group(ZONAL, GOOD_LABELS);
     d.add_instance(ZONAL, InstanceSpec::new("linux-old1", &ts(1)));
@@ -338,20 +347,28 @@ async fn instances_being_created_count_toward_the_size_and_go_last() {
     let e = executor(&d, |_| {}).await;
     let p = pool("linux", ZONAL, 10);
 
-    // 3 wanted, 3 in the group (one still booting): nothing to do, and no POST.
+    // 3 wanted, 3 in the group (one still booting): nothing to do, and no POST but the
+    // first cycle's listing.
     let out = run(&e, &p, 3, &Dir::default(), false).await.unwrap();
     assert!(out.actions.is_empty());
     assert_eq!(out.applied, Some(3));
-    assert!(posts(&d.requests()).is_empty());
+    assert!(posts(&d.requests())
+        .iter()
+        .all(|r| r.path.ends_with("/listManagedInstances")));
 
-    // 2 wanted: the oldest idle running instance goes, not the one being created.
+    // 2 wanted: the booting instance goes first (it has no worker yet, and removing it
+    // saves the rest of its boot).
     let out = run(&e, &p, 2, &Dir::default(), false).await.unwrap();
-    assert!(out.actions[0].contains("[linux-old1]"), "{:?}", out.actions);
+    assert!(
+        out.actions[0].contains("[linux-new1] (booting, not needed;"),
+        "{:?}",
+        out.actions
+    );
     assert_eq!(d.target_size(ZONAL), Some(2));
-    // 1 wanted: linux-old2 goes before the booting one.
+    // 1 wanted: then the oldest idle one.
     let out = run(&e, &p, 1, &Dir::default(), false).await.unwrap();
-    assert!(out.actions[0].contains("[linux-old2]"), "{:?}", out.actions);
-    assert_eq!(d.instance_names(ZONAL), vec!["linux-new1"]);
+    assert!(out.actions[0].contains("[linux-old1]"), "{:?}", out.actions);
+    assert_eq!(d.instance_names(ZONAL), vec!["linux-old2"]);
 }
 
 #[tokio::test]
@@ -441,6 +458,10 @@ async fn steady_state_is_one_get_and_no_post() {
     }
     let e = executor(&d, |_| {}).await;
     let p = pool("linux", ZONAL, 10);
+    // A fresh process lists the group once, to learn whether any instance is draining (a
+    // draining instance is not capacity); after that a cycle at target is one GET.
+    run(&e, &p, 3, &Dir::default(), false).await.unwrap();
+    assert_eq!(d.count("POST", "/listManagedInstances"), 2); // 3 members, 2 per page
     for cycle in 1..=3 {
         d.clear_requests();
         let out = run(&e, &p, 3, &Dir::default(), false).await.unwrap();
@@ -851,6 +872,7 @@ async fn requests_per_cycle() {
             .join(", ")
     };
 
+    run(&e, &p, 10, &Dir::default(), false).await.unwrap(); // first cycle: learns no drains
     d.clear_requests();
     run(&e, &p, 10, &Dir::default(), false).await.unwrap();
     let steady = d.requests();
@@ -891,6 +913,7 @@ async fn requests_per_cycle() {
         );
     }
     let rp = pool("linux", REGIONAL, 20);
+    run(&e, &rp, 4, &Dir::default(), false).await.unwrap(); // first cycle: learns no drains
     d.clear_requests();
     run(&e, &rp, 4, &Dir::default(), false).await.unwrap();
     assert_eq!(d.requests().len(), 1);
