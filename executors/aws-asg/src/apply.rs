@@ -1,23 +1,18 @@
 //! Carrying out the decisions of [`crate::policy`] for one pool in one cycle: the drain of
 //! waiting instances first (see [`crate::drain`]), then what protects a scale-in (termination
-//! policy, tags, hook), then the capacity: `SetDesiredCapacity` to grow, and for a scale-in
+//! policy, tags, hook: see [`crate::protect`]), then the capacity: `SetDesiredCapacity` to grow, and for a scale-in
 //! `TerminateInstanceInAutoScalingGroup` on the instances the shared chooser names (see
 //! [`crate::scale_in`]). Everything talks to AWS through [`AsgApi`], so every branch runs
 //! against an in-memory group in the tests. A failing call is recorded and the cycle goes on;
 //! the pool's error then names every failed call.
 
-use crate::client::{
-    ApiError, AsgApi, Ec2Instance, GroupInfo, HookInfo, DESCRIBE_BATCH, TERMINATING_TRANSITION,
-};
+use crate::client::{ApiError, AsgApi, Ec2Instance, GroupInfo, DESCRIBE_BATCH};
 use crate::config::Config;
-use crate::policy::{
-    group_name, missing_tags, reduction, target_instances, validate, wanted_termination_policies,
-    DrainState,
-};
+use crate::policy::{group_name, reduction, target_instances, validate, DrainState};
 use autoscaler_executor::{
     ErrorKind, ExecutorError, Outcome, Plan, ScaleRequest, TargetStatus, WorkerPool,
 };
-use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use chrono::{DateTime, Utc};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -61,14 +56,14 @@ pub(crate) struct Applier {
     pub(crate) api: Arc<dyn AsgApi>,
     pub(crate) cfg: Config,
     region: Option<String>,
-    clock: Arc<dyn Clock>,
+    pub(crate) clock: Arc<dyn Clock>,
     /// Groups described by `prepare` for this cycle, and when; each entry is taken by one
     /// `scale`, and ignored once older than [`PREPARED_TTL`].
     prepared: Mutex<(Prepared, Option<std::time::Instant>)>,
     /// Drain state per (group, instance).
     pub(crate) drains: Mutex<HashMap<(String, String), DrainState>>,
     /// When each group's lifecycle hook was last seen (or made) as configured.
-    hooks_checked: Mutex<HashMap<String, DateTime<Utc>>>,
+    pub(crate) hooks_checked: Mutex<HashMap<String, DateTime<Utc>>>,
     /// See [`ScaleInStats`].
     pub(crate) stats: Mutex<ScaleInStats>,
 }
@@ -170,10 +165,6 @@ impl Run<'_> {
             }
         }
     }
-}
-
-fn list(items: &[String]) -> String {
-    format!("[{}]", items.join(","))
 }
 
 impl Applier {
@@ -483,139 +474,5 @@ impl Applier {
                 None
             }
         }
-    }
-
-    async fn ensure_termination_policy(
-        &self,
-        run: &mut Run<'_>,
-        group: &GroupInfo,
-    ) -> Result<(), ExecutorError> {
-        let Some(wanted) = wanted_termination_policies(&group.termination_policies) else {
-            return Ok(());
-        };
-        if !run.dry_run {
-            self.api
-                .update_termination_policies(run.group, &wanted)
-                .await
-                .map_err(|e| run.fail(e))?;
-        }
-        run.action(format!(
-            "UpdateAutoScalingGroup AutoScalingGroupName={} TerminationPolicies={} (was {})",
-            run.group,
-            list(&wanted),
-            list(&group.termination_policies)
-        ));
-        Ok(())
-    }
-
-    async fn ensure_tags(&self, run: &mut Run<'_>, group: &GroupInfo) -> Result<(), ExecutorError> {
-        let missing = missing_tags(&group.tags, &run.pool.name);
-        if missing.is_empty() {
-            return Ok(());
-        }
-        if !run.dry_run {
-            self.api
-                .create_or_update_tags(run.group, &missing)
-                .await
-                .map_err(|e| run.fail(e))?;
-        }
-        let shown: Vec<String> = missing
-            .iter()
-            .map(|t| format!("{}={}", t.key, t.value))
-            .collect();
-        run.action(format!(
-            "CreateOrUpdateTags AutoScalingGroupName={} Tags={} PropagateAtLaunch=true",
-            run.group,
-            list(&shown)
-        ));
-        // PropagateAtLaunch reaches only instances launched from now on; tag the members that
-        // already run so that every instance carries the tags.
-        let members: Vec<String> = group
-            .instances
-            .iter()
-            .filter(|i| i.counts_as_capacity() || i.lifecycle_state == "Standby")
-            .map(|i| i.instance_id.clone())
-            .collect();
-        if !members.is_empty() {
-            let pairs: Vec<(String, String)> = missing
-                .iter()
-                .map(|t| (t.key.clone(), t.value.clone()))
-                .collect();
-            if !run.dry_run {
-                self.api
-                    .tag_instances(&members, &pairs)
-                    .await
-                    .map_err(|e| run.fail(e))?;
-            }
-            run.action(format!(
-                "CreateTags (EC2) Resources={} Tags={}",
-                list(&members),
-                list(&shown)
-            ));
-        }
-        Ok(())
-    }
-
-    fn wanted_hook(&self) -> HookInfo {
-        HookInfo {
-            name: self.cfg.lifecycle_hook_name.clone(),
-            transition: TERMINATING_TRANSITION.to_string(),
-            heartbeat_timeout: Some(self.cfg.heartbeat_timeout_seconds),
-            default_result: Some("CONTINUE".to_string()),
-        }
-    }
-
-    async fn ensure_hook(&self, run: &mut Run<'_>) -> Result<(), ExecutorError> {
-        let now = self.clock.now();
-        let recheck = ChronoDuration::seconds(self.cfg.hook_check_seconds as i64);
-        if let Some(t) = self.hooks_checked.lock().unwrap().get(run.group) {
-            if now - *t < recheck {
-                return Ok(());
-            }
-        }
-        let wanted = self.wanted_hook();
-        let hooks = self
-            .api
-            .describe_lifecycle_hooks(run.group, std::slice::from_ref(&wanted.name))
-            .await
-            .map_err(|e| run.fail(e))?;
-        let current = hooks.iter().find(|h| h.name == wanted.name);
-        let same = current.is_some_and(|h| {
-            h.transition == wanted.transition
-                && h.heartbeat_timeout == wanted.heartbeat_timeout
-                && h.default_result.as_deref().unwrap_or("ABANDON") == "CONTINUE"
-        });
-        if !same {
-            if !run.dry_run {
-                self.api
-                    .put_lifecycle_hook(run.group, &wanted)
-                    .await
-                    .map_err(|e| run.fail(e))?;
-            }
-            let was = match current {
-                Some(h) => format!(
-                    "was {} HeartbeatTimeout={} DefaultResult={}",
-                    h.transition,
-                    h.heartbeat_timeout
-                        .map(|v| v.to_string())
-                        .unwrap_or_else(|| "-".into()),
-                    h.default_result.as_deref().unwrap_or("-")
-                ),
-                None => "was missing".to_string(),
-            };
-            run.action(format!(
-                "PutLifecycleHook AutoScalingGroupName={} LifecycleHookName={} \
-                 LifecycleTransition={} HeartbeatTimeout={} DefaultResult=CONTINUE ({was})",
-                run.group, wanted.name, wanted.transition, self.cfg.heartbeat_timeout_seconds
-            ));
-            if run.dry_run {
-                return Ok(());
-            }
-        }
-        self.hooks_checked
-            .lock()
-            .unwrap()
-            .insert(run.group.to_string(), now);
-        Ok(())
     }
 }

@@ -21,6 +21,7 @@ pub mod config;
 mod drain;
 pub mod inventory;
 pub mod policy;
+mod protect;
 mod scale_in;
 
 pub use apply::{Clock, ScaleInStats, SystemClock};
