@@ -22,6 +22,7 @@ const MUTATING: &[&str] = &[
     "CompleteLifecycleAction",
     "RecordLifecycleActionHeartbeat",
     "CreateTags",
+    "TerminateInstanceInAutoScalingGroup",
 ];
 
 /// moto_server on a free port, recording requests; killed on drop.
@@ -287,7 +288,7 @@ async fn aws_asg_end_to_end_on_postgres_and_moto() {
     assert_eq!(ids.len(), 4);
     let di = ec2
         .describe_instances()
-        .set_instance_ids(Some(ids))
+        .set_instance_ids(Some(ids.clone()))
         .send()
         .await
         .unwrap();
@@ -319,6 +320,21 @@ async fn aws_asg_end_to_end_on_postgres_and_moto() {
     assert_eq!(moto.mutating(), Vec::<String>::new(), "{steady:?}");
     println!("aws-asg steady state: {steady:?}");
 
+    // The RUNNING build runs on the third instance: its worker reports that instance's
+    // private DNS name (moto gives each instance its own).
+    let busy_id = ids[2].clone();
+    let dns = di
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .find(|i| i.instance_id() == Some(busy_id.as_str()))
+        .and_then(|i| i.private_dns_name())
+        .unwrap()
+        .to_string();
+    t.exec(&format!(
+        "UPDATE workers SET hostname = '{dns}' WHERE id = 1"
+    ))
+    .await;
     // Dry run of a scale-in: describes, says what it would do, changes nothing.
     t.exec("UPDATE builds SET status = 'SUCCESS' WHERE status = 'QUEUED'")
         .await;
@@ -328,7 +344,8 @@ async fn aws_asg_end_to_end_on_postgres_and_moto() {
     assert!(stdout.contains("would"), "{stdout}");
     assert_eq!(moto.mutating(), Vec::<String>::new());
 
-    // Scale in: 1 running build -> 1 instance.
+    // Scale in: 1 running build -> 1 instance. The executor names the three idle ones and
+    // terminates each with the desired capacity decremented; the busy one stays.
     moto.clear();
     let out = run(&moto, &t, &["--queue", "linux", "--force"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -339,11 +356,18 @@ async fn aws_asg_end_to_end_on_postgres_and_moto() {
         .send()
         .await
         .unwrap();
-    assert_eq!(g.auto_scaling_groups()[0].desired_capacity(), Some(1));
+    let g = &g.auto_scaling_groups()[0];
+    assert_eq!(g.desired_capacity(), Some(1));
+    let left: Vec<&str> = g
+        .instances()
+        .iter()
+        .filter_map(|i| i.instance_id())
+        .collect();
+    assert_eq!(left, vec![busy_id.as_str()], "the busy instance stays");
     let scale_in = moto.actions();
     assert_eq!(
         moto.mutating(),
-        vec!["SetDesiredCapacity".to_string()],
+        vec!["TerminateInstanceInAutoScalingGroup".to_string(); 3],
         "{scale_in:?}"
     );
     println!("aws-asg scale-in: {scale_in:?}");

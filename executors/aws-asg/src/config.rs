@@ -12,6 +12,14 @@ use std::collections::BTreeMap;
 /// whatever heartbeats are recorded; a longer `max_drain_seconds` could never be honoured.
 pub const AWS_MAX_LIFECYCLE_SECONDS: u64 = 172_800;
 
+/// The shortest heartbeat interval (a third of `heartbeat_timeout_seconds`) accepted: the
+/// default `--sleep` of `autoscaler run`. A waiting instance is looked at once per cycle, so a
+/// heartbeat due every N seconds goes out up to one `--sleep` late; the engine does not tell
+/// executors its `--sleep`, so the check assumes the default, and an operator who raises
+/// `--sleep` keeps `heartbeat_timeout_seconds` above three times it (see
+/// `docs/aws-scale-in-notes.md`).
+pub const MIN_HEARTBEAT_INTERVAL_SECONDS: u64 = 20;
+
 /// Settings of the aws-asg executor, shared by every pool that names it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case", default)]
@@ -33,7 +41,7 @@ pub struct Config {
     /// `multiplier`, which over-provisions by the square of the factor.
     pub workers_per_instance: u32,
     /// Heartbeat timeout of the termination lifecycle hook this executor maintains (30..=7200,
-    /// AWS's range): how long a terminating instance waits if nobody answers (the autoscaler is
+    /// AWS's range; at least 60 so a heartbeat every third of it fits the default loop): how long a terminating instance waits if nobody answers (the autoscaler is
     /// down), after which AWS applies the default result `CONTINUE`.
     pub heartbeat_timeout_seconds: u32,
     /// Longest time an instance is held in `Terminating:Wait` because its worker still runs a
@@ -64,6 +72,15 @@ pub struct Config {
     /// Attempts per call, first included, with the SDK's standard retry mode (exponential
     /// backoff with jitter on throttling, 5xx and connection errors).
     pub max_attempts: u32,
+    /// Never remove an instance that lacks the drain agent (instance tag
+    /// `vespene_drain_agent=v1`): such instances are held and reported instead, so every
+    /// removal goes through the agent's handshake and no build can be killed.
+    pub require_drain_agent: bool,
+    /// How long a RUNNING build with no worker recorded holds every scale-in of its pool.
+    /// Vespene saves the worker a moment after the status, so such a build may be on any
+    /// instance; one still unassigned after this long was left by a worker that died in
+    /// between and no longer counts. 0: it always counts.
+    pub unassigned_grace_seconds: u64,
     /// Per-pool overrides, keyed by the pool's name (`worker_pools.name`).
     pub pools: BTreeMap<String, PoolOverride>,
 }
@@ -116,6 +133,8 @@ impl Default for Config {
             credentials_timeout_seconds: 10,
             request_timeout_seconds: 20,
             max_attempts: 4,
+            require_drain_agent: false,
+            unassigned_grace_seconds: 600,
             pools: BTreeMap::new(),
         }
     }
@@ -152,12 +171,28 @@ impl Config {
                 ),
             ));
         }
-        if self.max_drain_seconds > AWS_MAX_LIFECYCLE_SECONDS {
+        if self.max_drain_seconds > self.aws_global_timeout_seconds() {
             return Err(bad(
                 "max_drain_seconds",
                 format!(
-                    "{} exceeds AWS's 48-hour limit ({AWS_MAX_LIFECYCLE_SECONDS} s) on a lifecycle wait",
-                    self.max_drain_seconds
+                    "{} exceeds how long AWS lets an instance wait on a lifecycle hook: \
+                     min(100 x heartbeat_timeout_seconds, 48 hours) = {} s; AWS would end the \
+                     wait first",
+                    self.max_drain_seconds,
+                    self.aws_global_timeout_seconds()
+                ),
+            ));
+        }
+        if self.heartbeat_interval_seconds() < MIN_HEARTBEAT_INTERVAL_SECONDS {
+            return Err(bad(
+                "heartbeat_timeout_seconds",
+                format!(
+                    "{} gives a heartbeat every {} s, shorter than the autoscaler's loop \
+                     (--sleep, {MIN_HEARTBEAT_INTERVAL_SECONDS} s by default): heartbeats could \
+                     only be sent after the hook timed out; use at least {}",
+                    self.heartbeat_timeout_seconds,
+                    self.heartbeat_interval_seconds(),
+                    3 * MIN_HEARTBEAT_INTERVAL_SECONDS
                 ),
             ));
         }
@@ -230,6 +265,58 @@ mod tests {
         assert!(c.manage_tags && c.manage_lifecycle_hook && c.manage_termination_policy);
         assert_eq!(c.heartbeat_interval_seconds(), 1200);
         assert_eq!(c.aws_global_timeout_seconds(), 172_800);
+        assert!(!c.require_drain_agent);
+        assert_eq!(c.unassigned_grace_seconds, 600);
+    }
+
+    #[test]
+    fn timing_is_checked_against_aws_and_the_loop() {
+        // 100 x 300 s = 30,000 s is all AWS lets an instance wait with a 300 s hook.
+        let c = Config {
+            heartbeat_timeout_seconds: 300,
+            max_drain_seconds: 30_000,
+            ..Config::default()
+        };
+        c.validate().unwrap();
+        let err = Config {
+            max_drain_seconds: 30_001,
+            ..c.clone()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("[executors.aws-asg] max_drain_seconds: 30001 exceeds")
+                && err.contains("= 30000 s"),
+            "{err}"
+        );
+        // A 45 s hook wants a heartbeat every 15 s, faster than the default 20 s loop.
+        let err = Config {
+            heartbeat_timeout_seconds: 45,
+            max_drain_seconds: 600,
+            ..Config::default()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with(
+                "[executors.aws-asg] heartbeat_timeout_seconds: 45 gives a heartbeat every 15 s"
+            ) && err.contains("at least 60"),
+            "{err}"
+        );
+        Config {
+            heartbeat_timeout_seconds: 60,
+            max_drain_seconds: 6000,
+            ..Config::default()
+        }
+        .validate()
+        .unwrap();
+        let c: Config =
+            serde_json::from_str(r#"{"require_drain_agent":true,"unassigned_grace_seconds":30}"#)
+                .unwrap();
+        assert!(c.require_drain_agent);
+        assert_eq!(c.unassigned_grace_seconds, 30);
     }
 
     #[test]
@@ -308,6 +395,14 @@ mod tests {
                     ..Config::default()
                 },
                 "max_drain_seconds",
+            ),
+            (
+                Config {
+                    heartbeat_timeout_seconds: 30,
+                    max_drain_seconds: 60,
+                    ..Config::default()
+                },
+                "heartbeat_timeout_seconds",
             ),
             (
                 Config {

@@ -6,8 +6,9 @@
 //! page); and, only for group members that lack the tag (or are stopped), one `DescribeInstances`
 //! by `instance-id` per 200 of them. Nothing is ever written.
 
-use crate::apply::{group_name, Applier};
+use crate::apply::Applier;
 use crate::client::{ApiError, AsgApi, Ec2Instance, GroupInfo, GroupInstance, DESCRIBE_BATCH};
+use crate::policy::group_name;
 use async_trait::async_trait;
 use autoscaler_executor::{
     ErrorKind, ExecutorError, InstanceState, InventoryGroup, InventoryInstance, InventorySnapshot,

@@ -1,29 +1,36 @@
 //! The `aws-asg` executor: sizes an EC2 Auto Scaling group to a pool's plan, on the official AWS
 //! SDK for Rust.
 //!
-//! Declarative: each cycle sets the group's desired capacity to `ceil(size /
-//! workers_per_instance)` (clamped to the pool's maximum and the group's Min/Max), and only when
-//! it differs, so a steady state costs one `DescribeAutoScalingGroups` for all pools and no
-//! mutating call. Scale-in is made safe by three things kept on the group: `OldestInstance`
-//! first in its termination policies, the `vespene_worker` / `vespene_pool` tags, and a
-//! termination lifecycle hook. Instances that the hook holds in `Terminating:Wait` are released
-//! at once when no RUNNING build is on them, and kept alive with heartbeats while one is (up to
-//! `max_drain_seconds`).
+//! Declarative: each cycle brings the group to `ceil(size / workers_per_instance)` instances
+//! (clamped to the pool's maximum and the group's Min/Max), and only when it differs, so a
+//! steady state costs one `DescribeAutoScalingGroups` for all pools and no mutating call. It
+//! grows with `SetDesiredCapacity`; it shrinks by naming the instances itself, with the shared
+//! scale-in chooser of `autoscaler-executor` (booting ones first, then idle ones oldest first,
+//! never a busy, protected or not-in-service one) and
+//! `TerminateInstanceInAutoScalingGroup(ShouldDecrementDesiredCapacity=true)` for each. A
+//! termination lifecycle hook kept on the group holds every leaving instance in
+//! `Terminating:Wait`: an instance with the drain agent completes it itself after its worker
+//! exited; one without is released when no RUNNING build matches it, and kept alive with
+//! heartbeats while one does (up to `max_drain_seconds`).
 
 #![warn(missing_docs)]
 
 mod apply;
 pub mod client;
 pub mod config;
+mod drain;
 pub mod inventory;
+pub mod policy;
+mod protect;
+mod scale_in;
 
-pub use apply::{
-    decide, group_name, hostname_matches, missing_tags, target_instances,
-    wanted_termination_policies, Clamp, Clock, Decision, DrainState, SystemClock, Target,
-    OLDEST_INSTANCE,
-};
+pub use apply::{Clock, ScaleInStats, SystemClock};
 pub use client::{ApiError, AsgApi, SdkAsgApi};
 pub use config::{Config, HostnameMatch, PoolOverride};
+pub use policy::{
+    decide, group_name, hostname_matches, missing_tags, target_instances,
+    wanted_termination_policies, Clamp, Decision, DrainState, Target, OLDEST_INSTANCE,
+};
 
 use async_trait::async_trait;
 use autoscaler_executor::{
@@ -68,7 +75,7 @@ impl AwsAsgError {
 /// Checks a pool's group name and sizes without I/O, so the engine can reject a bad template
 /// before the executor (and its credentials) is even built.
 pub fn validate_pool(cfg: &Config, pool: &WorkerPool, plan: Plan) -> Result<(), ExecutorError> {
-    apply::validate(cfg, pool, plan)
+    policy::validate(cfg, pool, plan)
 }
 
 fn imds_client() -> aws_config::imds::Client {
@@ -226,6 +233,11 @@ impl AwsAsgExecutor {
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.applier.set_clock(clock);
         self
+    }
+
+    /// How many instances the scale-in chooser has chosen and held so far (this process).
+    pub fn scale_in_stats(&self) -> ScaleInStats {
+        self.applier.stats()
     }
 
     /// The settings in use.

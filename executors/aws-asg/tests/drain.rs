@@ -1,5 +1,5 @@
-//! Drain logic, clamping and call economy against an in-memory group that implements what moto
-//! lacks: `Terminating:Wait`, lifecycle actions, oldest-first selection, Min/Max validation.
+//! Scale-in, drain and hook-timeout behaviour against an in-memory group that implements what
+//! moto lacks: `Terminating:Wait`, lifecycle actions, oldest-first selection, Min/Max validation.
 
 mod common;
 mod fake;
@@ -70,7 +70,7 @@ fn linux(max: i32) -> WorkerPool {
 }
 
 #[tokio::test]
-async fn busy_instance_kept_by_heartbeats_idle_one_completed_at_once() {
+async fn scale_in_terminates_idle_instances_and_drains_them_busy_ones_stay() {
     let f = FakeAsg::with_group(G, 0, 10, 3);
     f.put_default_hook(G);
     let (exec, fake, clock) = setup(Config::default(), f);
@@ -79,34 +79,36 @@ async fn busy_instance_kept_by_heartbeats_idle_one_completed_at_once() {
     dir.set(&[("ip-10-0-0-1.ec2.internal", 42), ("ip-10-0-0-3", 43)]);
     let p = linux(10);
 
-    // Cycle 1: scale in from 3 to 1. The two oldest (i-1, i-2) enter Terminating:Wait.
+    // Cycle 1: scale in from 3 to 1. Only i-2 is idle: it alone is terminated (desired 3 -> 2)
+    // and waits on the hook; the busy ones stay in service.
     let out = run(&exec, &p, 1, &dir, false).await.unwrap();
-    assert!(
-        out.revisit,
-        "capacity lowered: come back for the waiting instances"
-    );
-    let calls = fake.take_calls();
+    assert!(out.revisit, "busy instances held: come back");
     assert_eq!(
-        calls,
+        fake.take_calls(),
         vec![
             "DescribeAutoScalingGroups vespene-linux",
+            "DescribeInstances i-1,i-2,i-3",
             "UpdateAutoScalingGroup vespene-linux OldestInstance,Default",
             "CreateOrUpdateTags vespene-linux vespene_worker=true,vespene_pool=linux",
             "CreateTags i-1,i-2,i-3",
             "DescribeLifecycleHooks vespene-linux",
-            "SetDesiredCapacity vespene-linux 1",
+            "TerminateInstanceInAutoScalingGroup i-2 true",
         ]
     );
+    assert!(out.actions.iter().any(|a| a
+        == "TerminateInstanceInAutoScalingGroup InstanceId=i-2 ShouldDecrementDesiredCapacity=true (idle: no RUNNING build on it)"),
+        "{:?}", out.actions);
     assert_eq!(
         fake.states(G),
         vec![
-            ("i-1".to_string(), "Terminating:Wait".to_string()),
+            ("i-1".to_string(), "InService".to_string()),
             ("i-2".to_string(), "Terminating:Wait".to_string()),
             ("i-3".to_string(), "InService".to_string()),
         ]
     );
+    assert_eq!(fake.group(G).desired_capacity, 2);
 
-    // Cycle 2: i-1 is busy (build 42): heartbeat. i-2 is idle: released at once.
+    // Cycle 2: i-2 is still idle: completed. i-1 and i-3 are still busy: held.
     clock.advance(20);
     let out = run(&exec, &p, 1, &dir, false).await.unwrap();
     assert!(out.revisit);
@@ -114,59 +116,36 @@ async fn busy_instance_kept_by_heartbeats_idle_one_completed_at_once() {
         fake.take_calls(),
         vec![
             "DescribeAutoScalingGroups vespene-linux",
-            "DescribeInstances i-1,i-2",
-            "RecordLifecycleActionHeartbeat vespene-linux vespene-drain i-1",
+            "DescribeInstances i-1,i-2,i-3",
             "CompleteLifecycleAction vespene-linux vespene-drain i-2 CONTINUE",
         ]
     );
-    assert!(out.actions.iter().any(|a| a.starts_with(
-        "RecordLifecycleActionHeartbeat AutoScalingGroupName=vespene-linux LifecycleHookName=vespene-drain InstanceId=i-1 (build 42 RUNNING on worker ip-10-0-0-1.ec2.internal)"
-    )), "{:?}", out.actions);
     assert!(
         out.actions.iter().any(|a| a
             .contains("InstanceId=i-2 LifecycleActionResult=CONTINUE (no RUNNING build on it)")),
         "{:?}",
         out.actions
     );
-    assert_eq!(fake.states(G).len(), 2);
 
-    // Ten minutes on: the heartbeat (interval 1200 s for a 3600 s timeout) is still fresh.
-    clock.advance(600);
+    // i-1's build ends: it goes next, then is completed the cycle after.
+    dir.set(&[("ip-10-0-0-3", 43)]);
+    clock.advance(20);
     let out = run(&exec, &p, 1, &dir, false).await.unwrap();
-    assert!(out.revisit);
-    assert!(out.actions.is_empty(), "{:?}", out.actions);
-    assert!(!fake
+    assert!(fake
         .take_calls()
-        .iter()
-        .any(|c| c.starts_with("Record") || c.starts_with("Complete")));
-
-    // Twenty-one minutes after the first heartbeat: another one.
-    clock.advance(660);
-    run(&exec, &p, 1, &dir, false).await.unwrap();
-    let calls = fake.take_calls();
-    assert!(
-        calls.contains(
-            &"RecordLifecycleActionHeartbeat vespene-linux vespene-drain i-1".to_string()
-        ),
-        "{calls:?}"
-    );
-
-    // The build ends: i-1 goes at once, without even describing EC2.
-    dir.set(&[]);
-    clock.advance(30);
+        .contains(&"TerminateInstanceInAutoScalingGroup i-1 true".to_string()));
+    assert!(out.revisit, "i-1 waits on the hook");
+    clock.advance(20);
     let out = run(&exec, &p, 1, &dir, false).await.unwrap();
-    assert_eq!(
-        fake.take_calls(),
-        vec![
-            "DescribeAutoScalingGroups vespene-linux",
-            "CompleteLifecycleAction vespene-linux vespene-drain i-1 CONTINUE",
-        ]
-    );
-    assert!(!out.revisit, "nothing left to drain");
+    assert!(fake
+        .take_calls()
+        .contains(&"CompleteLifecycleAction vespene-linux vespene-drain i-1 CONTINUE".to_string()));
+    assert!(!out.revisit, "nothing left to drain or hold");
     assert_eq!(
         fake.states(G),
         vec![("i-3".to_string(), "InService".to_string())]
     );
+    assert_eq!(fake.group(G).desired_capacity, 1);
 
     // Steady state: one describe, nothing else, and the database is not asked.
     let before = *dir.calls.lock().unwrap();
@@ -177,6 +156,53 @@ async fn busy_instance_kept_by_heartbeats_idle_one_completed_at_once() {
     );
     assert!(out.actions.is_empty() && !out.revisit);
     assert_eq!(*dir.calls.lock().unwrap(), before);
+}
+
+#[tokio::test]
+async fn a_busy_waiting_instance_gets_heartbeats_every_third_of_the_timeout() {
+    // AWS started this termination itself (a health check): desired already 2.
+    let f = FakeAsg::with_group(G, 0, 10, 3);
+    f.put_default_hook(G);
+    f.set_state(G, "i-1", "Terminating:Wait");
+    f.state
+        .lock()
+        .unwrap()
+        .groups
+        .get_mut(G)
+        .unwrap()
+        .desired_capacity = 2;
+    let (exec, fake, clock) = setup(Config::default(), f);
+    let dir = FakeDirectory::default();
+    dir.set(&[("ip-10-0-0-1.ec2.internal", 42)]);
+    let p = linux(10);
+    let out = run(&exec, &p, 2, &dir, false).await.unwrap();
+    assert!(out.actions.iter().any(|a| a.starts_with(
+        "RecordLifecycleActionHeartbeat AutoScalingGroupName=vespene-linux LifecycleHookName=vespene-drain InstanceId=i-1 (build 42 RUNNING on worker ip-10-0-0-1.ec2.internal)"
+    )), "{:?}", out.actions);
+    fake.take_calls();
+    // Ten minutes on: the heartbeat (interval 1200 s for a 3600 s timeout) is still fresh.
+    clock.advance(600);
+    let out = run(&exec, &p, 2, &dir, false).await.unwrap();
+    assert!(out.revisit);
+    assert!(out.actions.is_empty(), "{:?}", out.actions);
+    assert!(!fake
+        .take_calls()
+        .iter()
+        .any(|c| c.starts_with("Record") || c.starts_with("Complete")));
+    // Twenty-one minutes after the first heartbeat: another one.
+    clock.advance(660);
+    run(&exec, &p, 2, &dir, false).await.unwrap();
+    assert!(fake
+        .take_calls()
+        .contains(&"RecordLifecycleActionHeartbeat vespene-linux vespene-drain i-1".to_string()));
+    // The build ends: i-1 is completed.
+    dir.set(&[]);
+    clock.advance(30);
+    let out = run(&exec, &p, 2, &dir, false).await.unwrap();
+    assert!(fake
+        .take_calls()
+        .contains(&"CompleteLifecycleAction vespene-linux vespene-drain i-1 CONTINUE".to_string()));
+    assert!(!out.revisit);
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -190,12 +216,18 @@ async fn drain_timeout_releases_a_busy_instance_with_a_warning() {
     };
     let f = FakeAsg::with_group(G, 0, 10, 2);
     f.put_default_hook(G);
+    f.set_state(G, "i-1", "Terminating:Wait");
+    f.state
+        .lock()
+        .unwrap()
+        .groups
+        .get_mut(G)
+        .unwrap()
+        .desired_capacity = 1;
     let (exec, fake, clock) = setup(cfg, f);
     let dir = FakeDirectory::default();
     dir.set(&[("10.0.0.1", 42)]);
     let p = linux(10);
-    run(&exec, &p, 1, &dir, false).await.unwrap();
-    clock.advance(20);
     run(&exec, &p, 1, &dir, false).await.unwrap(); // first sight: heartbeat
     for _ in 0..17 {
         clock.advance(200);
@@ -214,7 +246,7 @@ async fn drain_timeout_releases_a_busy_instance_with_a_warning() {
         beats, 18,
         "a heartbeat every 200 s (a third of the 600 s timeout)"
     );
-    clock.advance(200); // 3620 s since first seen waiting
+    clock.advance(200); // 3600 s since first seen waiting
     let out = run(&exec, &p, 1, &dir, false).await.unwrap();
     assert!(
         fake.calls().contains(
@@ -241,58 +273,63 @@ async fn drain_timeout_releases_a_busy_instance_with_a_warning() {
     );
 }
 
+/// A RUNNING build on a worker whose name matches no instance could be on any of them: the
+/// scale-in is held with status 12 (`held`), naming the hostnames, and nothing is removed.
+/// The old code counted such workers as idle and let every instance go.
 #[tokio::test]
-async fn worker_not_in_the_database_counts_as_idle() {
+async fn a_busy_worker_matching_no_instance_holds_the_scale_in_with_status_12() {
     let f = FakeAsg::with_group(G, 0, 10, 2);
     f.put_default_hook(G);
-    let (exec, fake, clock) = setup(Config::default(), f);
+    let (exec, fake, _clock) = setup(Config::default(), f);
     let dir = FakeDirectory::default();
-    // Busy workers exist, but on machines outside this group.
     dir.set(&[("ip-10-9-9-9.ec2.internal", 7), ("build-box", 8)]);
     let p = linux(10);
-    run(&exec, &p, 0, &dir, false).await.unwrap();
-    clock.advance(20);
-    fake.take_calls();
-    let out = run(&exec, &p, 0, &dir, false).await.unwrap();
-    let calls = fake.take_calls();
+    let err = run(&exec, &p, 0, &dir, false).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Held);
+    assert_eq!(err.status_code(), 12);
+    let msg = err.to_string();
     assert!(
-        calls.contains(
-            &"CompleteLifecycleAction vespene-linux vespene-drain i-1 CONTINUE".to_string()
-        ),
-        "{calls:?}"
+        msg.starts_with("pool linux: Auto Scaling group vespene-linux: scale-in held:")
+            && msg.contains("build-box, ip-10-9-9-9.ec2.internal")
+            && msg.contains("build 7, 8"),
+        "{msg}"
     );
-    assert!(
-        calls.contains(
-            &"CompleteLifecycleAction vespene-linux vespene-drain i-2 CONTINUE".to_string()
-        ),
-        "{calls:?}"
-    );
-    assert!(!calls.iter().any(|c| c.starts_with("Record")), "{calls:?}");
-    assert!(!out.revisit);
-    assert!(fake.states(G).is_empty());
+    assert!(!fake
+        .take_calls()
+        .iter()
+        .any(|c| c.starts_with("Terminate") || c.starts_with("SetDesired")));
+    assert_eq!(fake.group(G).desired_capacity, 2);
 }
 
 #[tokio::test]
-async fn instance_id_matching_needs_no_ec2_call() {
+async fn instance_id_matching() {
     let cfg = Config {
         hostname_match: HostnameMatch::InstanceId,
+        manage_tags: false,
+        manage_lifecycle_hook: false,
+        manage_termination_policy: false,
         ..Config::default()
     };
     let f = FakeAsg::with_group(G, 0, 10, 2);
     f.put_default_hook(G);
-    let (exec, fake, clock) = setup(cfg, f);
+    f.set_state(G, "i-1", "Terminating:Wait");
+    f.set_state(G, "i-2", "Terminating:Wait");
+    f.state
+        .lock()
+        .unwrap()
+        .groups
+        .get_mut(G)
+        .unwrap()
+        .desired_capacity = 0;
+    let (exec, fake, _clock) = setup(cfg, f);
     let dir = FakeDirectory::default();
-    dir.set(&[("i-2", 9), ("ip-10-0-0-1.ec2.internal", 10)]);
-    let p = linux(10);
-    run(&exec, &p, 0, &dir, false).await.unwrap();
-    clock.advance(20);
-    fake.take_calls();
-    run(&exec, &p, 0, &dir, false).await.unwrap();
-    // i-1's DNS name is busy, but the rule is instance_id: only i-2 is held.
+    dir.set(&[("i-2", 9)]);
+    run(&exec, &linux(10), 0, &dir, false).await.unwrap();
     assert_eq!(
         fake.take_calls(),
         vec![
             "DescribeAutoScalingGroups vespene-linux",
+            "DescribeInstances i-1,i-2",
             "CompleteLifecycleAction vespene-linux vespene-drain i-1 CONTINUE",
             "RecordLifecycleActionHeartbeat vespene-linux vespene-drain i-2",
         ]
@@ -356,324 +393,4 @@ async fn an_instance_no_longer_waiting_on_the_hook_is_a_warning_not_a_failure() 
         .actions
         .iter()
         .any(|a| a.starts_with("CompleteLifecycleAction")));
-}
-
-#[tokio::test(flavor = "current_thread")]
-async fn clamping_to_pool_maximum_and_group_bounds_says_which_bound_won() {
-    let logs = LogBuffer::default();
-    let _guard = logs.install();
-    let dir = FakeDirectory::default();
-
-    // Pool maximum 5 below the plan of 8.
-    let (exec, fake, _) = setup(Config::default(), FakeAsg::with_group(G, 0, 10, 0));
-    let out = run(&exec, &linux(5), 8, &dir, false).await.unwrap();
-    assert!(fake
-        .calls()
-        .contains(&"SetDesiredCapacity vespene-linux 5".to_string()));
-    assert_eq!(out.applied, Some(5));
-    assert!(
-        logs.text()
-            .contains("plan of 8 workers exceeds the pool's maximum of 5: the pool maximum won"),
-        "{}",
-        logs.text()
-    );
-
-    // Group MaxSize 4 below the plan: AWS would reject 8, so 4 is asked.
-    let (exec, fake, _) = setup(Config::default(), FakeAsg::with_group(G, 0, 4, 0));
-    run(&exec, &linux(10), 8, &dir, false).await.unwrap();
-    assert!(
-        fake.calls()
-            .contains(&"SetDesiredCapacity vespene-linux 4".to_string()),
-        "{:?}",
-        fake.calls()
-    );
-    assert!(logs
-        .text()
-        .contains("8 instances wanted but the group's MaxSize is 4: the group MaxSize won"));
-
-    // Group MinSize 2 above a plan of 0.
-    let (exec, fake, _) = setup(Config::default(), FakeAsg::with_group(G, 2, 4, 3));
-    run(&exec, &linux(10), 0, &dir, false).await.unwrap();
-    assert!(fake
-        .calls()
-        .contains(&"SetDesiredCapacity vespene-linux 2".to_string()));
-    assert!(logs
-        .text()
-        .contains("0 instances wanted but the group's MinSize is 2: the group MinSize won"));
-
-    // Two workers per instance: 5 workers are 3 instances; maximum 5 allows only 2.
-    let cfg = Config {
-        workers_per_instance: 2,
-        ..Config::default()
-    };
-    let (exec, fake, _) = setup(cfg.clone(), FakeAsg::with_group(G, 0, 10, 0));
-    let out = run(&exec, &linux(10), 5, &dir, false).await.unwrap();
-    assert!(fake
-        .calls()
-        .contains(&"SetDesiredCapacity vespene-linux 3".to_string()));
-    assert_eq!(out.applied, Some(6));
-    let (exec, fake, _) = setup(cfg, FakeAsg::with_group(G, 0, 10, 0));
-    let out = run(&exec, &linux(5), 5, &dir, false).await.unwrap();
-    assert!(fake
-        .calls()
-        .contains(&"SetDesiredCapacity vespene-linux 2".to_string()));
-    assert_eq!(
-        out.applied,
-        Some(4),
-        "never above the pool maximum of 5 workers"
-    );
-    assert!(logs.text().contains("3 instances of 2 workers would exceed the pool's maximum of 5 workers: the pool maximum won"));
-    assert!(logs.text().contains("WARN"));
-}
-
-#[tokio::test]
-async fn pending_instances_count_toward_the_size() {
-    let f = FakeAsg::with_group(G, 0, 10, 3);
-    f.put_default_hook(G);
-    f.set_state(G, "i-2", "Pending");
-    f.set_state(G, "i-3", "Pending:Wait");
-    let (exec, fake, _) = setup(Config::default(), f);
-    let dir = FakeDirectory::default();
-    let p = linux(10);
-    run(&exec, &p, 3, &dir, false).await.unwrap();
-    fake.take_calls();
-    // Booting machines are capacity: the same plan again makes no call.
-    let out = run(&exec, &p, 3, &dir, false).await.unwrap();
-    assert_eq!(
-        fake.take_calls(),
-        vec!["DescribeAutoScalingGroups vespene-linux"]
-    );
-    assert!(!out.revisit);
-    let st = exec.status(&p).await.unwrap().unwrap();
-    assert_eq!((st.desired, st.current), (3, 3));
-}
-
-#[tokio::test]
-async fn prepare_describes_all_groups_in_batches_of_100_and_scale_reuses_it() {
-    let f = FakeAsg::default();
-    for i in 0..150 {
-        f.add_group(&format!("vespene-p{i}"), 0, 10, 0);
-    }
-    let (exec, fake, _) = setup(
-        Config {
-            manage_lifecycle_hook: false,
-            manage_tags: false,
-            manage_termination_policy: false,
-            ..Config::default()
-        },
-        f,
-    );
-    let mut pools: Vec<WorkerPool> = (0..150)
-        .map(|i| pool(i, &format!("p{i}"), CMD, 10))
-        .collect();
-    pools.push(pool(999, "ghost", CMD, 10));
-    let refs: Vec<&WorkerPool> = pools.iter().collect();
-    exec.prepare(&refs, false).await.unwrap();
-    let calls = fake.take_calls();
-    assert_eq!(calls.len(), 2, "151 names: two requests");
-    assert_eq!(calls[0].split(',').count(), 100);
-    let dir = FakeDirectory::default();
-    for p in &pools[..150] {
-        exec.scale(ScaleRequest {
-            pool: p,
-            plan: Plan {
-                size: 1,
-                queued_size: 0,
-            },
-            dry_run: false,
-            workers: &dir,
-        })
-        .await
-        .unwrap();
-    }
-    let calls = fake.take_calls();
-    assert_eq!(calls.len(), 150);
-    assert!(
-        calls.iter().all(|c| c.starts_with("SetDesiredCapacity")),
-        "{calls:?}"
-    );
-    let err = exec
-        .scale(ScaleRequest {
-            pool: &pools[150],
-            plan: Plan {
-                size: 1,
-                queued_size: 0,
-            },
-            dry_run: false,
-            workers: &dir,
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(err.kind, ErrorKind::NotFound);
-    assert!(
-        err.to_string()
-            .contains("pool ghost: Auto Scaling group vespene-ghost not found"),
-        "{err}"
-    );
-    assert!(
-        fake.take_calls().is_empty(),
-        "the unknown group is known from prepare"
-    );
-
-    // A describe failure in prepare becomes each pool's own error, naming its group.
-    fake.fail_next(
-        "DescribeAutoScalingGroups",
-        ApiError::service("Throttling", "Rate exceeded", 400),
-    );
-    exec.prepare(&refs[..2], false).await.unwrap();
-    for p in &pools[..2] {
-        let err = exec
-            .scale(ScaleRequest {
-                pool: p,
-                plan: Plan {
-                    size: 1,
-                    queued_size: 0,
-                },
-                dry_run: false,
-                workers: &dir,
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(err.kind, ErrorKind::Throttled);
-        let msg = err.to_string();
-        assert!(
-            msg.contains(&format!(
-                "pool {}: Auto Scaling group vespene-{}: Throttling: Rate exceeded",
-                p.name, p.name
-            )),
-            "{msg}"
-        );
-    }
-    assert_eq!(
-        fake.take_calls().len(),
-        1,
-        "no call after the failed describe"
-    );
-}
-
-#[tokio::test]
-async fn hook_is_made_before_a_scale_in_and_rechecked_periodically() {
-    let (exec, fake, clock) = setup(Config::default(), FakeAsg::with_group(G, 0, 10, 2));
-    let dir = FakeDirectory::default();
-    let p = linux(10);
-    run(&exec, &p, 1, &dir, false).await.unwrap();
-    let calls = fake.take_calls();
-    let put = calls
-        .iter()
-        .position(|c| c.starts_with("PutLifecycleHook"))
-        .unwrap();
-    let set = calls
-        .iter()
-        .position(|c| c.starts_with("SetDesiredCapacity"))
-        .unwrap();
-    assert!(
-        put < set,
-        "the hook must exist before capacity drops: {calls:?}"
-    );
-    assert_eq!(
-        calls[put],
-        "PutLifecycleHook vespene-linux vespene-drain autoscaling:EC2_INSTANCE_TERMINATING Some(3600) Some(\"CONTINUE\")"
-    );
-    // So the oldest instance waits instead of dying.
-    assert_eq!(fake.states(G)[0].1, "Terminating:Wait");
-
-    // Someone shortens the hook; within hook_check_seconds nobody looks.
-    fake.state.lock().unwrap().hooks.get_mut(G).unwrap()[0].heartbeat_timeout = Some(300);
-    clock.advance(300);
-    run(&exec, &p, 1, &dir, false).await.unwrap();
-    assert!(!fake
-        .take_calls()
-        .iter()
-        .any(|c| c.contains("LifecycleHook")));
-    // After it, the hook is described and put back.
-    clock.advance(301);
-    run(&exec, &p, 1, &dir, false).await.unwrap();
-    let calls = fake.take_calls();
-    assert!(
-        calls.contains(&"DescribeLifecycleHooks vespene-linux".to_string()),
-        "{calls:?}"
-    );
-    assert!(
-        calls
-            .iter()
-            .any(|c| c.starts_with("PutLifecycleHook") && c.contains("Some(3600)")),
-        "{calls:?}"
-    );
-}
-
-#[tokio::test]
-async fn unmanaged_settings_make_no_such_calls() {
-    let cfg = Config {
-        manage_tags: false,
-        manage_lifecycle_hook: false,
-        manage_termination_policy: false,
-        ..Config::default()
-    };
-    let (exec, fake, _) = setup(cfg, FakeAsg::with_group(G, 0, 10, 1));
-    let dir = FakeDirectory::default();
-    run(&exec, &linux(10), 2, &dir, false).await.unwrap();
-    assert_eq!(
-        fake.take_calls(),
-        vec![
-            "DescribeAutoScalingGroups vespene-linux",
-            "SetDesiredCapacity vespene-linux 2"
-        ]
-    );
-}
-
-#[tokio::test]
-async fn dry_run_reads_but_changes_nothing() {
-    let f = FakeAsg::with_group(G, 0, 10, 3);
-    f.put_default_hook(G);
-    f.set_state(G, "i-1", "Terminating:Wait");
-    let (exec, fake, _) = setup(Config::default(), f);
-    let dir = FakeDirectory::default();
-    dir.set(&[("ip-10-0-0-1", 5)]);
-    let out = run(&exec, &linux(10), 1, &dir, true).await.unwrap();
-    let calls = fake.take_calls();
-    assert!(calls.iter().all(|c| c.starts_with("Describe")), "{calls:?}");
-    assert!(!out.actions.is_empty());
-    assert!(
-        out.actions.iter().all(|a| a.starts_with("would ")),
-        "{:?}",
-        out.actions
-    );
-    for call in [
-        "would UpdateAutoScalingGroup AutoScalingGroupName=vespene-linux TerminationPolicies=[OldestInstance,Default]",
-        "would CreateOrUpdateTags AutoScalingGroupName=vespene-linux Tags=[vespene_worker=true,vespene_pool=linux] PropagateAtLaunch=true",
-        "would CreateTags (EC2) Resources=[i-2,i-3]",
-        "would SetDesiredCapacity AutoScalingGroupName=vespene-linux DesiredCapacity=1 HonorCooldown=false (was 3;",
-        "would RecordLifecycleActionHeartbeat AutoScalingGroupName=vespene-linux LifecycleHookName=vespene-drain InstanceId=i-1 (build 5 RUNNING on worker ip-10-0-0-1)",
-    ] {
-        assert!(out.actions.iter().any(|a| a.starts_with(call)), "{call}\n{:?}", out.actions);
-    }
-    assert_eq!(fake.group(G).desired_capacity, 3);
-    assert_eq!(
-        fake.group(G).termination_policies,
-        vec!["Default".to_string()]
-    );
-}
-
-#[tokio::test]
-async fn a_refused_call_names_pool_group_and_code() {
-    let (exec, fake, _) = setup(Config::default(), FakeAsg::with_group(G, 0, 10, 0));
-    fake.fail_next(
-        "SetDesiredCapacity",
-        ApiError::service(
-            "AccessDenied",
-            "User: arn:aws:iam::123456789012:user/x is not authorized to perform: autoscaling:SetDesiredCapacity",
-            403,
-        ),
-    );
-    let err = run(&exec, &linux(10), 2, &FakeDirectory::default(), false)
-        .await
-        .unwrap_err();
-    assert_eq!(err.kind, ErrorKind::PermissionDenied);
-    assert_eq!(err.status_code(), 6);
-    let msg = err.to_string();
-    assert!(
-        msg.starts_with("pool linux: Auto Scaling group vespene-linux: AccessDenied: User:"),
-        "{msg}"
-    );
-    assert!(msg.contains("autoscaling:SetDesiredCapacity"), "{msg}");
 }

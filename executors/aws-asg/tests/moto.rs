@@ -322,21 +322,73 @@ async fn scale_out_steady_state_dry_run_and_scale_in_against_moto() {
     );
     assert_eq!(group(&sdk, "vespene-linux").await.desired, 3);
 
-    // Scale in.
+    // Scale in: the executor names the instances (oldest idle first) and ends each with
+    // TerminateInstanceInAutoScalingGroup(ShouldDecrementDesiredCapacity=true); it never lowers
+    // the desired capacity to let AWS choose.
+    let linux_before = group(&sdk, "vespene-linux").await.instances;
+    let arm_before = group(&sdk, "vespene-arm").await.instances;
     pools[0].1 = 1;
     pools[1].1 = 0;
     moto.clear_log();
     let res = cycle(&exec, &pools, &dir, false).await;
     let counts = moto.counts();
     report("scale-in cycle", &counts);
-    assert_eq!(counts.get("SetDesiredCapacity"), Some(&2), "{counts:?}");
-    assert_eq!(mutating(&counts), 2, "{counts:?}");
-    assert!(
-        res[0].as_ref().unwrap().revisit,
-        "come back while instances leave"
+    assert_eq!(counts.get("SetDesiredCapacity"), None, "{counts:?}");
+    assert_eq!(
+        counts.get("TerminateInstanceInAutoScalingGroup"),
+        Some(&4),
+        "{counts:?}"
     );
+    assert_eq!(mutating(&counts), 4, "{counts:?}");
+    let terminated: Vec<(String, String)> = moto
+        .log()
+        .into_iter()
+        .filter(|(a, _)| a == "TerminateInstanceInAutoScalingGroup")
+        .map(|(_, p)| {
+            (
+                param(&p, "InstanceId").unwrap().to_string(),
+                param(&p, "ShouldDecrementDesiredCapacity")
+                    .unwrap()
+                    .to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        terminated.iter().all(|(_, d)| d == "true"),
+        "{terminated:?}"
+    );
+    let chosen: Vec<String> = res
+        .iter()
+        .take(2)
+        .flat_map(|r| r.as_ref().unwrap().actions.clone())
+        .filter_map(|a| {
+            a.strip_prefix("TerminateInstanceInAutoScalingGroup InstanceId=")
+                .map(|r| r.split(' ').next().unwrap().to_string())
+        })
+        .collect();
+    let sent: Vec<String> = terminated.iter().map(|(i, _)| i.clone()).collect();
+    assert_eq!(chosen, sent, "the calls are the ones reported");
     assert_eq!(group(&sdk, "vespene-linux").await.desired, 1);
     assert_eq!(group(&sdk, "vespene-arm").await.desired, 0);
+    // Exactly the chosen instances left, and only they.
+    let linux_after = group(&sdk, "vespene-linux").await.instances;
+    assert_eq!(linux_after.len(), 1);
+    let mut expect: Vec<String> = linux_before
+        .iter()
+        .filter(|i| !sent.contains(i))
+        .cloned()
+        .collect();
+    assert_eq!(linux_after, expect);
+    expect = arm_before
+        .iter()
+        .filter(|i| !sent.contains(i))
+        .cloned()
+        .collect();
+    assert!(expect.is_empty(), "{expect:?}");
+    assert!(
+        res[0].as_ref().unwrap().revisit,
+        "come back for the instances leaving through the hook"
+    );
 
     // The revisit after scale-in: nothing waits in moto (no Terminating:Wait), nothing to do.
     moto.clear_log();

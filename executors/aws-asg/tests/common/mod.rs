@@ -198,6 +198,7 @@ pub const MUTATING: &[&str] = &[
     "CompleteLifecycleAction",
     "RecordLifecycleActionHeartbeat",
     "CreateTags",
+    "TerminateInstanceInAutoScalingGroup",
 ];
 
 fn http_get(port: u16, path: &str) -> Option<String> {

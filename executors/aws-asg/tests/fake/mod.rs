@@ -1,7 +1,10 @@
 //! An in-memory Auto Scaling group behind [`AsgApi`], doing what moto does not: termination
-//! hooks holding instances in `Terminating:Wait`, `CompleteLifecycleAction`,
-//! `RecordLifecycleActionHeartbeat`, `OldestInstance` selection and Min/Max validation, with
-//! AWS's error codes and messages.
+//! hooks holding instances in `Terminating:Wait` (from a lowered desired capacity or from
+//! `TerminateInstanceInAutoScalingGroup`), `CompleteLifecycleAction`,
+//! `RecordLifecycleActionHeartbeat`, the hook's heartbeat timeout applying its default result,
+//! `OldestInstance` selection, `ProtectedFromScaleIn` and Min/Max validation, with AWS's error
+//! codes and messages. An observer hears of every instance the moment it is terminated, so a
+//! harness can tell which builds were running on it.
 #![allow(dead_code)]
 
 use async_trait::async_trait;
@@ -9,8 +12,19 @@ use autoscaler_aws_asg::client::{
     ApiError, AsgApi, Ec2Instance, GroupInfo, GroupInstance, GroupTag, HookInfo,
     TERMINATING_TRANSITION, TERMINATING_WAIT,
 };
+use chrono::{DateTime, Duration, Utc};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
+
+/// Called with (group, instance id) when an instance is terminated (gone for good).
+pub type Observer = Box<dyn Fn(&str, &str) + Send + Sync>;
+
+/// When an instance started waiting on a termination hook, and its last heartbeat.
+#[derive(Clone, Copy, Debug)]
+pub struct Wait {
+    pub since: DateTime<Utc>,
+    pub last_heartbeat: DateTime<Utc>,
+}
 
 #[derive(Default)]
 pub struct State {
@@ -23,6 +37,26 @@ pub struct State {
     /// Errors to return, per action, before answering normally.
     pub fail: HashMap<String, VecDeque<ApiError>>,
     next_id: u32,
+    /// The fake's clock; `None` = the wall clock.
+    pub now: Option<DateTime<Utc>>,
+    /// Instances waiting on a termination hook.
+    pub waits: HashMap<String, Wait>,
+    /// Every instance terminated so far, in order, with how it ended.
+    pub terminated: Vec<(String, String)>,
+    /// Private IPs freed by terminated instances, handed to new ones first (EC2 reuses them).
+    pub free_ips: VecDeque<u32>,
+    /// Hand freed private IPs (and DNS names) to new instances.
+    pub reuse_ips: bool,
+    pub observer: Option<Observer>,
+    /// For each instance that ended after waiting on a hook: milliseconds from the start of
+    /// the wait (the termination call) to its end.
+    pub gone_ms: Vec<i64>,
+}
+
+impl State {
+    pub fn now(&self) -> DateTime<Utc> {
+        self.now.unwrap_or_else(Utc::now)
+    }
 }
 
 #[derive(Default)]
@@ -57,6 +91,110 @@ impl FakeAsg {
             launch(&mut s, name, "InService");
         }
         s.groups.get_mut(name).unwrap().desired_capacity = n;
+    }
+
+    pub fn waiting(&self, group: &str) -> Vec<String> {
+        self.group(group)
+            .instances
+            .iter()
+            .filter(|i| i.is_waiting_to_terminate())
+            .map(|i| i.instance_id.clone())
+            .collect()
+    }
+
+    pub fn terminated(&self) -> Vec<(String, String)> {
+        self.state.lock().unwrap().terminated.clone()
+    }
+
+    /// Sets the fake's clock (and from then on it stands still until set again).
+    pub fn set_now(&self, t: DateTime<Utc>) {
+        self.state.lock().unwrap().now = Some(t);
+    }
+
+    pub fn advance(&self, secs: i64) {
+        let mut s = self.state.lock().unwrap();
+        let t = s.now() + Duration::seconds(secs);
+        s.now = Some(t);
+    }
+
+    pub fn set_observer(&self, f: Observer) {
+        self.state.lock().unwrap().observer = Some(f);
+    }
+
+    pub fn set_protected(&self, group: &str, id: &str, protected: bool) {
+        let mut s = self.state.lock().unwrap();
+        let g = s.groups.get_mut(group).unwrap();
+        g.instances
+            .iter_mut()
+            .find(|i| i.instance_id == id)
+            .unwrap()
+            .protected_from_scale_in = protected;
+    }
+
+    /// Tags an instance (as a launch template or an image would).
+    pub fn tag(&self, id: &str, key: &str, value: &str) {
+        let mut s = self.state.lock().unwrap();
+        s.ec2
+            .get_mut(id)
+            .unwrap()
+            .tags
+            .insert(key.into(), value.into());
+    }
+
+    pub fn set_launch_time(&self, id: &str, t: DateTime<Utc>) {
+        self.state
+            .lock()
+            .unwrap()
+            .ec2
+            .get_mut(id)
+            .unwrap()
+            .launch_time = Some(t);
+    }
+
+    /// Every `Pending` instance boots: `InService`. Returns their ids.
+    pub fn boot_pending(&self, group: &str) -> Vec<String> {
+        let mut s = self.state.lock().unwrap();
+        let g = s.groups.get_mut(group).unwrap();
+        let mut out = Vec::new();
+        for i in g.instances.iter_mut() {
+            if i.lifecycle_state.starts_with("Pending") {
+                i.lifecycle_state = "InService".into();
+                out.push(i.instance_id.clone());
+            }
+        }
+        out
+    }
+
+    /// AWS's side of the hook's heartbeat timeout: an instance whose last heartbeat (or start
+    /// of wait) is older than the hook's timeout gets the default result (for a termination
+    /// hook, CONTINUE and ABANDON both terminate it). Returns the instances ended.
+    pub fn expire_waits(&self) -> Vec<String> {
+        let mut s = self.state.lock().unwrap();
+        let now = s.now();
+        let mut ended = Vec::new();
+        let groups: Vec<String> = s.groups.keys().cloned().collect();
+        for g in groups {
+            let timeout = s
+                .hooks
+                .get(&g)
+                .and_then(|hs| hs.iter().find(|h| h.transition == TERMINATING_TRANSITION))
+                .and_then(|h| h.heartbeat_timeout)
+                .unwrap_or(3600);
+            let ids: Vec<String> = s.groups[&g]
+                .instances
+                .iter()
+                .filter(|i| i.is_waiting_to_terminate())
+                .map(|i| i.instance_id.clone())
+                .collect();
+            for id in ids {
+                let w = s.waits[&id];
+                if now - w.last_heartbeat >= Duration::seconds(i64::from(timeout)) {
+                    end(&mut s, &g, &id, "heartbeat timeout: default result");
+                    ended.push(id);
+                }
+            }
+        }
+        ended
     }
 
     pub fn set_state(&self, group: &str, id: &str, lifecycle: &str) {
@@ -115,8 +253,13 @@ impl FakeAsg {
 
 fn launch(s: &mut State, group: &str, state: &str) -> String {
     s.next_id += 1;
-    let k = s.next_id;
-    let id = format!("i-{k}");
+    let n = s.next_id;
+    let id = format!("i-{n}");
+    let k = if s.reuse_ips {
+        s.free_ips.pop_front().unwrap_or(n)
+    } else {
+        n
+    };
     let mut tags: std::collections::BTreeMap<String, String> = s.groups[group]
         .tags
         .iter()
@@ -130,7 +273,7 @@ fn launch(s: &mut State, group: &str, state: &str) -> String {
             instance_id: id.clone(),
             private_dns_name: Some(format!("ip-10-0-0-{k}.ec2.internal")),
             private_ip: Some(format!("10.0.0.{k}")),
-            launch_time: None,
+            launch_time: Some(s.now()),
             state: "running".into(),
             zone: Some("us-east-1a".into()),
             tags,
@@ -141,8 +284,55 @@ fn launch(s: &mut State, group: &str, state: &str) -> String {
         instance_id: id.clone(),
         lifecycle_state: state.into(),
         health_status: "Healthy".into(),
+        protected_from_scale_in: false,
     });
     id
+}
+
+/// The instance leaves for good: out of the group and EC2, its IP free, the observer told.
+fn end(s: &mut State, group: &str, id: &str, how: &str) {
+    if let Some(g) = s.groups.get_mut(group) {
+        g.instances.retain(|i| i.instance_id != id);
+    }
+    if let Some(w) = s.waits.remove(id) {
+        let ms = (s.now() - w.since).num_milliseconds();
+        s.gone_ms.push(ms);
+    }
+    if let Some(e) = s.ec2.remove(id) {
+        if let Some(ip) = e
+            .private_ip
+            .and_then(|ip| ip.rsplit('.').next()?.parse().ok())
+        {
+            s.free_ips.push_back(ip);
+        }
+    }
+    s.terminated.push((id.to_string(), how.to_string()));
+    if let Some(f) = &s.observer {
+        f(group, id);
+    }
+}
+
+/// The instance starts leaving: `Terminating:Wait` when a termination hook exists, else gone.
+fn start_termination(s: &mut State, group: &str, id: &str, hook: bool, how: &str) {
+    if hook {
+        let now = s.now();
+        let g = s.groups.get_mut(group).unwrap();
+        let i = g
+            .instances
+            .iter_mut()
+            .find(|i| i.instance_id == id)
+            .unwrap();
+        i.lifecycle_state = TERMINATING_WAIT.into();
+        s.waits.insert(
+            id.to_string(),
+            Wait {
+                since: now,
+                last_heartbeat: now,
+            },
+        );
+    } else {
+        end(s, group, id, how);
+    }
 }
 
 fn check(s: &mut State, action: &str) -> Result<(), ApiError> {
@@ -211,23 +401,18 @@ impl AsgApi for FakeAsg {
                 launch(&mut s, group, "Pending");
             }
         } else {
-            // OldestInstance: the first launched go first.
-            let mut remove = active - desired;
-            let g = s.groups.get_mut(group).unwrap();
-            for i in g.instances.iter_mut() {
-                if remove == 0 {
-                    break;
-                }
-                if i.counts_as_capacity() {
-                    i.lifecycle_state = if hook {
-                        TERMINATING_WAIT.into()
-                    } else {
-                        "Terminating".into()
-                    };
-                    remove -= 1;
-                }
+            // OldestInstance: the first launched go first; protected ones are skipped.
+            let remove = (active - desired) as usize;
+            let victims: Vec<String> = s.groups[group]
+                .instances
+                .iter()
+                .filter(|i| i.counts_as_capacity() && !i.protected_from_scale_in)
+                .take(remove)
+                .map(|i| i.instance_id.clone())
+                .collect();
+            for id in victims {
+                start_termination(&mut s, group, &id, hook, "scale-in by desired capacity");
             }
-            g.instances.retain(|i| i.lifecycle_state != "Terminating");
         }
         s.groups.get_mut(group).unwrap().desired_capacity = desired;
         Ok(())
@@ -310,17 +495,16 @@ impl AsgApi for FakeAsg {
         ));
         check(&mut s, "CompleteLifecycleAction")?;
         let g = s.groups.get_mut(group).unwrap();
-        let Some(pos) = g
+        if !g
             .instances
             .iter()
-            .position(|i| i.instance_id == instance_id && i.is_waiting_to_terminate())
-        else {
+            .any(|i| i.instance_id == instance_id && i.is_waiting_to_terminate())
+        {
             return Err(validation(format!(
                 "No active Lifecycle Action found with instance ID {instance_id}"
             )));
-        };
-        g.instances.remove(pos);
-        s.ec2.remove(instance_id);
+        }
+        end(&mut s, group, instance_id, "CompleteLifecycleAction");
         Ok(())
     }
 
@@ -344,6 +528,65 @@ impl AsgApi for FakeAsg {
             return Err(validation(format!(
                 "No active Lifecycle Action found with instance ID {instance_id}"
             )));
+        }
+        let now = s.now();
+        if let Some(w) = s.waits.get_mut(instance_id) {
+            w.last_heartbeat = now;
+        }
+        Ok(())
+    }
+
+    async fn terminate_instance(
+        &self,
+        instance_id: &str,
+        decrement_desired: bool,
+    ) -> Result<(), ApiError> {
+        let mut s = self.state.lock().unwrap();
+        s.calls.push(format!(
+            "TerminateInstanceInAutoScalingGroup {instance_id} {decrement_desired}"
+        ));
+        check(&mut s, "TerminateInstanceInAutoScalingGroup")?;
+        let Some(group) = s
+            .groups
+            .values()
+            .find(|g| g.instances.iter().any(|i| i.instance_id == instance_id))
+            .map(|g| g.name.clone())
+        else {
+            return Err(validation(format!(
+                "Instance Id not found - No managed instance found for instance ID {instance_id}"
+            )));
+        };
+        let g = &s.groups[&group];
+        let member = g
+            .instances
+            .iter()
+            .find(|i| i.instance_id == instance_id)
+            .unwrap();
+        if !member.counts_as_capacity() {
+            // AWS accepts the call on an instance already leaving and does nothing more.
+            return Ok(());
+        }
+        if decrement_desired && g.desired_capacity <= g.min_size {
+            return Err(validation(format!(
+                "Currently, desiredSize equals minSize ({}). Terminating instance without \
+                 replacement will violate group's min size constraint. Either set \
+                 shouldDecrementDesiredCapacity flag to false or lower group's min size.",
+                g.min_size
+            )));
+        }
+        let hook = has_termination_hook(&s, &group);
+        if decrement_desired {
+            s.groups.get_mut(&group).unwrap().desired_capacity -= 1;
+        }
+        start_termination(
+            &mut s,
+            &group,
+            instance_id,
+            hook,
+            "TerminateInstanceInAutoScalingGroup",
+        );
+        if !decrement_desired {
+            launch(&mut s, &group, "Pending");
         }
         Ok(())
     }

@@ -1,0 +1,352 @@
+//! [`AsgApi`] on the official AWS SDK clients.
+
+use super::{
+    error::map_sdk_error, ApiError, AsgApi, Ec2Instance, GroupInfo, GroupInstance, GroupTag,
+    HookInfo, DESCRIBE_BATCH,
+};
+use async_trait::async_trait;
+use aws_sdk_autoscaling::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use chrono::{DateTime, Utc};
+use std::time::Duration;
+
+/// [`AsgApi`] over the official SDK clients.
+#[derive(Clone, Debug)]
+pub struct SdkAsgApi {
+    asg: aws_sdk_autoscaling::Client,
+    ec2: aws_sdk_ec2::Client,
+    request_timeout: Duration,
+}
+
+impl SdkAsgApi {
+    /// Both clients from one loaded SDK config, so they share credentials, region, retry and
+    /// timeout settings; the service-specific endpoint variables still apply per client.
+    pub fn new(config: &aws_config::SdkConfig, request_timeout: Duration) -> Self {
+        SdkAsgApi {
+            asg: aws_sdk_autoscaling::Client::new(config),
+            ec2: aws_sdk_ec2::Client::new(config),
+            request_timeout,
+        }
+    }
+
+    /// `DescribeInstances` with `filters`, every page.
+    async fn ec2_instances(
+        &self,
+        filters: Vec<aws_sdk_ec2::types::Filter>,
+    ) -> Result<Vec<Ec2Instance>, ApiError> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let resp = self
+                .ec2
+                .describe_instances()
+                .set_filters(Some(filters.clone()))
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| self.err("DescribeInstances", e))?;
+            for r in resp.reservations() {
+                for i in r.instances() {
+                    out.push(Ec2Instance {
+                        instance_id: i.instance_id().unwrap_or_default().to_string(),
+                        private_dns_name: i
+                            .private_dns_name()
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_string),
+                        private_ip: i
+                            .private_ip_address()
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_string),
+                        launch_time: i.launch_time().and_then(to_utc),
+                        state: i
+                            .state()
+                            .and_then(|s| s.name())
+                            .map(|n| n.as_str().to_string())
+                            .unwrap_or_default(),
+                        zone: i
+                            .placement()
+                            .and_then(|p| p.availability_zone())
+                            .map(str::to_string),
+                        tags: i
+                            .tags()
+                            .iter()
+                            .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
+                            .collect(),
+                    });
+                }
+            }
+            match resp.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    fn err<E>(&self, call: &str, err: SdkError<E, HttpResponse>) -> ApiError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        map_sdk_error(call, err, self.request_timeout)
+    }
+}
+
+fn to_utc(t: &aws_smithy_types::DateTime) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(t.secs(), t.subsec_nanos())
+}
+
+fn nonneg(v: Option<i32>) -> u32 {
+    v.unwrap_or(0).max(0) as u32
+}
+
+fn i32_of(v: u32) -> i32 {
+    i32::try_from(v).unwrap_or(i32::MAX)
+}
+
+#[async_trait]
+impl AsgApi for SdkAsgApi {
+    async fn describe_groups(&self, names: &[String]) -> Result<Vec<GroupInfo>, ApiError> {
+        let mut out = Vec::new();
+        if names.is_empty() {
+            // An empty name list would describe every group in the account.
+            return Ok(out);
+        }
+        let mut token: Option<String> = None;
+        loop {
+            let resp = self
+                .asg
+                .describe_auto_scaling_groups()
+                .set_auto_scaling_group_names(Some(names.to_vec()))
+                .max_records(i32_of(DESCRIBE_BATCH as u32))
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| self.err("DescribeAutoScalingGroups", e))?;
+            for g in resp.auto_scaling_groups() {
+                out.push(GroupInfo {
+                    name: g.auto_scaling_group_name().unwrap_or_default().to_string(),
+                    min_size: nonneg(g.min_size()),
+                    max_size: nonneg(g.max_size()),
+                    desired_capacity: nonneg(g.desired_capacity()),
+                    instances: g
+                        .instances()
+                        .iter()
+                        .map(|i| GroupInstance {
+                            instance_id: i.instance_id().unwrap_or_default().to_string(),
+                            lifecycle_state: i
+                                .lifecycle_state()
+                                .map(|s| s.as_str().to_string())
+                                .unwrap_or_default(),
+                            health_status: i.health_status().unwrap_or_default().to_string(),
+                            protected_from_scale_in: i.protected_from_scale_in().unwrap_or(false),
+                        })
+                        .collect(),
+                    tags: g
+                        .tags()
+                        .iter()
+                        .map(|t| GroupTag {
+                            key: t.key().unwrap_or_default().to_string(),
+                            value: t.value().unwrap_or_default().to_string(),
+                            propagate_at_launch: t.propagate_at_launch().unwrap_or(false),
+                        })
+                        .collect(),
+                    termination_policies: g.termination_policies().to_vec(),
+                });
+            }
+            match resp.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn set_desired_capacity(&self, group: &str, desired: u32) -> Result<(), ApiError> {
+        self.asg
+            .set_desired_capacity()
+            .auto_scaling_group_name(group)
+            .desired_capacity(i32_of(desired))
+            .honor_cooldown(false)
+            .send()
+            .await
+            .map_err(|e| self.err("SetDesiredCapacity", e))?;
+        Ok(())
+    }
+
+    async fn update_termination_policies(
+        &self,
+        group: &str,
+        policies: &[String],
+    ) -> Result<(), ApiError> {
+        self.asg
+            .update_auto_scaling_group()
+            .auto_scaling_group_name(group)
+            .set_termination_policies(Some(policies.to_vec()))
+            .send()
+            .await
+            .map_err(|e| self.err("UpdateAutoScalingGroup", e))?;
+        Ok(())
+    }
+
+    async fn create_or_update_tags(&self, group: &str, tags: &[GroupTag]) -> Result<(), ApiError> {
+        let tags = tags
+            .iter()
+            .map(|t| {
+                aws_sdk_autoscaling::types::Tag::builder()
+                    .resource_id(group)
+                    .resource_type("auto-scaling-group")
+                    .key(&t.key)
+                    .value(&t.value)
+                    .propagate_at_launch(t.propagate_at_launch)
+                    .build()
+            })
+            .collect();
+        self.asg
+            .create_or_update_tags()
+            .set_tags(Some(tags))
+            .send()
+            .await
+            .map_err(|e| self.err("CreateOrUpdateTags", e))?;
+        Ok(())
+    }
+
+    async fn describe_lifecycle_hooks(
+        &self,
+        group: &str,
+        names: &[String],
+    ) -> Result<Vec<HookInfo>, ApiError> {
+        let resp = self
+            .asg
+            .describe_lifecycle_hooks()
+            .auto_scaling_group_name(group)
+            .set_lifecycle_hook_names(Some(names.to_vec()))
+            .send()
+            .await
+            .map_err(|e| self.err("DescribeLifecycleHooks", e))?;
+        Ok(resp
+            .lifecycle_hooks()
+            .iter()
+            .map(|h| HookInfo {
+                name: h.lifecycle_hook_name().unwrap_or_default().to_string(),
+                transition: h.lifecycle_transition().unwrap_or_default().to_string(),
+                heartbeat_timeout: h.heartbeat_timeout().map(|v| v.max(0) as u32),
+                default_result: h.default_result().map(str::to_string),
+            })
+            .collect())
+    }
+
+    async fn put_lifecycle_hook(&self, group: &str, hook: &HookInfo) -> Result<(), ApiError> {
+        self.asg
+            .put_lifecycle_hook()
+            .auto_scaling_group_name(group)
+            .lifecycle_hook_name(&hook.name)
+            .lifecycle_transition(&hook.transition)
+            .set_heartbeat_timeout(hook.heartbeat_timeout.map(i32_of))
+            .set_default_result(hook.default_result.clone())
+            .send()
+            .await
+            .map_err(|e| self.err("PutLifecycleHook", e))?;
+        Ok(())
+    }
+
+    async fn complete_lifecycle_action(
+        &self,
+        group: &str,
+        hook: &str,
+        instance_id: &str,
+        result: &str,
+    ) -> Result<(), ApiError> {
+        self.asg
+            .complete_lifecycle_action()
+            .auto_scaling_group_name(group)
+            .lifecycle_hook_name(hook)
+            .instance_id(instance_id)
+            .lifecycle_action_result(result)
+            .send()
+            .await
+            .map_err(|e| self.err("CompleteLifecycleAction", e))?;
+        Ok(())
+    }
+
+    async fn terminate_instance(
+        &self,
+        instance_id: &str,
+        decrement_desired: bool,
+    ) -> Result<(), ApiError> {
+        self.asg
+            .terminate_instance_in_auto_scaling_group()
+            .instance_id(instance_id)
+            .should_decrement_desired_capacity(decrement_desired)
+            .send()
+            .await
+            .map_err(|e| self.err("TerminateInstanceInAutoScalingGroup", e))?;
+        Ok(())
+    }
+
+    async fn record_lifecycle_action_heartbeat(
+        &self,
+        group: &str,
+        hook: &str,
+        instance_id: &str,
+    ) -> Result<(), ApiError> {
+        self.asg
+            .record_lifecycle_action_heartbeat()
+            .auto_scaling_group_name(group)
+            .lifecycle_hook_name(hook)
+            .instance_id(instance_id)
+            .send()
+            .await
+            .map_err(|e| self.err("RecordLifecycleActionHeartbeat", e))?;
+        Ok(())
+    }
+
+    async fn describe_instances(&self, ids: &[String]) -> Result<Vec<Ec2Instance>, ApiError> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(200) {
+            let filter = aws_sdk_ec2::types::Filter::builder()
+                .name("instance-id")
+                .set_values(Some(chunk.to_vec()))
+                .build();
+            out.extend(self.ec2_instances(vec![filter]).await?);
+        }
+        Ok(out)
+    }
+
+    async fn describe_worker_instances(&self) -> Result<Vec<Ec2Instance>, ApiError> {
+        let filters = vec![
+            aws_sdk_ec2::types::Filter::builder()
+                .name(format!(
+                    "tag:{}",
+                    autoscaler_executor::inventory::TAG_WORKER
+                ))
+                .values("true")
+                .build(),
+            aws_sdk_ec2::types::Filter::builder()
+                .name("instance-state-name")
+                .values("pending")
+                .values("running")
+                .build(),
+        ];
+        self.ec2_instances(filters).await
+    }
+
+    async fn tag_instances(
+        &self,
+        ids: &[String],
+        tags: &[(String, String)],
+    ) -> Result<(), ApiError> {
+        for chunk in ids.chunks(1000) {
+            self.ec2
+                .create_tags()
+                .set_resources(Some(chunk.to_vec()))
+                .set_tags(Some(
+                    tags.iter()
+                        .map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build())
+                        .collect(),
+                ))
+                .send()
+                .await
+                .map_err(|e| self.err("CreateTags", e))?;
+        }
+        Ok(())
+    }
+}

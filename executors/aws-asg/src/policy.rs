@@ -1,0 +1,524 @@
+//! The executor's pure decisions: the group's name and size, what it keeps on the group
+//! (tags, termination policy), how an instance of the group looks to the shared scale-in
+//! chooser, and what to do with an instance waiting in `Terminating:Wait`. Nothing here does
+//! I/O, so every rule is tested on values alone; [`crate::apply`] carries the decisions out.
+
+use crate::client::{Ec2Instance, GroupInstance, GroupTag};
+use crate::config::{Config, HostnameMatch};
+use autoscaler_executor::inventory::{TAG_POOL, TAG_WORKER};
+use autoscaler_executor::scale_in::{
+    self, Blocker, Candidate, CandidateState, Drain, HoldReason, ScaleInChoice, ScaleInRequest,
+    DRAIN_AGENT_VERSION, TAG_DRAIN_AGENT,
+};
+use autoscaler_executor::{render_command, BusyWorker, ErrorKind, ExecutorError, Plan, WorkerPool};
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use std::collections::HashMap;
+
+/// The first termination policy the executor keeps on every group: when AWS itself picks which
+/// instances leave (AZ rebalancing, a desired capacity lowered by someone else), the oldest go
+/// first (Vespene's own advice). The executor's own scale-in names its instances.
+pub const OLDEST_INSTANCE: &str = "OldestInstance";
+
+/// The Auto Scaling group a pool names: its `executor_command` rendered.
+///
+/// The name must not depend on `size` or `queued_size`: [`crate::AwsAsgExecutor`] renders it
+/// with an empty plan in `prepare` (which has no plan) to batch the describe call, so a name
+/// that moved with the plan would describe the wrong group. [`validate`] rejects such a
+/// template.
+pub fn group_name(pool: &WorkerPool, plan: Plan) -> Result<String, ExecutorError> {
+    let name = render_command(&pool.executor_command, pool, plan).map_err(|e| {
+        ExecutorError::new(
+            &pool.name,
+            ErrorKind::Template,
+            format!("executor_command (the Auto Scaling group name): {e}"),
+        )
+    })?;
+    let ok_len = (1..=255).contains(&name.len());
+    let bad_char = name
+        .chars()
+        .find(|c| !(('!'..='~').contains(c)) || *c == ':');
+    if !ok_len || bad_char.is_some() {
+        return Err(ExecutorError::new(
+            &pool.name,
+            ErrorKind::Config,
+            format!(
+                "executor_command renders to {name:?}, which is not an Auto Scaling group name \
+                 (1 to 255 printable ASCII characters, no spaces, no colon)"
+            ),
+        ));
+    }
+    Ok(name)
+}
+
+/// Checks a pool's settings without any I/O: the group name renders, is a valid name and does
+/// not change with the plan, and at least one instance fits under the pool's maximum.
+pub fn validate(cfg: &Config, pool: &WorkerPool, plan: Plan) -> Result<(), ExecutorError> {
+    let name = group_name(pool, plan)?;
+    let fixed = group_name(pool, Plan::default())?;
+    if name != fixed {
+        return Err(ExecutorError::new(
+            &pool.name,
+            ErrorKind::Config,
+            format!(
+                "executor_command names the Auto Scaling group and must not depend on size or \
+                 queued_size (it renders to {name:?} for this plan but {fixed:?} for an empty one)"
+            ),
+        ));
+    }
+    let wpi = cfg.workers_per_instance_for(&pool.name);
+    if pool.maximum > 0 && (pool.maximum as u32) < wpi {
+        return Err(ExecutorError::new(
+            &pool.name,
+            ErrorKind::Config,
+            format!(
+                "maximum {} is below workers_per_instance {wpi} of [executors.aws-asg]: no \
+                 instance fits without exceeding the pool's maximum",
+                pool.maximum
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A bound that changed the number of instances asked for, so the warning can say which won.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Clamp {
+    /// The plan asked for more workers than the pool's `maximum`.
+    PoolMaximum {
+        /// Workers planned.
+        planned: u32,
+        /// The pool's `maximum`, in workers.
+        maximum: u32,
+    },
+    /// Rounding up to whole instances would have run more workers than `maximum`.
+    WholeInstances {
+        /// Instances the rounding up asked for.
+        wanted: u32,
+        /// Instances that fit under `maximum`.
+        allowed: u32,
+        /// Workers each instance runs.
+        workers_per_instance: u32,
+        /// The pool's `maximum`, in workers.
+        maximum: u32,
+    },
+    /// The group's `MaxSize` is below what the pool wants.
+    GroupMax {
+        /// Instances wanted.
+        wanted: u32,
+        /// The group's `MaxSize`.
+        max_size: u32,
+    },
+    /// The group's `MinSize` is above what the pool wants.
+    GroupMin {
+        /// Instances wanted.
+        wanted: u32,
+        /// The group's `MinSize`.
+        min_size: u32,
+    },
+}
+
+impl std::fmt::Display for Clamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Clamp::PoolMaximum { planned, maximum } => write!(
+                f,
+                "plan of {planned} workers exceeds the pool's maximum of {maximum}: the pool maximum won"
+            ),
+            Clamp::WholeInstances {
+                wanted,
+                allowed,
+                workers_per_instance,
+                maximum,
+            } => write!(
+                f,
+                "{wanted} instances of {workers_per_instance} workers would exceed the pool's maximum of \
+                 {maximum} workers: the pool maximum won, asking for {allowed} instances"
+            ),
+            Clamp::GroupMax { wanted, max_size } => write!(
+                f,
+                "{wanted} instances wanted but the group's MaxSize is {max_size}: the group MaxSize won"
+            ),
+            Clamp::GroupMin { wanted, min_size } => write!(
+                f,
+                "{wanted} instances wanted but the group's MinSize is {min_size}: the group MinSize won"
+            ),
+        }
+    }
+}
+
+/// The desired capacity for a plan, with every bound that changed it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// Instances to ask the group for.
+    pub instances: u32,
+    /// The bounds that won, in the order applied.
+    pub clamps: Vec<Clamp>,
+}
+
+/// Instances for `size` workers: `ceil(min(size, maximum) / wpi)`, never more than
+/// `floor(maximum / wpi)` (so the workers never exceed the pool's maximum), then inside the
+/// group's `MinSize..=MaxSize` (AWS rejects anything outside; a `MinSize` above the pool's
+/// maximum therefore wins, with a warning).
+pub fn target_instances(
+    size: u32,
+    pool_maximum: i32,
+    workers_per_instance: u32,
+    group_min: u32,
+    group_max: u32,
+) -> Target {
+    let wpi = workers_per_instance.max(1);
+    let maximum = pool_maximum.max(0) as u32;
+    let mut clamps = Vec::new();
+    let workers = if size > maximum {
+        clamps.push(Clamp::PoolMaximum {
+            planned: size,
+            maximum,
+        });
+        maximum
+    } else {
+        size
+    };
+    let mut instances = workers.div_ceil(wpi);
+    let allowed = maximum / wpi;
+    if instances > allowed {
+        clamps.push(Clamp::WholeInstances {
+            wanted: instances,
+            allowed,
+            workers_per_instance: wpi,
+            maximum,
+        });
+        instances = allowed;
+    }
+    if instances > group_max {
+        clamps.push(Clamp::GroupMax {
+            wanted: instances,
+            max_size: group_max,
+        });
+        instances = group_max;
+    }
+    if instances < group_min {
+        clamps.push(Clamp::GroupMin {
+            wanted: instances,
+            min_size: group_min,
+        });
+        instances = group_min;
+    }
+    Target { instances, clamps }
+}
+
+/// The termination policies to set so `OldestInstance` comes first, keeping the others in
+/// order after it; `None` when it already comes first.
+pub fn wanted_termination_policies(current: &[String]) -> Option<Vec<String>> {
+    if current.first().map(String::as_str) == Some(OLDEST_INSTANCE) {
+        return None;
+    }
+    let mut out = vec![OLDEST_INSTANCE.to_string()];
+    out.extend(current.iter().filter(|p| *p != OLDEST_INSTANCE).cloned());
+    Some(out)
+}
+
+/// The tags every group of a pool carries, propagated to its instances.
+pub fn wanted_tags(pool: &str) -> Vec<GroupTag> {
+    vec![
+        GroupTag {
+            key: TAG_WORKER.to_string(),
+            value: "true".to_string(),
+            propagate_at_launch: true,
+        },
+        GroupTag {
+            key: TAG_POOL.to_string(),
+            value: pool.to_string(),
+            propagate_at_launch: true,
+        },
+    ]
+}
+
+/// The wanted tags the group lacks (missing, another value, or not propagated).
+pub fn missing_tags(current: &[GroupTag], pool: &str) -> Vec<GroupTag> {
+    wanted_tags(pool)
+        .into_iter()
+        .filter(|w| !current.iter().any(|c| c == w))
+        .collect()
+}
+
+/// The names the worker on an instance may report as `workers.hostname`, under `mode` (see
+/// [`HostnameMatch`]): the instance id, the private DNS name, the private IP. `ec2` is `None`
+/// when EC2 did not describe the instance (then only its id is known).
+pub fn instance_names(
+    mode: HostnameMatch,
+    instance_id: &str,
+    ec2: Option<&Ec2Instance>,
+) -> Vec<String> {
+    let dns = ec2.and_then(|e| e.private_dns_name.clone());
+    let ip = ec2.and_then(|e| e.private_ip.clone());
+    let id = Some(instance_id.to_string());
+    let names = match mode {
+        HostnameMatch::PrivateDnsName => vec![dns],
+        HostnameMatch::PrivateIp => vec![ip],
+        HostnameMatch::InstanceId => vec![id],
+        HostnameMatch::Any => vec![id, dns, ip],
+    };
+    names
+        .into_iter()
+        .flatten()
+        .filter(|n| !n.trim().is_empty())
+        .collect()
+}
+
+/// Whether a worker's reported hostname is this instance, under `mode`: the shared rule of
+/// [`autoscaler_executor::scale_in::hostname_matches`] (case, a trailing dot and a short name
+/// against a fully qualified one never matter) applied to [`instance_names`].
+pub fn hostname_matches(
+    mode: HostnameMatch,
+    hostname: &str,
+    instance_id: &str,
+    ec2: Option<&Ec2Instance>,
+) -> bool {
+    instance_names(mode, instance_id, ec2)
+        .iter()
+        .any(|n| scale_in::hostname_matches(hostname, n))
+}
+
+/// Whether the instance runs the drain agent of `images/` (instance tag
+/// `vespene_drain_agent=v1`): it is then removed only through the handshake, and the executor
+/// never completes its lifecycle action.
+pub fn has_agent(ec2: Option<&Ec2Instance>) -> bool {
+    ec2.and_then(|e| e.tags.get(TAG_DRAIN_AGENT))
+        .is_some_and(|v| v == DRAIN_AGENT_VERSION)
+}
+
+/// How a member of the group looks to the shared chooser: `InService` is ready, `Pending*` is
+/// booting, anything else (protected from scale-in, `Terminating*`, `Standby`, `Warmed*`,
+/// `Detaching`, …) is excluded with the reason. On AWS an instance asked to drain has already
+/// left the group's capacity (it waits in `Terminating:Wait`), so no candidate is ever
+/// "draining".
+pub fn candidate(
+    mode: HostnameMatch,
+    member: &GroupInstance,
+    ec2: Option<&Ec2Instance>,
+) -> Candidate {
+    let s = member.lifecycle_state.as_str();
+    let state = if member.protected_from_scale_in {
+        CandidateState::Excluded("protected from scale-in".into())
+    } else if s == "InService" {
+        CandidateState::Ready
+    } else if s.starts_with("Pending") {
+        CandidateState::Booting
+    } else {
+        CandidateState::Excluded(format!("lifecycle state {s}"))
+    };
+    Candidate {
+        id: member.instance_id.clone(),
+        names: instance_names(mode, &member.instance_id, ec2),
+        created: ec2.and_then(|e| e.launch_time),
+        state,
+        agent: has_agent(ec2),
+        drain: Drain::None,
+    }
+}
+
+/// How many instances a scale-in removes: what the desired capacity exceeds the target by,
+/// never more than the instances that exist (a desired capacity above them is lowered by
+/// `SetDesiredCapacity`, which ends nothing). Because the target is never below the group's
+/// `MinSize`, removing this many with `ShouldDecrementDesiredCapacity` never breaks it.
+pub fn reduction(desired: u32, capacity: u32, target: u32) -> u32 {
+    desired.min(capacity).saturating_sub(target)
+}
+
+/// The chooser's question for a scale-in of `reduction` instances of `members`.
+pub fn scale_in_choice(
+    cfg: &Config,
+    now: DateTime<Utc>,
+    reduction: u32,
+    members: &[GroupInstance],
+    ec2: &HashMap<String, Ec2Instance>,
+    busy: &[BusyWorker],
+) -> ScaleInChoice {
+    let candidates: Vec<Candidate> = members
+        .iter()
+        .map(|m| candidate(cfg.hostname_match, m, ec2.get(&m.instance_id)))
+        .collect();
+    scale_in::choose(&ScaleInRequest {
+        reduction,
+        candidates: &candidates,
+        busy,
+        unassigned_grace: grace(cfg),
+        require_agent: cfg.require_drain_agent,
+        now,
+    })
+}
+
+fn grace(cfg: &Config) -> Option<ChronoDuration> {
+    (cfg.unassigned_grace_seconds > 0)
+        .then(|| ChronoDuration::seconds(cfg.unassigned_grace_seconds.min(i64::MAX as u64) as i64))
+}
+
+/// What keeps each instance in `Terminating:Wait`, by the chooser's rules: the RUNNING build
+/// that matches it, or `None` when none does. A RUNNING build that could be on any instance
+/// (no worker recorded yet, or a worker matching no member of the group) keeps every waiting
+/// instance, and is returned as the blocker.
+pub struct DrainView {
+    /// Per waiting instance id, the build that keeps it.
+    pub busy: HashMap<String, Option<BusyWorker>>,
+    /// Why every waiting instance is kept, if something could be on any of them.
+    pub blocker: Option<Blocker>,
+}
+
+/// Asks the shared chooser which waiting instances are idle: every member of the group is a
+/// candidate for the matching (a worker's name is compared with all of them), only the waiting
+/// ones may be "removed", and the reduction is all of them, so each is either idle or held.
+pub fn drain_view(
+    cfg: &Config,
+    now: DateTime<Utc>,
+    members: &[GroupInstance],
+    ec2: &HashMap<String, Ec2Instance>,
+    busy: &[BusyWorker],
+) -> DrainView {
+    let mut waiting = 0;
+    let candidates: Vec<Candidate> = members
+        .iter()
+        .map(|m| {
+            let mut c = candidate(cfg.hostname_match, m, ec2.get(&m.instance_id));
+            c.agent = false;
+            c.state = if m.is_waiting_to_terminate() {
+                waiting += 1;
+                CandidateState::Ready
+            } else {
+                CandidateState::Excluded("not waiting".into())
+            };
+            c
+        })
+        .collect();
+    let choice = scale_in::choose(&ScaleInRequest {
+        reduction: waiting,
+        candidates: &candidates,
+        busy,
+        unassigned_grace: grace(cfg),
+        require_agent: false,
+        now,
+    });
+    let mut out = HashMap::new();
+    for m in members.iter().filter(|m| m.is_waiting_to_terminate()) {
+        let held = choice.held.iter().find_map(|(id, r)| match r {
+            HoldReason::Busy { build_id, worker } if id == &m.instance_id => Some(BusyWorker {
+                hostname: Some(worker.clone()),
+                build_id: *build_id,
+                started: None,
+            }),
+            _ => None,
+        });
+        let held = held.or_else(|| {
+            choice.blocker.as_ref().map(|b| BusyWorker {
+                hostname: Some(format!("(any instance: {})", blocker_word(b))),
+                build_id: blocker_build(b),
+                started: None,
+            })
+        });
+        out.insert(m.instance_id.clone(), held);
+    }
+    DrainView {
+        busy: out,
+        blocker: choice.blocker,
+    }
+}
+
+fn blocker_word(b: &Blocker) -> &'static str {
+    match b {
+        Blocker::Unassigned { .. } => "a RUNNING build has no worker recorded yet",
+        Blocker::Unmatched { .. } => "a RUNNING build's worker matches no instance",
+    }
+}
+
+fn blocker_build(b: &Blocker) -> i64 {
+    match b {
+        Blocker::Unassigned { build_ids } | Blocker::Unmatched { build_ids, .. } => {
+            build_ids.first().copied().unwrap_or(0)
+        }
+    }
+}
+
+/// What the drain logic remembers about an instance in `Terminating:Wait`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DrainState {
+    /// When this process first saw it waiting: the start of its drain. A restart of the
+    /// autoscaler restarts this clock; AWS's own global timeout still bounds the wait.
+    pub since: DateTime<Utc>,
+    /// The last heartbeat this process recorded for it.
+    pub last_heartbeat: Option<DateTime<Utc>>,
+}
+
+/// What to do with one waiting instance this cycle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// No RUNNING build on it: let it terminate now.
+    CompleteIdle,
+    /// Still busy but held for `max_drain_seconds` already: let it terminate.
+    CompleteDrainTimeout {
+        /// The RUNNING build.
+        build_id: i64,
+        /// The worker (`workers.hostname`) running it.
+        worker: String,
+    },
+    /// Busy and the last heartbeat is getting old: extend the wait.
+    Heartbeat {
+        /// The RUNNING build.
+        build_id: i64,
+        /// The worker (`workers.hostname`) running it.
+        worker: String,
+    },
+    /// Busy, heartbeat recent enough: nothing to send.
+    Wait {
+        /// The RUNNING build.
+        build_id: i64,
+        /// The worker (`workers.hostname`) running it.
+        worker: String,
+    },
+    /// It runs the drain agent and nothing RUNNING matches it: the agent completes the
+    /// lifecycle action itself once its worker has exited; nothing to send.
+    LeaveToAgent,
+    /// It runs the drain agent, a build still matches it, and `max_drain_seconds` is over: no
+    /// more heartbeats from the executor (the agent's own, or the hook's timeout, decide).
+    AgentOverdue {
+        /// The RUNNING build.
+        build_id: i64,
+        /// The worker (`workers.hostname`) running it.
+        worker: String,
+    },
+}
+
+/// The drain rule. A worker the database does not know (no RUNNING build names it) is idle:
+/// only a RUNNING build can keep an instance. An instance with the drain agent is never
+/// completed by the executor (the agent acknowledges); it only gets the safety-net heartbeats
+/// while a build matches it.
+pub fn decide(
+    cfg: &Config,
+    now: DateTime<Utc>,
+    state: &DrainState,
+    agent: bool,
+    busy: Option<&BusyWorker>,
+) -> Decision {
+    let Some(b) = busy else {
+        return if agent {
+            Decision::LeaveToAgent
+        } else {
+            Decision::CompleteIdle
+        };
+    };
+    let (build_id, worker) = (b.build_id, b.hostname.clone().unwrap_or_default());
+    let max = ChronoDuration::seconds(cfg.max_drain_seconds.min(i64::MAX as u64) as i64);
+    if now - state.since >= max {
+        return if agent {
+            Decision::AgentOverdue { build_id, worker }
+        } else {
+            Decision::CompleteDrainTimeout { build_id, worker }
+        };
+    }
+    let interval = ChronoDuration::seconds(cfg.heartbeat_interval_seconds() as i64);
+    match state.last_heartbeat {
+        Some(t) if now - t < interval => Decision::Wait { build_id, worker },
+        _ => Decision::Heartbeat { build_id, worker },
+    }
+}
+
+#[cfg(test)]
+mod tests;
