@@ -11,7 +11,8 @@ use autoscaler_executor::{
     WorkerDirectory, WorkerPool,
 };
 use chrono::{DateTime, Utc};
-use futures::stream::{self, StreamExt};
+use futures::future::{BoxFuture, FutureExt, Shared};
+use futures::stream::{FuturesUnordered, StreamExt};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -208,6 +209,49 @@ struct Memory {
     last_plan: Option<Plan>,
     /// The backend asked to be called next cycle (draining in progress).
     revisit: bool,
+    /// When this process last scaled the pool successfully without managing to record it:
+    /// the timer runs from here, so a database that refuses writes (read-only standby,
+    /// permissions) does not make a shell command run every cycle.
+    unrecorded_success: Option<DateTime<Utc>>,
+    /// Consecutive cycles whose status write for this pool failed.
+    write_failures: u32,
+    /// After a failed status write, the pool is not called again before this time (unless
+    /// `--force`): exponential from [`WRITE_BACKOFF_BASE`] up to [`WRITE_BACKOFF_CAP`].
+    hold_until: Option<DateTime<Utc>>,
+}
+
+/// First wait after a pool's status could not be written.
+pub const WRITE_BACKOFF_BASE: chrono::Duration = chrono::Duration::seconds(30);
+/// Longest wait between attempts while a pool's status cannot be written.
+pub const WRITE_BACKOFF_CAP: chrono::Duration = chrono::Duration::hours(1);
+
+impl Memory {
+    /// The pool's status write failed at `now`: hold it back, doubling each time.
+    fn write_failed(&mut self, now: DateTime<Utc>) {
+        self.write_failures = self.write_failures.saturating_add(1);
+        let wait = WRITE_BACKOFF_BASE
+            .checked_mul(1 << (self.write_failures - 1).min(10))
+            .unwrap_or(WRITE_BACKOFF_CAP)
+            .min(WRITE_BACKOFF_CAP);
+        self.hold_until = now.checked_add_signed(wait);
+    }
+
+    /// The pool's status was written: the database's `last_autoscaled` is the timer again.
+    fn write_succeeded(&mut self) {
+        self.write_failures = 0;
+        self.hold_until = None;
+        self.unrecorded_success = None;
+    }
+
+    /// Whether the in-memory timer and back-off let the pool be called at `now`.
+    fn allows(&self, pool: &WorkerPool, now: DateTime<Utc>) -> bool {
+        let held = self.hold_until.is_some_and(|t| now < t);
+        let timer = self.unrecorded_success.is_none_or(|t| {
+            now.signed_duration_since(t)
+                >= chrono::Duration::minutes(i64::from(pool.reevaluate_minutes.max(0)))
+        });
+        !held && timer
+    }
 }
 
 /// Answers executors' "which workers are busy" from the Vespene database.
@@ -231,6 +275,10 @@ pub struct Engine {
     options: EngineOptions,
     memory: Mutex<HashMap<i64, Memory>>,
 }
+
+/// One backend's `prepare` for the pools of a cycle, awaited by each of them: `Some` holds the
+/// failure every one of those pools then reports.
+type Prepared = Shared<BoxFuture<'static, Option<(ErrorKind, String)>>>;
 
 /// A pool that passed every check and will be handed to its executor.
 struct Job {
@@ -438,68 +486,94 @@ impl Engine {
             }
         }
 
-        // Let each backend batch its reads for all of its pools, once.
-        let mut by_executor: BTreeMap<&'static str, Vec<usize>> = BTreeMap::new();
-        for (i, job) in jobs.iter().enumerate() {
-            by_executor.entry(job.executor.name()).or_default().push(i);
+        // Each backend batches its reads for all of its pools once, every backend at the same
+        // time, and a pool starts as soon as its own backend is prepared: a cloud endpoint that
+        // never answers holds back the pools of that backend only.
+        let mut prepared: BTreeMap<&'static str, Prepared> = BTreeMap::new();
+        let mut groups: BTreeMap<&'static str, (Arc<dyn Executor>, Vec<WorkerPool>)> =
+            BTreeMap::new();
+        for job in &jobs {
+            groups
+                .entry(job.executor.name())
+                .or_insert_with(|| (job.executor.clone(), Vec::new()))
+                .1
+                .push(job.pool.clone());
         }
-        let mut failed_prepare: HashMap<usize, ExecutorError> = HashMap::new();
-        for idxs in by_executor.values() {
-            let executor = jobs[idxs[0]].executor.clone();
-            let pools: Vec<&WorkerPool> = idxs.iter().map(|&i| &jobs[i].pool).collect();
-            if let Err(e) = executor.prepare(&pools, self.options.dry_run).await {
-                for &i in idxs {
-                    let err = ExecutorError::new(&jobs[i].pool.name, e.kind, e.message.clone());
-                    failed_prepare.insert(i, err);
-                }
-            }
+        for (name, (executor, pools)) in groups {
+            let dry_run = self.options.dry_run;
+            let prepare = async move {
+                let refs: Vec<&WorkerPool> = pools.iter().collect();
+                executor
+                    .prepare(&refs, dry_run)
+                    .await
+                    .err()
+                    .map(|e| (e.kind, e.message))
+            };
+            prepared.insert(name, prepare.boxed().shared());
         }
 
-        // Scale concurrently; record whatever has finished in batches (one UPDATE for all the
-        // successes that are ready), so a slow pool never holds back another pool's record.
+        // Scale concurrently (at most `concurrency` executor calls at once); record whatever
+        // has finished in batches (one UPDATE for all the successes that are ready), so a slow
+        // pool never holds back another pool's record.
         let directory = DbDirectory(&self.db);
         let directory = &directory;
-        let stop_starting = stop.clone();
-        let mut finished = stream::iter(jobs.into_iter().enumerate())
-            .take_while(|_| {
-                let stopping = *stop_starting.borrow();
-                if stopping {
-                    tracing::info!("shutting down: not starting the remaining pools");
-                }
-                std::future::ready(!stopping)
-            })
-            .map(|(i, job)| {
-                let prepared = failed_prepare.remove(&i);
+        let slots = tokio::sync::Semaphore::new(self.options.concurrency.max(1));
+        let slots = &slots;
+        let told = std::sync::atomic::AtomicBool::new(false);
+        let told = &told;
+        let not_started = move || {
+            if !told.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::info!("shutting down: not starting the remaining pools");
+            }
+            None
+        };
+        let mut finished = jobs
+            .into_iter()
+            .map(|job| {
+                let prepare = prepared[job.executor.name()].clone();
                 let mut stop = stop.clone();
                 let grace = self.options.shutdown_grace;
                 async move {
-                    let result = match prepared {
-                        Some(err) => Err(err),
-                        None => {
-                            let scale = job.executor.scale(ScaleRequest {
-                                pool: &job.pool,
-                                plan: job.plan,
-                                dry_run: self.options.dry_run,
-                                workers: directory,
-                            });
-                            let deadline = async {
-                                let _ = stop.wait_for(|s| *s).await;
-                                tokio::time::sleep(grace).await;
-                            };
-                            tokio::select! {
-                                r = scale => r,
-                                _ = deadline => Err(ExecutorError::new(
-                                    &job.pool.name,
-                                    ErrorKind::Cancelled,
-                                    format!("executor call stopped {} s after shutdown began; its work may be incomplete", grace.as_secs()),
-                                )),
-                            }
+                    let result = async {
+                        let prepare_failed = tokio::select! {
+                            p = prepare => p,
+                            _ = stop.wait_for(|s| *s) => return not_started(),
+                        };
+                        if let Some((kind, message)) = prepare_failed {
+                            return Some(Err(ExecutorError::new(&job.pool.name, kind, message)));
                         }
-                    };
-                    (job, result)
+                        let _slot = tokio::select! {
+                            s = slots.acquire() => s.expect("the semaphore is never closed"),
+                            _ = stop.wait_for(|s| *s) => return not_started(),
+                        };
+                        if *stop.borrow() {
+                            return not_started();
+                        }
+                        let scale = job.executor.scale(ScaleRequest {
+                            pool: &job.pool,
+                            plan: job.plan,
+                            dry_run: self.options.dry_run,
+                            workers: directory,
+                        });
+                        let deadline = async {
+                            let _ = stop.wait_for(|s| *s).await;
+                            tokio::time::sleep(grace).await;
+                        };
+                        Some(tokio::select! {
+                            r = scale => r,
+                            _ = deadline => Err(ExecutorError::new(
+                                &job.pool.name,
+                                ErrorKind::Cancelled,
+                                format!("executor call stopped {} s after shutdown began; its work may be incomplete", grace.as_secs()),
+                            )),
+                        })
+                    }
+                    .await;
+                    result.map(|r| (job, r))
                 }
             })
-            .buffer_unordered(self.options.concurrency.max(1))
+            .collect::<FuturesUnordered<_>>()
+            .filter_map(std::future::ready)
             .ready_chunks(256);
         while let Some(chunk) = finished.next().await {
             for (index, result) in self.record(chunk, now).await {
@@ -543,6 +617,15 @@ impl Engine {
         for w in why {
             tracing::warn!(pool = %pool.name, outcome = "clamped", "pool {}: {w}", pool.name);
         }
+        if planner::in_future(pool, now) {
+            tracing::warn!(pool = %pool.name, outcome = "clock", "pool {}: last_autoscaled {} is in the future; treating the pool as due",
+                pool.name, pool.last_autoscaled.map(|t| t.to_rfc3339()).unwrap_or_default());
+        }
+        let held = !memory.allows(pool, now);
+        if held && !force {
+            tracing::debug!(pool = %pool.name, outcome = "held", "pool {}: its last status write failed; waiting before calling it again", pool.name);
+            return Ok((plan, None));
+        }
         let due = DueCheck {
             force,
             full_cycle: scope == Scope::All,
@@ -560,6 +643,29 @@ impl Engine {
         }
         executor.validate(pool, plan)?;
         Ok((plan, Some(executor)))
+    }
+
+    /// Remembers whether the status writes of these pools went through, so a pool whose
+    /// write failed is neither re-run at once nor every cycle.
+    fn remember_writes(
+        &self,
+        ids: impl Iterator<Item = i64>,
+        ok: bool,
+        now: DateTime<Utc>,
+        succeeded: bool,
+    ) {
+        let mut all = self.memory.lock().expect("memory lock");
+        for id in ids {
+            let memory = all.entry(id).or_default();
+            if ok {
+                memory.write_succeeded();
+            } else {
+                memory.write_failed(now);
+                if succeeded {
+                    memory.unrecorded_success = Some(now);
+                }
+            }
+        }
     }
 
     /// Logs, remembers and records (in batches) a set of finished pools.
@@ -615,10 +721,19 @@ impl Engine {
             }
         }
         if !self.options.dry_run {
-            if let Err(e) = self.db.record_failures(&failures).await {
+            let failed_write = self.db.record_failures(&failures).await.err();
+            if let Some(e) = &failed_write {
                 tracing::error!("could not record autoscaling_status of failed pools: {e}");
             }
-            if let Err(e) = self.db.record_successes(&successes, now).await {
+            self.remember_writes(
+                failures.iter().map(|f| f.0),
+                failed_write.is_none(),
+                now,
+                false,
+            );
+            let written = self.db.record_successes(&successes, now).await;
+            self.remember_writes(successes.iter().copied(), written.is_ok(), now, true);
+            if let Err(e) = written {
                 let msg = format!("scaled, but could not record the result: {e}");
                 tracing::error!(outcome = "failed", "{msg}");
                 for (_, r) in results.iter_mut() {
