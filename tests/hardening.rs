@@ -107,7 +107,7 @@ async fn two_processes_never_act_on_the_same_pool_at_once() {
         t.add_pool(&p).await;
     }
     let args = [
-        "--queue", "a", "--queue", "b", "--queue", "c", "--sleep", "0",
+        "--queue", "a", "--queue", "b", "--queue", "c", "--sleep", "1",
     ];
     let mut one = spawn(&t.url, &args, &[("INSTANCE", "one")]);
     let mut two = spawn(&t.url, &args, &[("INSTANCE", "two")]);

@@ -113,7 +113,7 @@ fn stream<R: AsyncRead + Unpin + Send + 'static>(
 fn watchdog(pgid: i32) -> Option<tokio::process::Child> {
     Command::new("/bin/sh")
         .arg("-c")
-        .arg("read -r _; kill -KILL -- -\"$1\" 2>/dev/null")
+        .arg("read -r _; kill -9 -\"$1\" 2>/dev/null")
         .arg("autoscaler-watchdog")
         .arg(pgid.to_string())
         .stdin(Stdio::piped())
@@ -232,4 +232,68 @@ pub(crate) async fn run(
         ErrorKind::Command(code),
         format!("executor_command exited with status {code}{tail}"),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader of `n` bytes of `x`, then an optional newline and a second line.
+    struct Endless {
+        left: usize,
+        tail: &'static [u8],
+    }
+
+    impl AsyncRead for Endless {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            if self.left > 0 {
+                let n = self.left.min(buf.remaining());
+                buf.put_slice(&vec![b'x'; n]);
+                self.left -= n;
+            } else {
+                let n = self.tail.len().min(buf.remaining());
+                let tail = self.tail;
+                buf.put_slice(&tail[..n]);
+                self.tail = &tail[n..];
+            }
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn one_line_is_capped_and_the_rest_is_still_read() {
+        let last = read_lines(
+            Endless {
+                left: 50 * 1024 * 1024,
+                tail: b"",
+            },
+            "p",
+            "stdout",
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            last,
+            format!(
+                "{} … (line cut at {MAX_LINE_BYTES} bytes)",
+                "x".repeat(MAX_LINE_BYTES)
+            )
+        );
+        // The line after a cut one is read whole.
+        let last = read_lines(
+            Endless {
+                left: 3 * MAX_LINE_BYTES,
+                tail: b"\nafter \xff\xfe\r\n",
+            },
+            "p",
+            "stdout",
+        )
+        .await
+        .unwrap();
+        assert_eq!(last, "after \u{fffd}\u{fffd}");
+    }
 }
