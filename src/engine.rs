@@ -4,7 +4,7 @@
 //! in batches. The loop around it lives in `run.rs`.
 
 use crate::db::{Database, DbError};
-use crate::planner::{self, Counts, PlanInput, PlannerState, Planners, SettingError};
+use crate::planner::{self, Counts, PlanInput, Planners, SettingError};
 use async_trait::async_trait;
 use autoscaler_executor::{
     BusyWorker, DirectoryError, ErrorKind, Executor, ExecutorError, Outcome, Plan, ScaleRequest,
@@ -18,60 +18,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// The backends compiled into this binary, by the name a pool's `executor` column uses.
-#[derive(Clone, Default)]
-pub struct Registry {
-    executors: BTreeMap<&'static str, Arc<dyn Executor>>,
-}
+mod memory;
+mod record;
+mod registry;
 
-/// Every backend this project has, compiled in or not, so a pool naming one that was left out
-/// of the build gets "not compiled in" rather than "unknown".
-pub const ALL_EXECUTORS: &[&str] = &["shell", "aws-asg", "gce-mig"];
-
-impl Registry {
-    /// Adds a backend under its own name.
-    pub fn register(&mut self, executor: Arc<dyn Executor>) {
-        self.executors.insert(executor.name(), executor);
-    }
-
-    /// Names of the registered backends.
-    pub fn names(&self) -> Vec<&'static str> {
-        self.executors.keys().copied().collect()
-    }
-
-    /// Whether the pool's backend is registered and declarative.
-    pub fn is_declarative(&self, pool: &WorkerPool) -> bool {
-        self.lookup(pool).is_ok_and(|e| e.declarative())
-    }
-
-    /// The pool's backend, or a setting error naming the `executor` column.
-    pub fn lookup(&self, pool: &WorkerPool) -> Result<Arc<dyn Executor>, SettingError> {
-        let name = pool.executor.as_deref().map(str::trim).unwrap_or("");
-        let err = |message: String| SettingError {
-            pool: pool.name.clone(),
-            field: "executor",
-            message,
-        };
-        if name.is_empty() {
-            return Err(err(format!(
-                "not set (choose one of: {})",
-                self.names().join(", ")
-            )));
-        }
-        if let Some(e) = self.executors.get(name) {
-            return Ok(e.clone());
-        }
-        if ALL_EXECUTORS.contains(&name) {
-            return Err(err(format!(
-                "{name:?} is not compiled into this build (rebuild with cargo feature `{name}`)"
-            )));
-        }
-        Err(err(format!(
-            "unknown executor {name:?} (known: {})",
-            self.names().join(", ")
-        )))
-    }
-}
+use memory::Memory;
+pub use memory::{WRITE_BACKOFF_BASE, WRITE_BACKOFF_CAP};
+pub use registry::{Registry, ALL_EXECUTORS};
 
 /// Which pools a cycle evaluates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -196,61 +149,6 @@ impl CycleReport {
         self.pools
             .iter()
             .filter(|p| matches!(p.result, PoolResult::Failed { .. }))
-    }
-}
-
-/// What the engine remembers between cycles about a pool.
-#[derive(Clone, Debug, Default)]
-struct Memory {
-    /// The planner's own memory of this pool.
-    planner: PlannerState,
-    /// The plan last applied successfully: a declarative backend is called again as soon as
-    /// its size differs, without waiting for the timer; and the runaway guard's base.
-    last_plan: Option<Plan>,
-    /// The backend asked to be called next cycle (draining in progress).
-    revisit: bool,
-    /// When this process last scaled the pool successfully without managing to record it:
-    /// the timer runs from here, so a database that refuses writes (read-only standby,
-    /// permissions) does not make a shell command run every cycle.
-    unrecorded_success: Option<DateTime<Utc>>,
-    /// Consecutive cycles whose status write for this pool failed.
-    write_failures: u32,
-    /// After a failed status write, the pool is not called again before this time (unless
-    /// `--force`): exponential from [`WRITE_BACKOFF_BASE`] up to [`WRITE_BACKOFF_CAP`].
-    hold_until: Option<DateTime<Utc>>,
-}
-
-/// First wait after a pool's status could not be written.
-pub const WRITE_BACKOFF_BASE: chrono::Duration = chrono::Duration::seconds(30);
-/// Longest wait between attempts while a pool's status cannot be written.
-pub const WRITE_BACKOFF_CAP: chrono::Duration = chrono::Duration::hours(1);
-
-impl Memory {
-    /// The pool's status write failed at `now`: hold it back, doubling each time.
-    fn write_failed(&mut self, now: DateTime<Utc>) {
-        self.write_failures = self.write_failures.saturating_add(1);
-        let wait = WRITE_BACKOFF_BASE
-            .checked_mul(1 << (self.write_failures - 1).min(10))
-            .unwrap_or(WRITE_BACKOFF_CAP)
-            .min(WRITE_BACKOFF_CAP);
-        self.hold_until = now.checked_add_signed(wait);
-    }
-
-    /// The pool's status was written: the database's `last_autoscaled` is the timer again.
-    fn write_succeeded(&mut self) {
-        self.write_failures = 0;
-        self.hold_until = None;
-        self.unrecorded_success = None;
-    }
-
-    /// Whether the in-memory timer and back-off let the pool be called at `now`.
-    fn allows(&self, pool: &WorkerPool, now: DateTime<Utc>) -> bool {
-        let held = self.hold_until.is_some_and(|t| now < t);
-        let timer = self.unrecorded_success.is_none_or(|t| {
-            now.signed_duration_since(t)
-                >= chrono::Duration::minutes(i64::from(pool.reevaluate_minutes.max(0)))
-        });
-        !held && timer
     }
 }
 
@@ -643,111 +541,6 @@ impl Engine {
         }
         executor.validate(pool, plan)?;
         Ok((plan, Some(executor)))
-    }
-
-    /// Remembers whether the status writes of these pools went through, so a pool whose
-    /// write failed is neither re-run at once nor every cycle.
-    fn remember_writes(
-        &self,
-        ids: impl Iterator<Item = i64>,
-        ok: bool,
-        now: DateTime<Utc>,
-        succeeded: bool,
-    ) {
-        let mut all = self.memory.lock().expect("memory lock");
-        for id in ids {
-            let memory = all.entry(id).or_default();
-            if ok {
-                memory.write_succeeded();
-            } else {
-                memory.write_failed(now);
-                if succeeded {
-                    memory.unrecorded_success = Some(now);
-                }
-            }
-        }
-    }
-
-    /// Logs, remembers and records (in batches) a set of finished pools.
-    async fn record(
-        &self,
-        chunk: Vec<(Job, Result<Outcome, ExecutorError>)>,
-        now: DateTime<Utc>,
-    ) -> Vec<(usize, PoolResult)> {
-        let mut successes = Vec::new();
-        let mut failures = Vec::new();
-        let mut results = Vec::with_capacity(chunk.len());
-        for (job, result) in chunk {
-            let pool = &job.pool;
-            let name = job.executor.name();
-            match result {
-                Ok(outcome) => {
-                    for action in &outcome.actions {
-                        tracing::info!(pool = %pool.name, executor = name, "[{}] {action}", pool.name);
-                    }
-                    let queued = job.counts.effective_queued(pool);
-                    tracing::info!(
-                        pool = %pool.name, executor = name, outcome = if self.options.dry_run { "dry_run" } else { "scaled" },
-                        size = job.plan.size, queued_size = job.plan.queued_size, queued, running = job.counts.running,
-                        "pool {}: size {} (queued_size {}) from {queued} queued, {} running",
-                        pool.name, job.plan.size, job.plan.queued_size, job.counts.running
-                    );
-                    {
-                        let mut all = self.memory.lock().expect("memory lock");
-                        let memory = all.entry(pool.id).or_default();
-                        memory.last_plan = Some(job.plan);
-                        memory.revisit = outcome.revisit;
-                    }
-                    successes.push(pool.id);
-                    results.push((
-                        job.index,
-                        PoolResult::Scaled {
-                            plan: job.plan,
-                            counts: job.counts,
-                            outcome,
-                        },
-                    ));
-                }
-                Err(e) => {
-                    // Forget the applied plan so a declarative pool is retried next cycle.
-                    if let Some(memory) = self.memory.lock().expect("memory lock").get_mut(&pool.id)
-                    {
-                        memory.last_plan = None;
-                        memory.revisit = false;
-                    }
-                    failures.push((pool.id, e.status_code()));
-                    results.push((job.index, failed(pool, e.kind, &e.to_string())));
-                }
-            }
-        }
-        if !self.options.dry_run {
-            let failed_write = self.db.record_failures(&failures).await.err();
-            if let Some(e) = &failed_write {
-                tracing::error!("could not record autoscaling_status of failed pools: {e}");
-            }
-            self.remember_writes(
-                failures.iter().map(|f| f.0),
-                failed_write.is_none(),
-                now,
-                false,
-            );
-            let written = self.db.record_successes(&successes, now).await;
-            self.remember_writes(successes.iter().copied(), written.is_ok(), now, true);
-            if let Err(e) = written {
-                let msg = format!("scaled, but could not record the result: {e}");
-                tracing::error!(outcome = "failed", "{msg}");
-                for (_, r) in results.iter_mut() {
-                    if matches!(r, PoolResult::Scaled { .. }) {
-                        *r = PoolResult::Failed {
-                            status: 1,
-                            kind: "database",
-                            error: msg.clone(),
-                        };
-                    }
-                }
-            }
-        }
-        results
     }
 }
 

@@ -5,6 +5,7 @@
 mod common;
 
 use autoscaler_executor::WorkerPool;
+use common::process::run_bounded;
 use common::{shell_pool, TestDb};
 use std::process::Command;
 
@@ -187,34 +188,6 @@ fn config_and_url_errors_stop_before_any_pool() {
         );
         assert!(!stderr.contains("topsecret"), "{stderr}");
     }
-}
-
-/// Runs the binary with a bound: a test that hangs is a failure, not a stuck suite.
-fn run_bounded(
-    args: &[&str],
-    env: &[(&str, &str)],
-    limit: std::time::Duration,
-) -> std::process::Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_autoscaler"))
-        .args(args)
-        .envs(env.iter().copied())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = std::time::Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "{args:?} still running after {limit:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    child.wait_with_output().unwrap()
 }
 
 /// Issue 12 item 1: PostgreSQL timestamps outside chrono's range ('infinity', '-infinity', year
@@ -561,45 +534,6 @@ async fn text_logs_escape_control_characters() {
         "{stderr}"
     );
     assert!(stderr.contains("out\\x1b[2Jput"), "{stderr}");
-    t.cleanup().await;
-}
-
-/// Issue 12 item 15: 40,000 `--queue` names on SQLite are read in chunks.
-#[tokio::test]
-async fn forty_thousand_queue_names_on_sqlite() {
-    let t = TestDb::sqlite().await;
-    let dir = tempfile::tempdir().unwrap();
-    let ran = dir.path().join("ran");
-    t.add_pool(&shell_pool(
-        40_000,
-        "pool-39999",
-        &format!("touch {}", ran.display()),
-    ))
-    .await;
-    let names: Vec<String> = (0..40_000).map(|i| format!("pool-{i}")).collect();
-    let mut args = vec![
-        "--database-url".to_string(),
-        t.url.clone(),
-        "--force".to_string(),
-    ];
-    for n in &names {
-        args.push("--queue".into());
-        args.push(n.clone());
-    }
-    let out = Command::new(env!("CARGO_BIN_EXE_autoscaler"))
-        .args(&args)
-        .env("RUST_LOG", "error")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        stderr.chars().take(2000).collect::<String>()
-    );
-    assert!(ran.exists());
-    assert_eq!(t.status_of("pool-39999").await.0, Some(0));
     t.cleanup().await;
 }
 

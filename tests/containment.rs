@@ -451,3 +451,42 @@ async fn background_jobs_of_a_successful_command_end_with_it_as_documented() {
     );
     t.cleanup().await;
 }
+
+/// Issue 12 item 15: 40,000 `--queue` names on SQLite are read in chunks.
+#[tokio::test]
+async fn forty_thousand_queue_names_on_sqlite() {
+    let t = TestDb::sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ran = dir.path().join("ran");
+    t.add_pool(&shell_pool(
+        40_000,
+        "pool-39999",
+        &format!("touch {}", ran.display()),
+    ))
+    .await;
+    let names: Vec<String> = (0..40_000).map(|i| format!("pool-{i}")).collect();
+    let mut args = vec![
+        "--database-url".to_string(),
+        t.url.clone(),
+        "--force".to_string(),
+    ];
+    for n in &names {
+        args.push("--queue".into());
+        args.push(n.clone());
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_autoscaler"))
+        .args(&args)
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        stderr.chars().take(2000).collect::<String>()
+    );
+    assert!(ran.exists());
+    assert_eq!(t.status_of("pool-39999").await.0, Some(0));
+    t.cleanup().await;
+}
