@@ -490,3 +490,44 @@ async fn forty_thousand_queue_names_on_sqlite() {
     assert_eq!(t.status_of("pool-39999").await.0, Some(0));
     t.cleanup().await;
 }
+
+/// Item 6: 30 MB of output without a newline is logged cut at 16 KiB (the rest is read and
+/// dropped, never buffered), and the command runs to its end.
+#[tokio::test]
+async fn an_endless_output_line_is_cut_not_buffered() {
+    let t = TestDb::sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let done = dir.path().join("done");
+    t.add_pool(&shell_pool(
+        1,
+        "p",
+        &format!(
+            "head -c 30000000 /dev/zero | tr '\\0' x; touch {}",
+            done.display()
+        ),
+    ))
+    .await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_autoscaler"))
+        .args(["--database-url", &t.url, "--queue", "p", "--force"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        &stderr[..stderr.len().min(2000)]
+    );
+    assert!(done.exists(), "the command did not run to its end");
+    assert!(
+        stderr.len() < 100_000,
+        "{} bytes of log for one line",
+        stderr.len()
+    );
+    assert!(
+        stderr.contains("… (line cut at 16384 bytes)"),
+        "{}",
+        &stderr[..stderr.len().min(2000)]
+    );
+    t.cleanup().await;
+}
