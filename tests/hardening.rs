@@ -227,8 +227,10 @@ async fn survives_a_database_outage_and_reports_health() {
     let first = wait_until(Duration::from_secs(10), || !lines(&log).is_empty())
         .expect("never recovered from a down start");
     // The command's output appears before its cycle ends and is recorded; health follows then.
-    wait_until(Duration::from_secs(5), || http_get(metrics, "/healthz").0 == 200)
-        .expect("/healthz did not recover with the database");
+    wait_until(Duration::from_secs(5), || {
+        http_get(metrics, "/healthz").0 == 200
+    })
+    .expect("/healthz did not recover with the database");
     let (code, body) = http_get(metrics, "/metrics");
     assert_eq!(code, 200);
     assert!(
