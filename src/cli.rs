@@ -77,8 +77,9 @@ pub struct RunArgs {
     #[arg(long)]
     pub force: bool,
 
-    /// Seconds to wait between cycles (without --force).
-    #[arg(long, value_name = "SECONDS", default_value_t = 20)]
+    /// Seconds to wait between cycles (without --force), 1 to 86400.
+    #[arg(long, value_name = "SECONDS", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub sleep: u64,
 
     /// Compute and print each plan and what the executor would do (for shell: the rendered

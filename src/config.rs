@@ -39,6 +39,9 @@ pub struct Config {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// `/healthz` fails once the database has been unreachable this long. Default 120.
     pub unhealthy_after_seconds: Option<u64>,
+    /// `/healthz` also fails once no cycle has finished for this many `--sleep` intervals: a
+    /// stuck cycle stops every pool. 0 turns the check off. Default 45.
+    pub stuck_after_sleeps: Option<u32>,
     /// Per-backend settings.
     #[serde(default)]
     pub executors: ExecutorsConfig,
@@ -105,11 +108,34 @@ impl Config {
             });
         }
         if let Some(p) = cfg.poll_seconds {
-            if !p.is_finite() || p < 0.0 {
+            if !p.is_finite() || !(0.0..=3600.0).contains(&p) {
                 return Err(ConfigError::Invalid {
                     path: origin.to_string(),
                     field: "poll_seconds",
-                    reason: format!("must be a number of seconds, 0 or more, got {p}"),
+                    reason: format!("must be a number of seconds from 0 to 3600, got {p:?}"),
+                });
+            }
+        }
+        let a = &cfg.audit;
+        for (field, v) in [
+            ("audit.drift_grace_seconds", a.drift_grace_seconds),
+            ("audit.drain_limit_seconds", a.drain_limit_seconds),
+            ("audit.boot_allowance_seconds", a.boot_allowance_seconds),
+            ("audit.stale_worker_seconds", a.stale_worker_seconds),
+            (
+                "shutdown_grace_seconds",
+                cfg.shutdown_grace_seconds.unwrap_or(0),
+            ),
+            (
+                "unhealthy_after_seconds",
+                cfg.unhealthy_after_seconds.unwrap_or(0),
+            ),
+        ] {
+            if v > MAX_SETTING_SECONDS {
+                return Err(ConfigError::Invalid {
+                    path: origin.to_string(),
+                    field,
+                    reason: format!("at most {MAX_SETTING_SECONDS} seconds (100 years), got {v}"),
                 });
             }
         }
@@ -123,6 +149,10 @@ impl Config {
         Ok(cfg)
     }
 }
+
+/// Longest duration a setting in seconds may hold (100 years): beyond it, date arithmetic
+/// overflows, and such a value can only be a mistake.
+pub const MAX_SETTING_SECONDS: u64 = 100 * 365 * 86_400;
 
 /// `toml`'s message with the line and column stated in one line (its own message spreads them
 /// over a snippet that reads badly in a log).
@@ -180,6 +210,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(msg, "config file c.toml: concurrency: must be at least 1");
+    }
+
+    #[test]
+    fn numeric_edges_are_errors_naming_the_setting() {
+        for (text, expected) in [
+            ("poll_seconds = 1e300", "poll_seconds: must be a number of seconds from 0 to 3600, got 1e300"),
+            ("[audit]\ndrift_grace_seconds = 9223372036854775807", "audit.drift_grace_seconds: at most 3153600000 seconds (100 years), got 9223372036854775807"),
+            ("[audit]\nstale_worker_seconds = 9223372036854775807", "audit.stale_worker_seconds: at most"),
+            ("shutdown_grace_seconds = 9223372036854775807", "shutdown_grace_seconds: at most"),
+        ] {
+            let msg = Config::parse(text, "c.toml").unwrap_err().to_string();
+            assert!(msg.starts_with(&format!("config file c.toml: {expected}")), "{text}: {msg}");
+        }
+        assert!(Config::parse(
+            "poll_seconds = 3600\n[audit]\ndrift_grace_seconds = 3153600000",
+            "c.toml"
+        )
+        .is_ok());
     }
 
     #[test]

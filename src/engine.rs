@@ -4,73 +4,27 @@
 //! in batches. The loop around it lives in `run.rs`.
 
 use crate::db::{Database, DbError};
-use crate::planner::{self, Counts, PlanInput, PlannerState, Planners, SettingError};
+use crate::planner::{self, Counts, PlanInput, Planners, SettingError};
 use async_trait::async_trait;
 use autoscaler_executor::{
     BusyWorker, DirectoryError, ErrorKind, Executor, ExecutorError, Outcome, Plan, ScaleRequest,
     WorkerDirectory, WorkerPool,
 };
 use chrono::{DateTime, Utc};
-use futures::stream::{self, StreamExt};
+use futures::future::{BoxFuture, FutureExt, Shared};
+use futures::stream::{FuturesUnordered, StreamExt};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// The backends compiled into this binary, by the name a pool's `executor` column uses.
-#[derive(Clone, Default)]
-pub struct Registry {
-    executors: BTreeMap<&'static str, Arc<dyn Executor>>,
-}
+mod memory;
+mod record;
+mod registry;
 
-/// Every backend this project has, compiled in or not, so a pool naming one that was left out
-/// of the build gets "not compiled in" rather than "unknown".
-pub const ALL_EXECUTORS: &[&str] = &["shell", "aws-asg", "gce-mig"];
-
-impl Registry {
-    /// Adds a backend under its own name.
-    pub fn register(&mut self, executor: Arc<dyn Executor>) {
-        self.executors.insert(executor.name(), executor);
-    }
-
-    /// Names of the registered backends.
-    pub fn names(&self) -> Vec<&'static str> {
-        self.executors.keys().copied().collect()
-    }
-
-    /// Whether the pool's backend is registered and declarative.
-    pub fn is_declarative(&self, pool: &WorkerPool) -> bool {
-        self.lookup(pool).is_ok_and(|e| e.declarative())
-    }
-
-    /// The pool's backend, or a setting error naming the `executor` column.
-    pub fn lookup(&self, pool: &WorkerPool) -> Result<Arc<dyn Executor>, SettingError> {
-        let name = pool.executor.as_deref().map(str::trim).unwrap_or("");
-        let err = |message: String| SettingError {
-            pool: pool.name.clone(),
-            field: "executor",
-            message,
-        };
-        if name.is_empty() {
-            return Err(err(format!(
-                "not set (choose one of: {})",
-                self.names().join(", ")
-            )));
-        }
-        if let Some(e) = self.executors.get(name) {
-            return Ok(e.clone());
-        }
-        if ALL_EXECUTORS.contains(&name) {
-            return Err(err(format!(
-                "{name:?} is not compiled into this build (rebuild with cargo feature `{name}`)"
-            )));
-        }
-        Err(err(format!(
-            "unknown executor {name:?} (known: {})",
-            self.names().join(", ")
-        )))
-    }
-}
+use memory::Memory;
+pub use memory::{WRITE_BACKOFF_BASE, WRITE_BACKOFF_CAP};
+pub use registry::{Registry, ALL_EXECUTORS};
 
 /// Which pools a cycle evaluates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -198,18 +152,6 @@ impl CycleReport {
     }
 }
 
-/// What the engine remembers between cycles about a pool.
-#[derive(Clone, Debug, Default)]
-struct Memory {
-    /// The planner's own memory of this pool.
-    planner: PlannerState,
-    /// The plan last applied successfully: a declarative backend is called again as soon as
-    /// its size differs, without waiting for the timer; and the runaway guard's base.
-    last_plan: Option<Plan>,
-    /// The backend asked to be called next cycle (draining in progress).
-    revisit: bool,
-}
-
 /// Answers executors' "which workers are busy" from the Vespene database.
 struct DbDirectory<'a>(&'a Database);
 
@@ -231,6 +173,10 @@ pub struct Engine {
     options: EngineOptions,
     memory: Mutex<HashMap<i64, Memory>>,
 }
+
+/// One backend's `prepare` for the pools of a cycle, awaited by each of them: `Some` holds the
+/// failure every one of those pools then reports.
+type Prepared = Shared<BoxFuture<'static, Option<(ErrorKind, String)>>>;
 
 /// A pool that passed every check and will be handed to its executor.
 struct Job {
@@ -438,69 +384,95 @@ impl Engine {
             }
         }
 
-        // Let each backend batch its reads for all of its pools, once.
-        let mut by_executor: BTreeMap<&'static str, Vec<usize>> = BTreeMap::new();
-        for (i, job) in jobs.iter().enumerate() {
-            by_executor.entry(job.executor.name()).or_default().push(i);
+        // Each backend batches its reads for all of its pools once, every backend at the same
+        // time, and a pool starts as soon as its own backend is prepared: a cloud endpoint that
+        // never answers holds back the pools of that backend only.
+        let mut prepared: BTreeMap<&'static str, Prepared> = BTreeMap::new();
+        let mut groups: BTreeMap<&'static str, (Arc<dyn Executor>, Vec<WorkerPool>)> =
+            BTreeMap::new();
+        for job in &jobs {
+            groups
+                .entry(job.executor.name())
+                .or_insert_with(|| (job.executor.clone(), Vec::new()))
+                .1
+                .push(job.pool.clone());
         }
-        let mut failed_prepare: HashMap<usize, ExecutorError> = HashMap::new();
-        for idxs in by_executor.values() {
-            let executor = jobs[idxs[0]].executor.clone();
-            let pools: Vec<&WorkerPool> = idxs.iter().map(|&i| &jobs[i].pool).collect();
-            if let Err(e) = executor.prepare(&pools, self.options.dry_run).await {
-                for &i in idxs {
-                    let err = ExecutorError::new(&jobs[i].pool.name, e.kind, e.message.clone());
-                    failed_prepare.insert(i, err);
-                }
-            }
+        for (name, (executor, pools)) in groups {
+            let dry_run = self.options.dry_run;
+            let prepare = async move {
+                let refs: Vec<&WorkerPool> = pools.iter().collect();
+                executor
+                    .prepare(&refs, dry_run)
+                    .await
+                    .err()
+                    .map(|e| (e.kind, e.message))
+            };
+            prepared.insert(name, prepare.boxed().shared());
         }
 
-        // Scale concurrently; record whatever has finished in batches (one UPDATE for all the
-        // successes that are ready), so a slow pool never holds back another pool's record.
+        // Scale concurrently (at most `concurrency` executor calls at once); record whatever
+        // has finished in batches (one UPDATE for all the successes that are ready), so a slow
+        // pool never holds back another pool's record.
         let directory = DbDirectory(&self.db);
         let directory = &directory;
-        let stop_starting = stop.clone();
-        let mut finished = stream::iter(jobs.into_iter().enumerate())
-            .take_while(|_| {
-                let stopping = *stop_starting.borrow();
-                if stopping {
-                    tracing::info!("shutting down: not starting the remaining pools");
-                }
-                std::future::ready(!stopping)
-            })
-            .map(|(i, job)| {
-                let prepared = failed_prepare.remove(&i);
+        let slots = tokio::sync::Semaphore::new(self.options.concurrency.max(1));
+        let slots = &slots;
+        let told = std::sync::atomic::AtomicBool::new(false);
+        let told = &told;
+        let not_started = move || {
+            if !told.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::info!("shutting down: not starting the remaining pools");
+            }
+            None
+        };
+        let mut finished = jobs
+            .into_iter()
+            .map(|job| {
+                let prepare = prepared[job.executor.name()].clone();
                 let mut stop = stop.clone();
                 let grace = self.options.shutdown_grace;
                 async move {
-                    let result = match prepared {
-                        Some(err) => Err(err),
-                        None => {
-                            let scale = job.executor.scale(ScaleRequest {
-                                pool: &job.pool,
-                                plan: job.plan,
-                                dry_run: self.options.dry_run,
-                                workers: directory,
-                            });
-                            let deadline = async {
-                                let _ = stop.wait_for(|s| *s).await;
-                                tokio::time::sleep(grace).await;
-                            };
-                            tokio::select! {
-                                r = scale => r,
-                                _ = deadline => Err(ExecutorError::new(
-                                    &job.pool.name,
-                                    ErrorKind::Cancelled,
-                                    format!("executor call stopped {} s after shutdown began; its work may be incomplete", grace.as_secs()),
-                                )),
-                            }
+                    let result = async {
+                        let prepare_failed = tokio::select! {
+                            p = prepare => p,
+                            _ = stop.wait_for(|s| *s) => return not_started(),
+                        };
+                        if let Some((kind, message)) = prepare_failed {
+                            return Some(Err(ExecutorError::new(&job.pool.name, kind, message)));
                         }
-                    };
+                        let _slot = tokio::select! {
+                            s = slots.acquire() => s.expect("the semaphore is never closed"),
+                            _ = stop.wait_for(|s| *s) => return not_started(),
+                        };
+                        if *stop.borrow() {
+                            return not_started();
+                        }
+                        let scale = job.executor.scale(ScaleRequest {
+                            pool: &job.pool,
+                            plan: job.plan,
+                            dry_run: self.options.dry_run,
+                            workers: directory,
+                        });
+                        let deadline = async {
+                            let _ = stop.wait_for(|s| *s).await;
+                            tokio::time::sleep(grace).await;
+                        };
+                        Some(tokio::select! {
+                            r = scale => r,
+                            _ = deadline => Err(ExecutorError::new(
+                                &job.pool.name,
+                                ErrorKind::Cancelled,
+                                format!("executor call stopped {} s after shutdown began; its work may be incomplete", grace.as_secs()),
+                            )),
+                        })
+                    }
+                    .await;
                     // The time the call ended is what restarts the pool's timer.
-                    (job, result, Utc::now())
+                    result.map(|r| (job, r, Utc::now()))
                 }
             })
-            .buffer_unordered(self.options.concurrency.max(1))
+            .collect::<FuturesUnordered<_>>()
+            .filter_map(std::future::ready)
             .ready_chunks(256);
         while let Some(chunk) = finished.next().await {
             for (index, result) in self.record(chunk).await {
@@ -544,6 +516,15 @@ impl Engine {
         for w in why {
             tracing::warn!(pool = %pool.name, outcome = "clamped", "pool {}: {w}", pool.name);
         }
+        if planner::in_future(pool, now) {
+            tracing::warn!(pool = %pool.name, outcome = "clock", "pool {}: last_autoscaled {} is in the future; treating the pool as due",
+                pool.name, pool.last_autoscaled.map(|t| t.to_rfc3339()).unwrap_or_default());
+        }
+        let held = !memory.allows(pool, now);
+        if held && !force {
+            tracing::debug!(pool = %pool.name, outcome = "held", "pool {}: its last status write failed; waiting before calling it again", pool.name);
+            return Ok((plan, None));
+        }
         let due = DueCheck {
             force,
             full_cycle: scope == Scope::All,
@@ -561,78 +542,6 @@ impl Engine {
         }
         executor.validate(pool, plan)?;
         Ok((plan, Some(executor)))
-    }
-
-    /// Logs, remembers and records (in batches) a set of finished pools.
-    async fn record(
-        &self,
-        chunk: Vec<(Job, Result<Outcome, ExecutorError>, DateTime<Utc>)>,
-    ) -> Vec<(usize, PoolResult)> {
-        let mut successes = Vec::new();
-        let mut failures = Vec::new();
-        let mut results = Vec::with_capacity(chunk.len());
-        for (job, result, ended) in chunk {
-            let pool = &job.pool;
-            let name = job.executor.name();
-            match result {
-                Ok(outcome) => {
-                    for action in &outcome.actions {
-                        tracing::info!(pool = %pool.name, executor = name, "[{}] {action}", pool.name);
-                    }
-                    let queued = job.counts.effective_queued(pool);
-                    tracing::info!(
-                        pool = %pool.name, executor = name, outcome = if self.options.dry_run { "dry_run" } else { "scaled" },
-                        size = job.plan.size, queued_size = job.plan.queued_size, queued, running = job.counts.running,
-                        "pool {}: size {} (queued_size {}) from {queued} queued, {} running",
-                        pool.name, job.plan.size, job.plan.queued_size, job.counts.running
-                    );
-                    {
-                        let mut all = self.memory.lock().expect("memory lock");
-                        let memory = all.entry(pool.id).or_default();
-                        memory.last_plan = Some(job.plan);
-                        memory.revisit = outcome.revisit;
-                    }
-                    successes.push((pool.id, ended));
-                    results.push((
-                        job.index,
-                        PoolResult::Scaled {
-                            plan: job.plan,
-                            counts: job.counts,
-                            outcome,
-                        },
-                    ));
-                }
-                Err(e) => {
-                    // Forget the applied plan so a declarative pool is retried next cycle.
-                    if let Some(memory) = self.memory.lock().expect("memory lock").get_mut(&pool.id)
-                    {
-                        memory.last_plan = None;
-                        memory.revisit = false;
-                    }
-                    failures.push((pool.id, e.status_code()));
-                    results.push((job.index, failed(pool, e.kind, &e.to_string())));
-                }
-            }
-        }
-        if !self.options.dry_run {
-            if let Err(e) = self.db.record_failures(&failures).await {
-                tracing::error!("could not record autoscaling_status of failed pools: {e}");
-            }
-            if let Err(e) = self.db.record_successes(&successes).await {
-                let msg = format!("scaled, but could not record the result: {e}");
-                tracing::error!(outcome = "failed", "{msg}");
-                for (_, r) in results.iter_mut() {
-                    if matches!(r, PoolResult::Scaled { .. }) {
-                        *r = PoolResult::Failed {
-                            status: 1,
-                            kind: "database",
-                            error: msg.clone(),
-                        };
-                    }
-                }
-            }
-        }
-        results
     }
 }
 

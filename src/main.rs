@@ -120,12 +120,17 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<u8> {
                     )
                     .exit();
             }
+            let stop = run::shutdown_signal()?;
             let engine = run::engine_for(&config, &url, cli.run.dry_run).await?;
             if cli.run.force {
-                Ok(run::run_once(&engine, &cli.run).await?)
+                Ok(run::run_once(&engine, &cli.run, stop).await?)
             } else {
-                let stop = run::shutdown_signal();
-                let metrics = run::start_metrics(&config, cli.run.metrics_addr).await?;
+                let metrics = run::start_metrics(
+                    &config,
+                    cli.run.metrics_addr,
+                    std::time::Duration::from_secs(cli.run.sleep),
+                )
+                .await?;
                 let poll = std::time::Duration::from_secs_f64(config.poll_seconds.unwrap_or(1.0));
                 Ok(run::run_loop(&engine, &cli.run, stop, metrics.as_deref(), poll).await)
             }
@@ -169,7 +174,7 @@ async fn demo(keep: Option<std::path::PathBuf>, config: Config) -> anyhow::Resul
         dry_run: false,
         metrics_addr: None,
     };
-    let code = run::run_once(&engine, &args).await?;
+    let code = run::run_once(&engine, &args, run::shutdown_signal()?).await?;
     let pools = engine.database().load_all_pools().await?;
     println!("\nafter one forced cycle:");
     println!(

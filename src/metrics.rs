@@ -41,8 +41,20 @@ pub struct Metrics {
     errors: Family<ErrorLabels, Counter>,
     cycle_seconds: Histogram,
     database_up: Gauge,
+    cycle_in_progress: Gauge<f64, AtomicU64>,
+    cycle_stuck: Gauge,
     db_down_since: Mutex<Option<Instant>>,
     unhealthy_after: Duration,
+    cycles: Mutex<CycleClock>,
+    stuck_after: Option<Duration>,
+}
+
+/// When the current cycle began and the last one ended: a cycle that never ends (a command
+/// or call that ignores every bound) must show, since it stops every pool.
+struct CycleClock {
+    created: Instant,
+    running_since: Option<Instant>,
+    last_end: Option<Instant>,
 }
 
 impl Metrics {
@@ -59,8 +71,16 @@ impl Metrics {
             errors: Family::default(),
             cycle_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             database_up: Gauge::default(),
+            cycle_in_progress: Gauge::default(),
+            cycle_stuck: Gauge::default(),
             db_down_since: Mutex::new(None),
             unhealthy_after,
+            cycles: Mutex::new(CycleClock {
+                created: Instant::now(),
+                running_since: None,
+                last_end: None,
+            }),
+            stuck_after: None,
             registry: Registry::default(),
         };
         registry.register(
@@ -99,11 +119,54 @@ impl Metrics {
             "1 when the last cycle could read the database",
             m.database_up.clone(),
         );
+        registry.register(
+            "cycle_in_progress_seconds",
+            "How long the cycle now running has run (0 between cycles)",
+            m.cycle_in_progress.clone(),
+        );
+        registry.register(
+            "cycle_stuck",
+            "1 when no cycle has finished for longer than stuck_after_sleeps x --sleep",
+            m.cycle_stuck.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// `/healthz` also fails when no cycle has finished for longer than `after` (counted from
+    /// the start of the process until the first cycle ends). None: never for that reason.
+    pub fn with_stuck_after(mut self, after: Option<Duration>) -> Metrics {
+        self.stuck_after = after;
+        self
+    }
+
+    /// A cycle begins.
+    pub fn cycle_started(&self) {
+        self.cycles.lock().expect("cycle clock").running_since = Some(Instant::now());
+    }
+
+    fn cycle_ended(&self) {
+        let mut c = self.cycles.lock().expect("cycle clock");
+        c.running_since = None;
+        c.last_end = Some(Instant::now());
+    }
+
+    /// Why the loop counts as stuck, if it does.
+    fn stuck(&self) -> Option<String> {
+        let limit = self.stuck_after?;
+        let c = self.cycles.lock().expect("cycle clock");
+        let since = c.last_end.unwrap_or(c.created).elapsed();
+        (since > limit).then(|| {
+            format!(
+                "no cycle has finished for {} s (threshold {} s: stuck_after_sleeps x --sleep)",
+                since.as_secs(),
+                limit.as_secs()
+            )
+        })
     }
 
     /// Records a finished cycle.
     pub fn observe_cycle(&self, report: &CycleReport, took: Duration) {
+        self.cycle_ended();
         self.cycle_seconds.observe(took.as_secs_f64());
         self.database_up.set(1);
         *self.db_down_since.lock().expect("health lock") = None;
@@ -149,6 +212,7 @@ impl Metrics {
 
     /// Records a cycle that could not read the database.
     pub fn observe_database_down(&self) {
+        self.cycle_ended();
         self.database_up.set(0);
         self.db_down_since
             .lock()
@@ -158,14 +222,26 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn encode(&self) -> String {
+        let running = self
+            .cycles
+            .lock()
+            .expect("cycle clock")
+            .running_since
+            .map(|t| t.elapsed().as_secs_f64());
+        self.cycle_in_progress.set(running.unwrap_or(0.0));
+        self.cycle_stuck.set(i64::from(self.stuck().is_some()));
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String");
         out
     }
 
-    /// Healthy unless the database has been unreachable for longer than the threshold.
+    /// Healthy unless the database has been unreachable for longer than the threshold, or no
+    /// cycle has finished for longer than the stuck threshold.
     pub fn healthy(&self) -> Result<(), String> {
+        if let Some(why) = self.stuck() {
+            return Err(why);
+        }
         match *self.db_down_since.lock().expect("health lock") {
             Some(since) if since.elapsed() > self.unhealthy_after => Err(format!(
                 "database unreachable for {} s (threshold {} s)",
@@ -283,5 +359,34 @@ mod tests {
         assert!(m.encode().contains("autoscaler_database_up 0"));
         m.observe_cycle(&CycleReport::default(), Duration::from_millis(1));
         assert!(m.healthy().is_ok());
+    }
+
+    #[test]
+    fn a_cycle_that_never_ends_turns_health_red() {
+        let m =
+            Metrics::new(Duration::from_secs(60)).with_stuck_after(Some(Duration::from_millis(30)));
+        m.cycle_started();
+        m.observe_cycle(&CycleReport::default(), Duration::from_millis(1));
+        assert!(m.healthy().is_ok());
+        assert!(m.encode().contains("autoscaler_cycle_stuck 0"));
+        m.cycle_started();
+        std::thread::sleep(Duration::from_millis(60));
+        let why = m.healthy().unwrap_err();
+        assert!(why.starts_with("no cycle has finished for"), "{why}");
+        let text = m.encode();
+        assert!(text.contains("autoscaler_cycle_stuck 1"), "{text}");
+        let running: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("autoscaler_cycle_in_progress_seconds "))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_default();
+        assert!(running >= 0.05, "{text}");
+        m.observe_cycle(&CycleReport::default(), Duration::from_millis(1));
+        assert!(m.healthy().is_ok());
+        // Off: never stuck.
+        let off = Metrics::new(Duration::from_secs(60));
+        off.cycle_started();
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(off.healthy().is_ok());
     }
 }

@@ -66,20 +66,29 @@ pub fn connect(url: &str, concurrency: usize) -> Result<Database, DbError> {
     )
 }
 
-/// Turns SIGINT and SIGTERM into a `true` on the returned channel.
-pub fn shutdown_signal() -> watch::Receiver<bool> {
+/// Turns SIGINT, SIGTERM and SIGHUP into a `true` on the returned channel, in the loop and with
+/// `--force` alike: the pools in progress get `shutdown_grace_seconds` and are recorded, none
+/// is left running unrecorded because a terminal closed or a service manager stopped us.
+/// The handlers are installed before this returns, so a signal that arrives at once is not lost.
+pub fn shutdown_signal() -> Result<watch::Receiver<bool>, RunError> {
+    use tokio::signal::unix::{signal, SignalKind};
     let (tx, rx) = watch::channel(false);
+    let install = |kind: SignalKind, name: &str| {
+        signal(kind).map_err(|e| RunError::Executor(format!("installing the {name} handler: {e}")))
+    };
+    let mut int = install(SignalKind::interrupt(), "SIGINT")?;
+    let mut term = install(SignalKind::terminate(), "SIGTERM")?;
+    let mut hup = install(SignalKind::hangup(), "SIGHUP")?;
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        tracing::info!("signal received: finishing the pools in progress, then exiting");
+        let name = tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+            _ = hup.recv() => "SIGHUP",
+        };
+        tracing::info!("{name} received: finishing the pools in progress, then exiting");
         let _ = tx.send(true);
     });
-    rx
+    Ok(rx)
 }
 
 /// Prints a dry run's plans and actions on stdout, one block per pool.
@@ -122,24 +131,33 @@ pub fn print_dry_run(report: &CycleReport) {
     }
 }
 
-/// `--force`: one cycle, then the exit status.
-pub async fn run_once(engine: &Engine, args: &RunArgs) -> Result<u8, RunError> {
-    let (_tx, stop) = watch::channel(false);
+/// `--force`: one cycle, then the exit status. When `stop` turns true (a signal), pools not
+/// yet started are left alone and calls in progress get the shutdown grace; pools stopped that
+/// way are reported but, as in the loop, do not make the exit status non-zero.
+pub async fn run_once(
+    engine: &Engine,
+    args: &RunArgs,
+    stop: watch::Receiver<bool>,
+) -> Result<u8, RunError> {
     let report = engine.run_cycle(&args.queues, true, &stop).await?;
     if args.dry_run {
         print_dry_run(&report);
     }
-    let failures: Vec<_> = report.failures().collect();
-    for f in &failures {
-        if let PoolResult::Failed { error, .. } = &f.result {
-            eprintln!("autoscaler: pool {} failed: {error}", f.name);
+    let mut failed = false;
+    for f in report.failures() {
+        if let PoolResult::Failed { error, kind, .. } = &f.result {
+            let line = format!("autoscaler: pool {} failed: {error}", f.name);
+            eprintln!("{}", crate::logging::escape_line(&line));
+            failed |= !(*kind == "cancelled" && *stop.borrow());
         }
     }
-    Ok(if failures.is_empty() {
-        EXIT_OK
-    } else {
-        EXIT_POOL_FAILED
-    })
+    for p in &report.pools {
+        if p.result == PoolResult::Interrupted {
+            let line = format!("autoscaler: pool {}: not evaluated (shutting down)", p.name);
+            eprintln!("{}", crate::logging::escape_line(&line));
+        }
+    }
+    Ok(if failed { EXIT_POOL_FAILED } else { EXIT_OK })
 }
 
 /// Delay before retrying after a failed cycle: exponential from 1 s, capped at the loop's own
@@ -182,6 +200,9 @@ pub async fn run_loop(
             (&fast_pools, Scope::Declarative)
         };
         let started = std::time::Instant::now();
+        if let Some(m) = metrics {
+            m.cycle_started();
+        }
         let wait = match engine.run_scoped_cycle(names, false, scope, &stop).await {
             Ok(report) => {
                 if let Some(m) = metrics {
@@ -237,17 +258,30 @@ pub async fn run_loop(
     }
 }
 
-/// Starts the metrics server when an address is configured.
+/// Default of `stuck_after_sleeps`: at the default `--sleep 20`, 15 minutes, longer than the
+/// shell executor's default timeout (600 s) plus its kill grace.
+pub const DEFAULT_STUCK_AFTER_SLEEPS: u32 = 45;
+
+/// Starts the metrics server when an address is configured. `sleep` is the loop's interval:
+/// `/healthz` fails once no cycle has finished for `stuck_after_sleeps` of them.
 pub async fn start_metrics(
     config: &Config,
     flag: Option<std::net::SocketAddr>,
+    sleep: Duration,
 ) -> Result<Option<Arc<Metrics>>, RunError> {
     let Some(addr) = flag.or(config.metrics_addr) else {
         return Ok(None);
     };
-    let metrics = Arc::new(Metrics::new(Duration::from_secs(
-        config.unhealthy_after_seconds.unwrap_or(120),
-    )));
+    let sleeps = config
+        .stuck_after_sleeps
+        .unwrap_or(DEFAULT_STUCK_AFTER_SLEEPS);
+    let stuck_after = (sleeps > 0).then(|| sleep.saturating_mul(sleeps));
+    let metrics = Arc::new(
+        Metrics::new(Duration::from_secs(
+            config.unhealthy_after_seconds.unwrap_or(120),
+        ))
+        .with_stuck_after(stuck_after),
+    );
     let bound = crate::metrics::serve(addr, metrics.clone())
         .await
         .map_err(|e| RunError::Executor(format!("--metrics-addr {addr}: {e}")))?;

@@ -254,3 +254,119 @@ async fn status_writes_have_one_statement_shape_whatever_the_batch_postgres() {
     one.close().await;
     t.cleanup().await;
 }
+
+/// Issue 12 item 1, a fuzz target over row decoding: a pool row holding PostgreSQL's edge values
+/// (infinite and extreme timestamps, NaN and infinite doubles, the integer extremes) is read as a
+/// pool or as an unreadable row naming its column, and a whole (dry-run) cycle over it ends
+/// with a result for the pool: never a panic.
+#[test]
+fn row_decoding_survives_postgres_edge_values() {
+    use autoscaler::engine::PoolResult;
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestCaseError, TestRunner};
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let t = rt.block_on(TestDb::postgres());
+    rt.block_on(t.add_pool(&shell_pool(
+        1,
+        "p",
+        "echo {{ size }} {{ worker_pool.last_autoscaled }}",
+    )));
+    let engine = rt
+        .block_on(autoscaler::run::engine_for(
+            &Default::default(),
+            &t.url,
+            true,
+        ))
+        .unwrap();
+    let ts = prop_oneof![
+        Just("NULL"),
+        Just("'infinity'"),
+        Just("'-infinity'"),
+        Just("'294276-12-31 23:59:59.999999+00'"),
+        Just("'294000-01-01 00:00:00+00'"),
+        Just("'262143-12-31 23:59:59+00'"),
+        Just("'262144-01-01 00:00:00+00'"),
+        Just("'4713-01-01 00:00:00+00 BC'"),
+        Just("'1970-01-01 00:00:00+00'"),
+        Just("now() + interval '1000 years'"),
+        Just("now() - interval '1 minute'"),
+    ];
+    let float = || {
+        prop_oneof![
+            Just("'NaN'"),
+            Just("'Infinity'"),
+            Just("'-Infinity'"),
+            Just("1e308"),
+            Just("-1e308"),
+            Just("5e-324"),
+            Just("-0.0"),
+            Just("1"),
+        ]
+    };
+    let int = || {
+        prop_oneof![
+            Just("2147483647"),
+            Just("-2147483648"),
+            Just("0"),
+            Just("1"),
+            Just("-1"),
+            Just("10"),
+        ]
+    };
+    let strategy = (
+        ts,
+        (float(), float(), float()),
+        (int(), int(), int(), int()),
+    );
+    let mut runner = TestRunner::new(Config {
+        cases: 96,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let columns = [
+        "last_autoscaled",
+        "multiplier",
+        "queued_weight",
+        "running_weight",
+    ];
+    runner
+        .run(&strategy, |(last, (mult, qw, rw), (max, min, excess, reeval))| {
+            rt.block_on(async {
+                t.exec(&format!(
+                    "UPDATE worker_pools SET last_autoscaled = {last}, multiplier = {mult}, \
+                     queued_weight = {qw}, running_weight = {rw}, maximum = {max}, minimum = {min}, \
+                     excess = {excess}, reevaluate_minutes = {reeval} WHERE id = 1"
+                ))
+                .await;
+                let rows = t.db.load_pools_checked(&["p".to_string()]).await.unwrap();
+                prop_assert_eq!(rows.len(), 1);
+                let unreadable = match &rows[0] {
+                    Ok(_) => None,
+                    Err(e) => {
+                        prop_assert!(columns.contains(&e.column), "{:?}", e);
+                        prop_assert_eq!(e.id, Some(1));
+                        Some(e.column)
+                    }
+                };
+                let (_tx, stop) = tokio::sync::watch::channel(false);
+                let report = engine
+                    .run_cycle(&["p".to_string()], false, &stop)
+                    .await
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(report.pools.len(), 1);
+                if let Some(column) = unreadable {
+                    match &report.pools[0].result {
+                        PoolResult::Failed { status, error, .. } => {
+                            prop_assert_eq!(*status, 2);
+                            prop_assert!(error.contains(column), "{}", error);
+                        }
+                        other => prop_assert!(false, "acted on an unreadable row: {:?}", other),
+                    }
+                }
+                Ok(())
+            })
+        })
+        .unwrap();
+    rt.block_on(t.cleanup());
+}

@@ -107,7 +107,7 @@ async fn two_processes_never_act_on_the_same_pool_at_once() {
         t.add_pool(&p).await;
     }
     let args = [
-        "--queue", "a", "--queue", "b", "--queue", "c", "--sleep", "0",
+        "--queue", "a", "--queue", "b", "--queue", "c", "--sleep", "1",
     ];
     let mut one = spawn(&t.url, &args, &[("INSTANCE", "one")]);
     let mut two = spawn(&t.url, &args, &[("INSTANCE", "two")]);
@@ -226,7 +226,11 @@ async fn survives_a_database_outage_and_reports_health() {
     proxy.restore();
     let first = wait_until(Duration::from_secs(10), || !lines(&log).is_empty())
         .expect("never recovered from a down start");
-    assert_eq!(http_get(metrics, "/healthz").0, 200);
+    // The command's output appears before its cycle ends and is recorded; health follows then.
+    wait_until(Duration::from_secs(5), || {
+        http_get(metrics, "/healthz").0 == 200
+    })
+    .expect("/healthz did not recover with the database");
     let (code, body) = http_get(metrics, "/metrics");
     assert_eq!(code, 200);
     assert!(

@@ -784,3 +784,58 @@ async fn export_trace_from_postgres() {
 async fn export_trace_from_sqlite() {
     export_and_simulate(TestDb::new(Engine::Sqlite).await).await;
 }
+
+/// Issue 12 item 13: the simulator neither runs away nor exhausts memory: a two-row trace with a
+/// mistyped year (2204) is simulated in bounded time, and a plan of two billion workers is
+/// refused with a message instead of modelled.
+#[test]
+fn a_mistyped_year_and_a_huge_plan_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("t.csv");
+    std::fs::write(
+        &csv,
+        "queued_at,duration_seconds\n2024-03-04T09:00:00Z,60\n2204-03-04T09:00:00Z,60\n",
+    )
+    .unwrap();
+    let run = |extra: &[&str]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_autoscaler"))
+            .args([
+                "simulate",
+                "--trace",
+                csv.to_str().unwrap(),
+                "--report",
+                "json",
+            ])
+            .args(extra)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if start.elapsed() > std::time::Duration::from_secs(120) {
+                let _ = child.kill();
+                panic!("simulate {extra:?} still running after 120 s");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        child.wait_with_output().unwrap()
+    };
+    let out = run(&[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["results"][0]["ran"], 2, "{report}");
+    let out = run(&["--pool-settings", "maximum=2147483647,multiplier=1e308"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr
+            .contains("more than 1000000 instances over the simulation, more than the model holds"),
+        "{stderr}"
+    );
+}

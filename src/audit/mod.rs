@@ -134,9 +134,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if t.is_empty() {
         return Err("empty duration".into());
     }
+    let bounded = |n: i64| {
+        if n > MAX_DURATION_SECONDS {
+            Err(format!("{s:?} is longer than 100 years"))
+        } else {
+            Ok(Duration::seconds(n))
+        }
+    };
     if let Ok(n) = t.parse::<i64>() {
         return if n >= 0 {
-            Ok(Duration::seconds(n))
+            bounded(n)
         } else {
             Err(format!("{s:?} is negative"))
         };
@@ -172,8 +179,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if !digits.is_empty() {
         return Err(format!("{s:?}: the last number has no unit"));
     }
-    Ok(Duration::seconds(total))
+    bounded(total)
 }
+
+/// Longest `--older-than` (100 years): beyond it, subtracting it from now overflows.
+const MAX_DURATION_SECONDS: i64 = 100 * 365 * 86_400;
 
 fn parse_now(s: &str) -> Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(s.trim())
@@ -270,12 +280,39 @@ pub async fn run(args: AuditArgs, database_url: &str, config: &Config) -> Result
     // Which pools, and which backend describes each.
     let all_pools = args.queues.is_empty();
     let mut failures = Vec::new();
-    let candidates = if all_pools {
-        db.load_all_pools().await?
+    let rows = if all_pools {
+        db.load_all_pools_checked().await?
     } else {
-        let found = db.load_pools(&args.queues).await?;
+        db.load_pools_checked(&args.queues).await?
+    };
+    let mut candidates = Vec::with_capacity(rows.len());
+    for row in rows {
+        match row {
+            Ok(p) => candidates.push(p),
+            Err(e) => {
+                // Without --queue, a row is only the audit's business if it names a cloud
+                // executor (or its executor cannot be read either).
+                let ours = e
+                    .executor
+                    .as_deref()
+                    .is_none_or(|x| CLOUD_EXECUTORS.contains(&x.trim()));
+                if !all_pools || ours {
+                    let name = e.name.clone().unwrap_or_else(|| "?".into());
+                    failures.push(failure(
+                        format!("pool {name}"),
+                        &name,
+                        "config",
+                        e.to_string(),
+                    ));
+                }
+            }
+        }
+    }
+    if !all_pools {
+        let found = &candidates;
         for name in &args.queues {
-            if !found.iter().any(|p| &p.name == name) {
+            let unreadable = failures.iter().any(|f| f.pool.as_deref() == Some(name));
+            if !unreadable && !found.iter().any(|p| &p.name == name) {
                 failures.push(failure(
                     format!("pool {name}"),
                     name,
@@ -284,8 +321,7 @@ pub async fn run(args: AuditArgs, database_url: &str, config: &Config) -> Result
                 ));
             }
         }
-        found
-    };
+    }
     let mut by_executor: BTreeMap<String, (Arc<dyn Executor>, Vec<WorkerPool>)> = BTreeMap::new();
     for pool in candidates {
         let named = pool.executor.as_deref().map(str::trim).unwrap_or("");
@@ -346,7 +382,18 @@ pub async fn run(args: AuditArgs, database_url: &str, config: &Config) -> Result
         .buffered(4)
         .collect()
         .await;
-    let workers = db.workers().await?;
+    let mut workers = Vec::new();
+    for row in db.workers().await? {
+        match row {
+            Ok(w) => workers.push(w),
+            Err(e) => failures.push(Failure {
+                part: format!("worker {}", e.id.map(|i| i.to_string()).unwrap_or_default()),
+                pool: None,
+                kind: "config".into(),
+                message: e.to_string(),
+            }),
+        }
+    }
     let worker_pools = worker_pools(&db, &ids).await?;
     db.close().await;
 
@@ -380,7 +427,8 @@ pub async fn run(args: AuditArgs, database_url: &str, config: &Config) -> Result
         }
     }
     for f in &report.failures {
-        eprintln!("autoscaler audit: {} failed: {}", f.part, f.message);
+        let line = format!("autoscaler audit: {} failed: {}", f.part, f.message);
+        eprintln!("{}", crate::logging::escape_line(&line));
     }
     Ok(report.exit_status)
 }

@@ -6,7 +6,7 @@
 //! connection and the locks with it. SQLite: an `flock` per pool on a file beside the
 //! database, released by the kernel when the process dies.
 
-use super::{placeholders, Database, DbError};
+use super::{placeholders, Database, DbError, MAX_BINDS};
 use sqlx::pool::PoolConnection;
 use sqlx::Postgres;
 use std::collections::HashSet;
@@ -103,41 +103,48 @@ impl Database {
                     }
                     Err(e) => return Err(DbError::query("locking pools")(e)),
                 };
-                // MATERIALIZED: lock exactly the named, enabled pools, whatever plan PostgreSQL picks.
-                let sql = format!(
-                    "WITH named AS MATERIALIZED (SELECT id FROM worker_pools WHERE name IN ({}) AND autoscaling_enabled) \
-                     SELECT id FROM named WHERE pg_try_advisory_lock({LOCK_NAMESPACE}, id)",
-                    placeholders(names.len())
-                );
-                let mut q = sqlx::query_as::<_, (i32,)>(&sql);
-                for n in names {
-                    q = q.bind(n);
+                let mut rows = Vec::new();
+                for chunk in names.chunks(MAX_BINDS) {
+                    // MATERIALIZED: lock exactly the named, enabled pools, whatever plan PostgreSQL picks.
+                    let sql = format!(
+                        "WITH named AS MATERIALIZED (SELECT id FROM worker_pools WHERE name IN ({}) AND autoscaling_enabled) \
+                         SELECT id FROM named WHERE pg_try_advisory_lock({LOCK_NAMESPACE}, id)",
+                        placeholders(chunk.len())
+                    );
+                    let mut q = sqlx::query_as::<_, (i32,)>(&sql);
+                    for n in chunk {
+                        q = q.bind(n);
+                    }
+                    rows.extend(
+                        q.fetch_all(&mut *conn)
+                            .await
+                            .map_err(DbError::query("locking pools"))?,
+                    );
                 }
-                let rows = q
-                    .fetch_all(&mut *conn)
-                    .await
-                    .map_err(DbError::query("locking pools"))?;
                 Ok(PoolLocks {
                     ids: rows.into_iter().map(|r| i64::from(r.0)).collect(),
                     held: Held::Postgres(Some(conn)),
                 })
             }
             Database::Sqlite(pool) => {
-                let sql = format!(
-                    "SELECT id FROM worker_pools WHERE name IN ({}) AND autoscaling_enabled",
-                    placeholders(names.len())
-                );
-                let mut q = sqlx::query_as::<_, (i64,)>(&sql);
-                for n in names {
-                    q = q.bind(n);
+                let mut ids: Vec<i64> = Vec::new();
+                for chunk in names.chunks(MAX_BINDS) {
+                    let sql = format!(
+                        "SELECT id FROM worker_pools WHERE name IN ({}) AND autoscaling_enabled",
+                        placeholders(chunk.len())
+                    );
+                    let mut q = sqlx::query_as::<_, (i64,)>(&sql);
+                    for n in chunk {
+                        q = q.bind(n);
+                    }
+                    ids.extend(
+                        q.fetch_all(pool)
+                            .await
+                            .map_err(DbError::query("locking pools"))?
+                            .into_iter()
+                            .map(|r| r.0),
+                    );
                 }
-                let ids: Vec<i64> = q
-                    .fetch_all(pool)
-                    .await
-                    .map_err(DbError::query("locking pools"))?
-                    .into_iter()
-                    .map(|r| r.0)
-                    .collect();
                 let file = pool.connect_options().get_filename().to_path_buf();
                 if file.as_os_str() == ":memory:" {
                     // One process by definition.
@@ -146,6 +153,8 @@ impl Database {
                         held: Held::Files(Vec::new()),
                     });
                 }
+                // The same database through a symlink or `..` must share one set of locks.
+                let file = std::fs::canonicalize(&file).unwrap_or(file);
                 let dir = lock_dir(&file);
                 std::fs::create_dir_all(&dir).map_err(|e| DbError::Query {
                     what: "locking pools",

@@ -5,8 +5,15 @@
 //! them in order). The autoscaler writes only `autoscaling_status` and `last_autoscaled`.
 
 mod lock;
+mod redact;
+mod rows;
+mod timestamp;
 
 pub use lock::{PoolLocks, LOCK_NAMESPACE};
+pub use redact::redact_url;
+use redact::{drop_unknown_pg_params, scrub};
+pub use rows::{TraceRow, UnreadableRow, WorkerRow};
+pub use timestamp::{from_pg_micros, Ts};
 
 use crate::planner::Counts;
 use autoscaler_executor::{BusyWorker, WorkerPool};
@@ -40,39 +47,6 @@ impl DbError {
             what,
             reason: e.to_string(),
         }
-    }
-}
-
-/// Replaces the password of a URL (and any `password=` query setting) with `***`, so a URL
-/// can be logged or shown in an error.
-pub fn redact_url(raw: &str) -> String {
-    match url::Url::parse(raw) {
-        Ok(mut u) => {
-            if u.password().is_some() {
-                let _ = u.set_password(Some("***"));
-            }
-            let pairs: Vec<(String, String)> = u
-                .query_pairs()
-                .map(|(k, v)| {
-                    let secret =
-                        k.eq_ignore_ascii_case("password") || k.eq_ignore_ascii_case("sslpassword");
-                    (
-                        k.into_owned(),
-                        if secret { "***".into() } else { v.into_owned() },
-                    )
-                })
-                .collect();
-            if !pairs.is_empty() {
-                u.query_pairs_mut().clear().extend_pairs(pairs);
-            }
-            u.to_string()
-        }
-        // Unparseable: show only the scheme-ish prefix, which cannot hold a password.
-        Err(_) => raw
-            .split("://")
-            .next()
-            .map(|s| format!("{s}://…"))
-            .unwrap_or_default(),
     }
 }
 
@@ -126,6 +100,9 @@ pub struct UnreadablePool {
     pub id: Option<i64>,
     /// The row's name, when that much could be read.
     pub name: Option<String>,
+    /// The row's `executor`, when readable: the audit skips unreadable rows of pools it would
+    /// not have audited anyway.
+    pub executor: Option<String>,
     /// The column at fault.
     pub column: &'static str,
     /// The driver's reason.
@@ -137,6 +114,11 @@ pub struct UnreadablePool {
 macro_rules! col {
     ($row:expr, $name:literal) => {
         $row.try_get($name).map_err(|e| ($name, e.to_string()))?
+    };
+    ($row:expr, $name:literal, ts) => {
+        $row.try_get::<Option<Ts>, _>($name)
+            .map_err(|e| ($name, e.to_string()))?
+            .map(|t| t.0)
     };
     ($row:expr, $name:literal, f64) => {
         match $row.try_get::<f64, _>($name) {
@@ -180,7 +162,7 @@ macro_rules! pool_decoder {
                     excess: col!(row, "excess"),
                     executor: col!(row, "executor"),
                     executor_command: col!(row, "executor_command"),
-                    last_autoscaled: col!(row, "last_autoscaled"),
+                    last_autoscaled: col!(row, "last_autoscaled", ts),
                     maximum: col!(row, "maximum"),
                     minimum: col!(row, "minimum"),
                     multiplier: col!(row, "multiplier", f64),
@@ -193,6 +175,7 @@ macro_rules! pool_decoder {
             inner().map_err(|(column, reason)| UnreadablePool {
                 id: row.try_get::<i32, _>("id").ok().map(i64::from),
                 name: row.try_get::<String, _>("name").ok(),
+                executor: row.try_get::<Option<String>, _>("executor").ok().flatten(),
                 column,
                 reason,
             })
@@ -218,6 +201,10 @@ fn collect_pools(
             reason: e.to_string(),
         })
 }
+
+/// Most values bound to one statement: SQLite refuses more than 32,766 variables and
+/// PostgreSQL more than 65,535, so long `--queue` lists are read and written in chunks.
+pub(crate) const MAX_BINDS: usize = 5_000;
 
 /// `$1, $2, …, $n` for an IN list.
 fn placeholders(n: usize) -> String {
@@ -276,15 +263,6 @@ pub const ACTIVE_BUILDS_INDEX: &str =
     "CREATE INDEX autoscaler_builds_active ON builds (worker_pool_id, status) \
     WHERE status IN ('QUEUED', 'RUNNING')";
 
-/// A worker row, for the audit's "never checked in" and "stale worker" findings.
-#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
-pub struct WorkerRow {
-    pub id: i32,
-    pub worker_uid: String,
-    pub hostname: Option<String>,
-    pub last_checkin: Option<DateTime<Utc>>,
-}
-
 impl Database {
     /// Connects lazily: the first query opens the connection. The process can then start
     /// while the database is down and recover when it returns, instead of exiting.
@@ -294,7 +272,15 @@ impl Database {
             reason,
         };
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let o = PgConnectOptions::from_str(url).map_err(|e| invalid(e.to_string()))?;
+            let (url, ignored) = drop_unknown_pg_params(url);
+            if !ignored.is_empty() {
+                tracing::warn!(
+                    "--database-url: ignoring unrecognized connect parameter(s) {} (values not shown)",
+                    ignored.join(", ")
+                );
+            }
+            let o = PgConnectOptions::from_str(&url)
+                .map_err(|e| invalid(scrub(&e.to_string(), &url)))?;
             let pool = PgPoolOptions::new()
                 .max_connections(opts.max_connections)
                 .acquire_timeout(opts.acquire_timeout)
@@ -302,7 +288,7 @@ impl Database {
             Ok(Database::Postgres(pool))
         } else if url.starts_with("sqlite:") {
             let o = SqliteConnectOptions::from_str(url)
-                .map_err(|e| invalid(e.to_string()))?
+                .map_err(|e| invalid(scrub(&e.to_string(), url)))?
                 .create_if_missing(opts.create_sqlite)
                 .journal_mode(SqliteJournalMode::Wal)
                 .busy_timeout(Duration::from_secs(10));
@@ -341,14 +327,21 @@ impl Database {
         &self,
         names: &[String],
     ) -> Result<Vec<Result<WorkerPool, UnreadablePool>>, DbError> {
-        if names.is_empty() {
-            return Ok(Vec::new());
+        let mut out = Vec::with_capacity(names.len());
+        for chunk in names.chunks(MAX_BINDS) {
+            let sql = format!(
+                "SELECT {POOL_COLUMNS} FROM worker_pools WHERE name IN ({}) ORDER BY id",
+                placeholders(chunk.len())
+            );
+            out.extend(self.fetch_pools(&sql, chunk).await?);
         }
-        let sql = format!(
-            "SELECT {POOL_COLUMNS} FROM worker_pools WHERE name IN ({}) ORDER BY id",
-            placeholders(names.len())
-        );
-        self.fetch_pools(&sql, names).await
+        if names.len() > MAX_BINDS {
+            out.sort_by_key(|r| match r {
+                Ok(p) => Some(p.id),
+                Err(e) => e.id,
+            });
+        }
+        Ok(out)
     }
 
     /// [`Database::load_pools_checked`], failing as a whole on an unreadable row (tools and
@@ -359,8 +352,15 @@ impl Database {
 
     /// Every pool, for `audit` without `--queue`, the simulator and benchmarks.
     pub async fn load_all_pools(&self) -> Result<Vec<WorkerPool>, DbError> {
+        collect_pools(self.load_all_pools_checked().await?)
+    }
+
+    /// Every pool, each row read on its own (the audit goes on past a row it cannot read).
+    pub async fn load_all_pools_checked(
+        &self,
+    ) -> Result<Vec<Result<WorkerPool, UnreadablePool>>, DbError> {
         let sql = format!("SELECT {POOL_COLUMNS} FROM worker_pools ORDER BY id");
-        collect_pools(self.fetch_pools(&sql, &[]).await?)
+        self.fetch_pools(&sql, &[]).await
     }
 
     async fn fetch_pools(
@@ -393,17 +393,17 @@ impl Database {
     pub async fn count_builds(&self, pool_ids: &[i64]) -> Result<HashMap<i64, Counts>, DbError> {
         let mut out: HashMap<i64, Counts> =
             pool_ids.iter().map(|id| (*id, Counts::default())).collect();
-        if pool_ids.is_empty() {
-            return Ok(out);
+        let mut rows: Vec<(i32, i64, i64, i64)> = Vec::new();
+        for chunk in pool_ids.chunks(MAX_BINDS) {
+            let sql = count_sql(chunk.len());
+            rows.extend(on_pool!(self, p => {
+                let mut q = sqlx::query_as::<_, (i32, i64, i64, i64)>(&sql);
+                for id in chunk {
+                    q = q.bind(*id as i32);
+                }
+                q.fetch_all(p).await.map_err(DbError::query("counting builds"))?
+            }));
         }
-        let sql = count_sql(pool_ids.len());
-        let rows: Vec<(i32, i64, i64, i64)> = on_pool!(self, p => {
-            let mut q = sqlx::query_as::<_, (i32, i64, i64, i64)>(&sql);
-            for id in pool_ids {
-                q = q.bind(*id as i32);
-            }
-            q.fetch_all(p).await.map_err(DbError::query("counting builds"))?
-        });
         for (id, queued, queued_projects, running) in rows {
             out.insert(
                 i64::from(id),
@@ -420,26 +420,26 @@ impl Database {
     /// The pool's RUNNING builds with their workers' hostnames (`builds.worker_id ->
     /// workers.hostname`), a build with no worker recorded yet included.
     pub async fn busy_workers(&self, pool_id: i64) -> Result<Vec<BusyWorker>, DbError> {
-        let rows: Vec<(Option<String>, i32, Option<DateTime<Utc>>)> = on_pool!(self, p =>
-            sqlx::query_as::<_, (Option<String>, i32, Option<DateTime<Utc>>)>(BUSY_SQL)
-                .bind(pool_id as i32)
-                .fetch_all(p).await.map_err(DbError::query("reading busy workers"))?);
-        Ok(rows
+        use sqlx::Row;
+        Ok(on_pool!(self, p => sqlx::query(BUSY_SQL)
+            .bind(pool_id as i32)
+            .fetch_all(p)
+            .await
+            .map_err(DbError::query("reading busy workers"))?
             .into_iter()
-            .map(|(hostname, build_id, started)| BusyWorker {
+            .map(|row| BusyWorker {
                 // No worker yet, or one that reported no name: busy somewhere in the pool.
-                hostname: hostname.filter(|h| !h.trim().is_empty()),
-                build_id: i64::from(build_id),
-                started,
+                hostname: row
+                    .try_get::<Option<String>, _>("hostname")
+                    .ok()
+                    .flatten()
+                    .filter(|h| !h.trim().is_empty()),
+                build_id: row.try_get::<i32, _>("build_id").map(i64::from).unwrap_or(0),
+                // An unreadable start ('infinity', …) is no evidence of anything: unknown,
+                // which the chooser treats as possibly busy on any instance it names.
+                started: row.try_get::<Option<Ts>, _>("start_time").ok().flatten().map(|t| t.0),
             })
-            .collect())
-    }
-
-    /// Every worker row, for the audit.
-    pub async fn workers(&self) -> Result<Vec<WorkerRow>, DbError> {
-        let sql = "SELECT id, worker_uid, hostname, last_checkin FROM workers ORDER BY id";
-        on_pool!(self, p => sqlx::query_as::<_, WorkerRow>(sql)
-            .fetch_all(p).await.map_err(DbError::query("reading workers")))
+            .collect()))
     }
 
     /// Records successful attempts `(pool id, when its executor call succeeded)`, in one
@@ -577,72 +577,11 @@ impl Database {
     pub async fn close(&self) {
         on_pool!(self, p => p.close().await)
     }
-
-    /// Builds of a pool queued in `[since, until)`, oldest id first, as `(id, project_id,
-    /// queued_time, start_time, end_time)`: what `autoscaler simulate --export-trace` turns
-    /// into a trace. Read-only, five narrow columns (never `output`). The time range is
-    /// applied here rather than in SQL because Vespene's PostgreSQL and an SQLite copy store
-    /// timestamps in forms that one SQL comparison cannot serve both; the rows are streamed,
-    /// so a long history costs time, not memory.
-    #[allow(clippy::type_complexity)]
-    pub async fn trace_builds(
-        &self,
-        pool_id: i64,
-        since: DateTime<Utc>,
-        until: DateTime<Utc>,
-    ) -> Result<
-        Vec<(
-            i64,
-            Option<i64>,
-            DateTime<Utc>,
-            Option<DateTime<Utc>>,
-            Option<DateTime<Utc>>,
-        )>,
-        DbError,
-    > {
-        use futures::TryStreamExt;
-        type Row = (
-            i32,
-            Option<i32>,
-            Option<DateTime<Utc>>,
-            Option<DateTime<Utc>>,
-            Option<DateTime<Utc>>,
-        );
-        const SQL: &str = "SELECT id, project_id, queued_time, start_time, end_time FROM builds \
-            WHERE worker_pool_id = $1 AND queued_time IS NOT NULL ORDER BY id";
-        let mut out = Vec::new();
-        on_pool!(self, p => {
-            let mut rows = sqlx::query_as::<_, Row>(SQL).bind(pool_id as i32).fetch(p);
-            while let Some((id, project, queued, start, end)) = rows
-                .try_next()
-                .await
-                .map_err(DbError::query("reading builds for a trace"))?
-            {
-                let Some(queued) = queued else { continue };
-                if queued >= since && queued < until {
-                    out.push((i64::from(id), project.map(i64::from), queued, start, end));
-                }
-            }
-        });
-        Ok(out)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(
-            redact_url("postgres://vespene:s3cret@db.example:5432/vespene"),
-            "postgres://vespene:***@db.example:5432/vespene"
-        );
-        let r = redact_url("postgres://db/x?user=a&password=s3cret");
-        assert!(!r.contains("s3cret") && r.contains("password=***"), "{r}");
-        assert_eq!(redact_url("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
-        assert!(!redact_url("pg:// user:s3cret@@").contains("s3cret"));
-    }
 
     #[test]
     fn invalid_url_names_the_problem_without_the_password() {

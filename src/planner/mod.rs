@@ -269,11 +269,32 @@ pub fn validate(pool: &WorkerPool) -> Result<(), SettingError> {
 
 /// Whether the pool's `reevaluate_minutes` timer has run out: never autoscaled, or last
 /// autoscaled at least that many minutes ago. (Vespene's Python had this inverted.)
+///
+/// A `last_autoscaled` further in the future than [`FUTURE_TOLERANCE`] (a clock set wrong, a
+/// hand edit) would freeze the pool until that time comes; such a pool is due (the engine warns
+/// with [`in_future`]).
 pub fn is_due(pool: &WorkerPool, now: DateTime<Utc>) -> bool {
     match pool.last_autoscaled {
         None => true,
-        Some(last) => now - last >= Duration::minutes(i64::from(pool.reevaluate_minutes.max(0))),
+        Some(_) if in_future(pool, now) => true,
+        Some(last) => {
+            now.signed_duration_since(last)
+                >= Duration::minutes(i64::from(pool.reevaluate_minutes.max(0)))
+        }
     }
+}
+
+/// How far ahead of this process's clock `last_autoscaled` may be and still be trusted: another
+/// autoscaler whose clock runs a little fast writes such times, and treating them as "due"
+/// would run its pools a second time.
+pub const FUTURE_TOLERANCE: Duration = Duration::minutes(5);
+
+/// Whether the pool's `last_autoscaled` lies further in the future than [`FUTURE_TOLERANCE`].
+pub fn in_future(pool: &WorkerPool, now: DateTime<Utc>) -> bool {
+    pool.last_autoscaled.is_some_and(|last| {
+        now.checked_add_signed(FUTURE_TOLERANCE)
+            .is_none_or(|n| last > n)
+    })
 }
 
 /// Clamps a raw figure into the pool's bounds; the one place the bounds are applied.
@@ -477,6 +498,23 @@ mod tests {
         p.reevaluate_minutes = 0;
         p.last_autoscaled = Some(now);
         assert!(is_due(&p, now));
+    }
+
+    #[test]
+    fn a_last_autoscaled_in_the_future_does_not_freeze_the_pool() {
+        let now = Utc::now();
+        let mut p = pool();
+        p.reevaluate_minutes = 10;
+        // A little ahead (a fast clock elsewhere): trusted, not due yet.
+        p.last_autoscaled = Some(now + Duration::minutes(1));
+        assert!(!is_due(&p, now) && !in_future(&p, now));
+        // Far ahead: due, and flagged for a warning.
+        p.last_autoscaled = Some(now + Duration::days(365 * 200));
+        assert!(is_due(&p, now) && in_future(&p, now));
+        p.last_autoscaled = Some(DateTime::<Utc>::MAX_UTC);
+        assert!(is_due(&p, now) && in_future(&p, now));
+        p.last_autoscaled = Some(DateTime::<Utc>::MIN_UTC);
+        assert!(is_due(&p, now) && !in_future(&p, now));
     }
 
     #[test]

@@ -40,6 +40,8 @@
 //! Not modelled: Vespene's `auto_abort_minutes` orphaning (a day later by default), failed
 //! executor calls, API latency, and instance boot-time variance.
 
+mod idle;
+
 use crate::planner::{self, Counts, PlanInput, PlannerState, Planners};
 use crate::simulate::trace::Trace;
 use autoscaler_executor::{Plan, WorkerPool};
@@ -232,7 +234,13 @@ struct Sim<'a> {
     record: bool,
     /// When the next full cycle is due.
     next_full: i64,
+    /// Jump over idle time (see `idle.rs`); off only to check that jumping changes nothing.
+    jump: bool,
 }
+
+/// Most instances the model holds: a plan of two billion workers (a huge `maximum` and
+/// `multiplier`) would exhaust memory; the simulation refuses it instead.
+pub const MAX_MODEL_INSTANCES: usize = 1_000_000;
 
 /// Replays `trace` against `pool` (its planner, weights, bounds, timer and `build_latest`)
 /// on `fleet`. Deterministic: the same inputs give the same outcome.
@@ -242,6 +250,18 @@ pub fn simulate(
     fleet: &Fleet,
     planners: &Planners,
     record_series: bool,
+) -> Result<Outcome, ModelError> {
+    simulate_with(trace, pool, fleet, planners, record_series, true)
+}
+
+/// [`simulate`], with the idle-time jump on or off.
+pub(crate) fn simulate_with(
+    trace: &Trace,
+    pool: &WorkerPool,
+    fleet: &Fleet,
+    planners: &Planners,
+    record_series: bool,
+    jump: bool,
 ) -> Result<Outcome, ModelError> {
     planner::validate(pool)?;
     planners.lookup(pool)?;
@@ -304,6 +324,7 @@ pub fn simulate(
         },
         record: record_series,
         next_full: 0,
+        jump,
     };
     sim.pool.last_autoscaled = None;
     sim.run()?;
@@ -340,6 +361,7 @@ impl Sim<'_> {
         // A running fleet at the pool's floor (a declarative group sits at its size).
         if self.fleet.executor.declarative() {
             let floor = self.target_instances(self.pool.minimum.max(0) as u32);
+            self.room_for(floor as usize)?;
             for _ in 0..floor {
                 self.launch(0, 0);
             }
@@ -392,6 +414,7 @@ impl Sim<'_> {
                         } else {
                             self.next_full
                         };
+                        let next = self.skip_idle(next, resting);
                         self.push(next, Kind::Cycle, 0, 0);
                     }
                     Kind::Arrival => unreachable!("arrivals are not queued as events"),
@@ -727,7 +750,7 @@ impl Sim<'_> {
         .due();
         if due {
             self.out.executor_calls += 1;
-            self.revisit = self.apply(plan);
+            self.revisit = self.apply(plan)?;
             self.last_applied = Some(plan);
             self.pool.last_autoscaled = Some(now);
             self.dispatch();
@@ -744,15 +767,28 @@ impl Sim<'_> {
             })
     }
 
+    /// Refuses to grow the model past [`MAX_MODEL_INSTANCES`].
+    fn room_for(&self, more: usize) -> Result<(), ModelError> {
+        if self.instances.len().saturating_add(more) > MAX_MODEL_INSTANCES {
+            return Err(ModelError::Fleet(format!(
+                "pool {}: the plan asks for more than {MAX_MODEL_INSTANCES} instances over the \
+                 simulation, more than the model holds; lower maximum or multiplier",
+                self.pool.name
+            )));
+        }
+        Ok(())
+    }
+
     /// Calls the executor; returns its `revisit`.
-    fn apply(&mut self, plan: Plan) -> bool {
+    fn apply(&mut self, plan: Plan) -> Result<bool, ModelError> {
         let t = self.t;
         let boot = self.fleet.boot_ms;
-        match self.fleet.executor {
+        Ok(match self.fleet.executor {
             ExecutorModel::Declarative => {
                 let want = self.target_instances(plan.size) as usize;
                 let current = self.live.len();
                 if want > current {
+                    self.room_for(want - current)?;
                     for _ in current..want {
                         self.launch(t, boot);
                     }
@@ -775,6 +811,7 @@ impl Sim<'_> {
             }
             ExecutorModel::Shell { .. } => {
                 let n = plan.queued_size.div_ceil(self.k);
+                self.room_for(n as usize)?;
                 for _ in 0..n {
                     self.launch(t, boot);
                 }
@@ -783,7 +820,7 @@ impl Sim<'_> {
                 }
                 false
             }
-        }
+        })
     }
 
     fn finish(mut self) -> Outcome {

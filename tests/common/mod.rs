@@ -10,6 +10,8 @@ use autoscaler_executor::WorkerPool;
 use sqlx::Connection;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+pub mod process;
+
 pub const VESPENE_SCHEMA: &str = include_str!("../fixtures/vespene_schema.sql");
 
 /// Which engine a test runs on.

@@ -4,6 +4,9 @@
 
 use crate::{Plan, WorkerPool};
 use minijinja::{context, Environment, UndefinedBehavior, Value};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Why a template did not render. The caller adds the pool name and the field
 /// (`executor_command`) when it wraps this into an [`crate::ExecutorError`].
@@ -23,6 +26,49 @@ pub enum TemplateError {
     /// silent no-op, so it is an error.
     #[error("template rendered an empty command")]
     Empty,
+    /// The template would not finish within its budget ([`RENDER_FUEL`] instructions,
+    /// [`RENDER_TIME_LIMIT`], [`MAX_RENDERED_BYTES`] of output): a template comes from a web
+    /// form, and rendering runs inside the process that scales every pool.
+    #[error("template exceeded its render budget: {0}")]
+    Budget(String),
+}
+
+/// Instructions one render may execute. A real command template runs a few hundred; two nested
+/// `range(100000)` loops would run for hours.
+pub const RENDER_FUEL: u64 = 100_000;
+
+/// Wall-clock time one render may take, for templates whose few instructions are each costly
+/// (repeating a string a hundred million times).
+pub const RENDER_TIME_LIMIT: Duration = Duration::from_secs(2);
+
+/// Longest rendered command: Linux refuses a single argument (`sh -c COMMAND`) longer than
+/// 128 KiB anyway, and a cloud group name is far shorter.
+pub const MAX_RENDERED_BYTES: usize = 128 * 1024;
+
+/// Templates whose render overran [`RENDER_TIME_LIMIT`] and is still running on its thread
+/// (it ends when its fuel does): each is refused until then, so a bad template costs at most
+/// one thread, not one more per cycle.
+static OVERRUNNING: Mutex<BTreeSet<u64>> = Mutex::new(BTreeSet::new());
+
+/// An `io::Write` into a string that refuses to grow past [`MAX_RENDERED_BYTES`].
+struct Capped {
+    out: Vec<u8>,
+    overflowed: bool,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.out.len() + buf.len() > MAX_RENDERED_BYTES {
+            self.overflowed = true;
+            return Err(std::io::Error::other("rendered command too long"));
+        }
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn line_suffix(line: Option<usize>) -> String {
@@ -56,17 +102,70 @@ fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.add_filter("shell_quote", shell_quote_filter);
+    env.set_fuel(Some(RENDER_FUEL));
     env
 }
 
 /// Renders a pool's `executor_command` with the variables Vespene documents: `worker_pool`
 /// (every column), `worker` (the same object, the name the docs use), `size` and
 /// `queued_size`. The result is trimmed; an all-blank result is [`TemplateError::Empty`].
+///
+/// Rendering is bounded (see [`TemplateError::Budget`]): it runs on a thread of its own, and
+/// the caller waits at most [`RENDER_TIME_LIMIT`].
 pub fn render_command(
     template: &str,
     pool: &WorkerPool,
     plan: Plan,
 ) -> Result<String, TemplateError> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    template.hash(&mut h);
+    let key = h.finish();
+    if lock_overrunning().contains(&key) {
+        return Err(TemplateError::Budget(format!(
+            "an earlier render of this template is still running past the {} s limit",
+            RENDER_TIME_LIMIT.as_secs()
+        )));
+    }
+    let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let (t, p, done) = (template.to_string(), pool.clone(), finished.clone());
+    let spawned = std::thread::Builder::new()
+        .name("template-render".into())
+        .spawn(move || {
+            let result = render_bounded(&t, &p, plan);
+            let mut overrunning = lock_overrunning();
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            overrunning.remove(&key);
+            let _ = tx.send(result);
+        });
+    if let Err(e) = spawned {
+        return Err(TemplateError::Render {
+            line: None,
+            detail: format!("could not start the render thread: {e}"),
+        });
+    }
+    match rx.recv_timeout(RENDER_TIME_LIMIT) {
+        Ok(result) => result,
+        Err(_) => {
+            let mut overrunning = lock_overrunning();
+            if !finished.load(std::sync::atomic::Ordering::SeqCst) {
+                overrunning.insert(key);
+            }
+            Err(TemplateError::Budget(format!(
+                "still rendering after {} s",
+                RENDER_TIME_LIMIT.as_secs()
+            )))
+        }
+    }
+}
+
+fn lock_overrunning() -> std::sync::MutexGuard<'static, BTreeSet<u64>> {
+    OVERRUNNING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// [`render_command`] on the calling thread, bounded by fuel and output size only.
+fn render_bounded(template: &str, pool: &WorkerPool, plan: Plan) -> Result<String, TemplateError> {
     let env = environment();
     let pool_value = Value::from_serialize(pool);
     let ctx = context! {
@@ -75,7 +174,20 @@ pub fn render_command(
         size => plan.size,
         queued_size => plan.queued_size,
     };
-    let rendered = env.render_str(template, ctx).map_err(classify)?;
+    let compiled = env.template_from_str(template).map_err(classify)?;
+    let mut out = Capped {
+        out: Vec::new(),
+        overflowed: false,
+    };
+    if let Err(e) = compiled.render_captured_to(ctx, &mut out) {
+        if out.overflowed {
+            return Err(TemplateError::Budget(format!(
+                "rendered more than {MAX_RENDERED_BYTES} bytes"
+            )));
+        }
+        return Err(classify(e));
+    }
+    let rendered = String::from_utf8_lossy(&out.out);
     let trimmed = rendered.trim();
     if trimmed.is_empty() {
         return Err(TemplateError::Empty);
@@ -91,6 +203,10 @@ fn classify(err: minijinja::Error) -> TemplateError {
         .map(str::to_string)
         .unwrap_or_else(|| err.kind().to_string());
     match err.kind() {
+        K::OutOfFuel => TemplateError::Budget(format!(
+            "more than {RENDER_FUEL} instructions{}",
+            line_suffix(line)
+        )),
         K::SyntaxError | K::BadEscape => TemplateError::Syntax { line, detail },
         K::UndefinedError => TemplateError::Undefined { line, detail },
         _ => TemplateError::Render { line, detail },
@@ -182,6 +298,49 @@ mod tests {
     }
 
     #[test]
+    fn runaway_templates_fail_within_their_budget() {
+        let p = pool("p");
+        // The 85 characters: two nested range(100000) loops.
+        let nested =
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}";
+        let err = render_command(nested, &p, Plan::default()).unwrap_err();
+        assert!(matches!(err, TemplateError::Budget(_)), "{err:?}");
+        assert!(
+            err.to_string()
+                .starts_with("template exceeded its render budget"),
+            "{err}"
+        );
+        // Few instructions, each costly: the time limit, then refused while still running.
+        let slow = "{% for i in range(50000) %}{% set s = 'x' * 100000000 %}{% endfor %}done";
+        let err = render_command(slow, &p, Plan::default()).unwrap_err();
+        assert!(matches!(err, TemplateError::Budget(_)), "{err:?}");
+        let again = render_command(slow, &p, Plan::default()).unwrap_err();
+        assert!(
+            again.to_string().contains("still running")
+                || again.to_string().contains("instructions"),
+            "{again}"
+        );
+        // Output: capped, not buffered without limit.
+        let big = "{% for i in range(100) %}{{ 'x' * 10000 }}{% endfor %}";
+        let err = render_command(big, &p, Plan::default()).unwrap_err();
+        assert_eq!(
+            err,
+            TemplateError::Budget(format!("rendered more than {MAX_RENDERED_BYTES} bytes"))
+        );
+        // A realistic loop still renders.
+        let ok = render_command(
+            "{% for i in range(size) %}w{{ i }} {% endfor %}",
+            &p,
+            Plan {
+                size: 500,
+                queued_size: 0,
+            },
+        )
+        .unwrap();
+        assert!(ok.starts_with("w0 w1") && ok.ends_with("w499"));
+    }
+
+    #[test]
     fn no_html_escaping() {
         let out =
             render_command("{{ worker_pool.name }}", &pool("a&b<c>"), Plan::default()).unwrap();
@@ -214,6 +373,29 @@ mod fuzz {
         ], 0..10)) {
             let t: String = parts.concat();
             let _ = render_command(&t, &WorkerPool::with_defaults(1, "p"), Plan::default());
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// Loops nested to any depth over any range, with costly bodies: each render ends, with
+        /// a command or a classified error, within the time limit plus a margin (the bound is
+        /// the limit; the margin only absorbs a loaded machine).
+        #[test]
+        fn rendering_is_bounded(depth in 1usize..4, n in prop_oneof![Just(10u32), Just(1000), Just(100000)],
+                                body in prop_oneof![Just("x"), Just("{{ 'ab' * 1000 }}"), Just("{% set s = 'x' * 1000000 %}"), Just("{{ size }}")]) {
+            let mut t = String::new();
+            for d in 0..depth { t += &format!("{{% for i{d} in range({n}) %}}"); }
+            t += body;
+            for _ in 0..depth { t += "{% endfor %}"; }
+            t += " end";
+            let started = std::time::Instant::now();
+            let r = render_command(&t, &WorkerPool::with_defaults(1, "p"), Plan { size: 3, queued_size: 1 });
+            prop_assert!(started.elapsed() < RENDER_TIME_LIMIT + std::time::Duration::from_secs(3), "{:?}", started.elapsed());
+            match r {
+                Ok(out) => prop_assert!(out.len() <= MAX_RENDERED_BYTES),
+                Err(e) => prop_assert!(matches!(e, TemplateError::Budget(_) | TemplateError::Render { .. }), "{:?}", e),
+            }
         }
     }
 

@@ -30,22 +30,100 @@ impl Drop for GroupGuard {
     }
 }
 
+/// Bytes of one output line kept for the log; the rest of the line is read and dropped, so a
+/// command that prints hundreds of megabytes without a newline costs this much memory, not that.
+pub const MAX_LINE_BYTES: usize = 16 * 1024;
+
+/// After the shell exits, how long its output may still take to reach EOF. A process that left
+/// the group (`setsid cmd &`) keeps the pipe open for as long as it lives; the call does not
+/// wait for it beyond this.
+pub const OUTPUT_DRAIN: Duration = Duration::from_secs(2);
+
+/// Logs one output line: bytes that are not UTF-8 are shown as U+FFFD rather than ending the
+/// reader (which would close the pipe and kill the command with SIGPIPE).
+fn emit(pool: &str, name: &str, line: &[u8], cut: bool, last: &mut Option<String>) {
+    let mut text = String::from_utf8_lossy(line).into_owned();
+    if text.ends_with('\r') {
+        text.pop();
+    }
+    if cut {
+        text.push_str(&format!(" … (line cut at {MAX_LINE_BYTES} bytes)"));
+    }
+    tracing::info!(target: "autoscaler::shell", pool = %pool, stream = name, "[{pool}] {text}");
+    if !text.trim().is_empty() {
+        *last = Some(text);
+    }
+}
+
+/// Reads a pipe to its end, whatever it holds, logging line by line; returns the last
+/// non-blank line (for the error message of a failed command).
+async fn read_lines<R: AsyncRead + Unpin>(reader: R, pool: &str, name: &str) -> Option<String> {
+    let mut reader = BufReader::new(reader);
+    let mut line: Vec<u8> = Vec::new();
+    let mut cut = false;
+    let mut last = None;
+    loop {
+        let buf = match reader.fill_buf().await {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::warn!(target: "autoscaler::shell", pool = %pool, "[{pool}] reading {name}: {e}");
+                break;
+            }
+        };
+        if buf.is_empty() {
+            break;
+        }
+        let (chunk, used, end) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buf[..i], i + 1, true),
+            None => (buf, buf.len(), false),
+        };
+        let room = MAX_LINE_BYTES - line.len();
+        if chunk.len() > room {
+            line.extend_from_slice(&chunk[..room]);
+            cut = true;
+        } else {
+            line.extend_from_slice(chunk);
+        }
+        reader.consume(used);
+        if end {
+            emit(pool, name, &line, cut, &mut last);
+            line.clear();
+            cut = false;
+        }
+    }
+    if !line.is_empty() || cut {
+        emit(pool, name, &line, cut, &mut last);
+    }
+    last
+}
+
 fn stream<R: AsyncRead + Unpin + Send + 'static>(
     reader: R,
     pool: String,
     name: &'static str,
 ) -> JoinHandle<Option<String>> {
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(reader).lines();
-        let mut last = None;
-        while let Ok(Some(line)) = lines.next_line().await {
-            tracing::info!(target: "autoscaler::shell", pool = %pool, stream = name, "[{pool}] {line}");
-            if !line.trim().is_empty() {
-                last = Some(line);
-            }
-        }
-        last
-    })
+    tokio::spawn(async move { read_lines(reader, &pool, name).await })
+}
+
+/// Kills the command's process group if the autoscaler dies without cleaning up (SIGKILL, the
+/// OOM killer), so a restarted autoscaler never runs the pool while the orphan still does: a
+/// `sh` in a group of its own that waits for its stdin, a pipe only this process holds, to close.
+/// Dropped when the call ends normally, it is killed first (and never signals the group).
+fn watchdog(pgid: i32) -> Option<tokio::process::Child> {
+    Command::new("/bin/sh")
+        .arg("-c")
+        .arg("read -r _; kill -9 -\"$1\" 2>/dev/null")
+        .arg("autoscaler-watchdog")
+        .arg(pgid.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| tracing::warn!("could not start the watchdog of process group {pgid}: {e}"))
+        .ok()
 }
 
 /// Runs `command` with `shell -c` in a new process group; Ok when it exits 0.
@@ -77,6 +155,7 @@ pub(crate) async fn run(
     let mut guard = GroupGuard {
         pgid: child.id().map(|id| id as i32),
     };
+    let _watchdog = guard.pgid.and_then(watchdog);
     let out = stream(
         child.stdout.take().expect("piped"),
         pool.to_string(),
@@ -118,11 +197,26 @@ pub(crate) async fn run(
             format!("waiting for executor_command: {e}"),
         )
     })?;
-    // The shell has exited: kill anything it left behind in its group, then collect output.
+    // The shell has exited: kill anything it left behind in its group, then collect output,
+    // waiting no longer than OUTPUT_DRAIN for a process outside the group that holds the pipe.
     guard.signal(libc::SIGKILL);
     guard.pgid = None;
-    let _ = out.await;
-    let last_err = err.await.ok().flatten();
+    let (mut out, mut err) = (out, err);
+    let readers = async {
+        let _ = (&mut out).await;
+        (&mut err).await.ok().flatten()
+    };
+    let last_err = match tokio::time::timeout(OUTPUT_DRAIN, readers).await {
+        Ok(last_err) => last_err,
+        Err(_) => {
+            out.abort();
+            err.abort();
+            tracing::warn!(target: "autoscaler::shell", pool = %pool,
+                "[{pool}] executor_command exited, but a process it started outside its process group \
+                 still holds its output; no longer reading it");
+            None
+        }
+    };
     if status.success() {
         return Ok(());
     }
@@ -138,4 +232,68 @@ pub(crate) async fn run(
         ErrorKind::Command(code),
         format!("executor_command exited with status {code}{tail}"),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader of `n` bytes of `x`, then an optional newline and a second line.
+    struct Endless {
+        left: usize,
+        tail: &'static [u8],
+    }
+
+    impl AsyncRead for Endless {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            if self.left > 0 {
+                let n = self.left.min(buf.remaining());
+                buf.put_slice(&vec![b'x'; n]);
+                self.left -= n;
+            } else {
+                let n = self.tail.len().min(buf.remaining());
+                let tail = self.tail;
+                buf.put_slice(&tail[..n]);
+                self.tail = &tail[n..];
+            }
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn one_line_is_capped_and_the_rest_is_still_read() {
+        let last = read_lines(
+            Endless {
+                left: 50 * 1024 * 1024,
+                tail: b"",
+            },
+            "p",
+            "stdout",
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            last,
+            format!(
+                "{} … (line cut at {MAX_LINE_BYTES} bytes)",
+                "x".repeat(MAX_LINE_BYTES)
+            )
+        );
+        // The line after a cut one is read whole.
+        let last = read_lines(
+            Endless {
+                left: 3 * MAX_LINE_BYTES,
+                tail: b"\nafter \xff\xfe\r\n",
+            },
+            "p",
+            "stdout",
+        )
+        .await
+        .unwrap();
+        assert_eq!(last, "after \u{fffd}\u{fffd}");
+    }
 }

@@ -177,3 +177,82 @@ async fn timeout_kills_the_whole_process_group() {
     }
     assert!(!alive, "grandchild {pid} survived the timeout");
 }
+
+fn running(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    !stat.is_empty() && stat.split_whitespace().nth(2) != Some("Z")
+}
+
+/// Issue 12 item 2: a process that leaves the group (`setsid`) and keeps the output pipe open
+/// does not hold the call: the shell's exit plus a short drain ends it.
+#[tokio::test]
+async fn a_detached_child_holding_the_pipe_does_not_stall_the_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("detached.pid");
+    // The pid file is written once the child has left the group (after setsid).
+    let p = pool(&format!(
+        "setsid sh -c 'echo $$ > {f}; exec sleep 60' & while [ ! -s {f} ]; do sleep 0.01; done; echo launched",
+        f = pidfile.display()
+    ));
+    let cfg = Config {
+        timeout_seconds: 30,
+        ..Config::default()
+    };
+    let started = Instant::now();
+    let outcome = scale(&ShellExecutor::new(cfg), &p, false).await;
+    let took = started.elapsed();
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let detached_alive = running(pid);
+    unsafe { libc_kill(pid, 9) };
+    assert!(outcome.is_ok(), "{outcome:?}");
+    assert!(
+        detached_alive,
+        "the test's premise: the detached child outlives the call"
+    );
+    // The drain is 2 s; the child would hold the pipe for 60 s.
+    assert!(took < Duration::from_secs(20), "the call took {took:?}");
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// Issue 12 item 5: bytes that are not UTF-8 are logged lossily; the pipe stays open and the
+/// command finishes its work with its own exit code (not 141, SIGPIPE).
+#[tokio::test]
+async fn non_utf8_output_does_not_kill_the_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let done = dir.path().join("done");
+    let p = pool(&format!(
+        "printf 'bad \\377\\376 bytes\\n'; printf '\\377\\n' >&2; i=0; while [ $i -lt 3000 ]; do echo line $i; i=$((i+1)); done; touch {}; echo last words >&2; exit 7",
+        done.display()
+    ));
+    let err = scale(&ShellExecutor::new(Config::default()), &p, false)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Command(7), "{err}");
+    assert!(err.to_string().ends_with("status 7: last words"), "{err}");
+    assert!(done.exists(), "the command did not finish its work");
+}
+
+/// Issue 12 item 6: output without a newline is read to the end, holding at most one capped
+/// line, and the command finishes normally.
+#[tokio::test]
+async fn a_line_without_newline_is_capped_and_read_to_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let done = dir.path().join("done");
+    let p = pool(&format!(
+        "head -c 30000000 /dev/zero | tr '\\0' x >&2; touch {}; exit 5",
+        done.display()
+    ));
+    let err = scale(&ShellExecutor::new(Config::default()), &p, false)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Command(5), "{err}");
+    assert!(done.exists());
+}

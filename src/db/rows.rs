@@ -1,0 +1,169 @@
+//! Read-only row listings for the tools (`audit`'s workers, `simulate --export-trace`'s builds),
+//! each row decoded on its own: a value the program cannot hold fails that row, named by its id
+//! and column, and never the listing or the process.
+
+use super::{Database, DbError, Ts};
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use sqlx::Row;
+
+/// A worker row, for the audit's "never checked in" and "stale worker" findings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkerRow {
+    pub id: i32,
+    pub worker_uid: String,
+    pub hostname: Option<String>,
+    pub last_checkin: Option<DateTime<Utc>>,
+}
+
+/// A row of `workers` or `builds` that could not be read; the listing goes on without it.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{table} row {}: {column}: cannot be read: {reason}", id.map(|i| i.to_string()).unwrap_or_else(|| "?".into()))]
+pub struct UnreadableRow {
+    /// `workers` or `builds`.
+    pub table: &'static str,
+    /// The row's id, when that much could be read.
+    pub id: Option<i64>,
+    /// The column at fault.
+    pub column: &'static str,
+    /// The driver's reason.
+    pub reason: String,
+}
+
+/// A build of `trace_builds`: `(id, project_id, queued_time, start_time, end_time)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TraceRow {
+    pub id: i64,
+    pub project: Option<i64>,
+    pub queued: DateTime<Utc>,
+    pub start: Option<DateTime<Utc>>,
+    pub end: Option<DateTime<Utc>>,
+}
+
+/// Reads one column of a row, or names it.
+fn get<'r, R, T>(row: &'r R, column: &'static str) -> Result<T, (&'static str, String)>
+where
+    R: Row,
+    usize: sqlx::ColumnIndex<R>,
+    &'static str: sqlx::ColumnIndex<R>,
+    T: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    row.try_get(column).map_err(|e| (column, e.to_string()))
+}
+
+fn worker<R>(row: &R) -> Result<WorkerRow, UnreadableRow>
+where
+    R: Row,
+    usize: sqlx::ColumnIndex<R>,
+    &'static str: sqlx::ColumnIndex<R>,
+    for<'r> i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<Ts>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let inner = || -> Result<WorkerRow, (&'static str, String)> {
+        Ok(WorkerRow {
+            id: get(row, "id")?,
+            worker_uid: get(row, "worker_uid")?,
+            hostname: get(row, "hostname")?,
+            last_checkin: get::<R, Option<Ts>>(row, "last_checkin")?.map(|t| t.0),
+        })
+    };
+    inner().map_err(|(column, reason)| UnreadableRow {
+        table: "workers",
+        id: row.try_get::<i32, _>("id").ok().map(i64::from),
+        column,
+        reason,
+    })
+}
+
+fn trace_row<R>(row: &R) -> Result<Option<TraceRow>, UnreadableRow>
+where
+    R: Row,
+    usize: sqlx::ColumnIndex<R>,
+    &'static str: sqlx::ColumnIndex<R>,
+    for<'r> i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<i32>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<Ts>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let inner = || -> Result<Option<TraceRow>, (&'static str, String)> {
+        let Some(queued) = get::<R, Option<Ts>>(row, "queued_time")? else {
+            return Ok(None);
+        };
+        Ok(Some(TraceRow {
+            id: i64::from(get::<R, i32>(row, "id")?),
+            project: get::<R, Option<i32>>(row, "project_id")?.map(i64::from),
+            queued: queued.0,
+            start: get::<R, Option<Ts>>(row, "start_time")?.map(|t| t.0),
+            end: get::<R, Option<Ts>>(row, "end_time")?.map(|t| t.0),
+        }))
+    };
+    inner().map_err(|(column, reason)| UnreadableRow {
+        table: "builds",
+        id: row.try_get::<i32, _>("id").ok().map(i64::from),
+        column,
+        reason,
+    })
+}
+
+impl Database {
+    /// Every worker row, for the audit; a row that cannot be read is returned as such.
+    pub async fn workers(&self) -> Result<Vec<Result<WorkerRow, UnreadableRow>>, DbError> {
+        let sql = "SELECT id, worker_uid, hostname, last_checkin FROM workers ORDER BY id";
+        let what = DbError::query("reading workers");
+        Ok(match self {
+            Database::Postgres(p) => sqlx::query(sql)
+                .fetch_all(p)
+                .await
+                .map_err(what)?
+                .iter()
+                .map(worker)
+                .collect(),
+            Database::Sqlite(p) => sqlx::query(sql)
+                .fetch_all(p)
+                .await
+                .map_err(what)?
+                .iter()
+                .map(worker)
+                .collect(),
+        })
+    }
+
+    /// Builds of a pool queued in `[since, until)`, oldest id first: what `autoscaler simulate
+    /// --export-trace` turns into a trace; rows that cannot be read come back as such,
+    /// whatever their time. Read-only, five narrow columns (never `output`). The time range is
+    /// applied here rather than in SQL because Vespene's PostgreSQL and an SQLite copy store
+    /// timestamps in forms that one SQL comparison cannot serve both; the rows are streamed,
+    /// so a long history costs time, not memory.
+    pub async fn trace_builds(
+        &self,
+        pool_id: i64,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<Result<TraceRow, UnreadableRow>>, DbError> {
+        const SQL: &str = "SELECT id, project_id, queued_time, start_time, end_time FROM builds \
+            WHERE worker_pool_id = $1 AND queued_time IS NOT NULL ORDER BY id";
+        let mut out = Vec::new();
+        let mut keep = |r: Result<Option<TraceRow>, UnreadableRow>| match r {
+            Ok(Some(t)) if t.queued >= since && t.queued < until => out.push(Ok(t)),
+            Ok(_) => {}
+            Err(e) => out.push(Err(e)),
+        };
+        let what = || DbError::query("reading builds for a trace");
+        match self {
+            Database::Postgres(p) => {
+                let mut rows = sqlx::query(SQL).bind(pool_id as i32).fetch(p);
+                while let Some(row) = rows.try_next().await.map_err(what())? {
+                    keep(trace_row(&row));
+                }
+            }
+            Database::Sqlite(p) => {
+                let mut rows = sqlx::query(SQL).bind(pool_id as i32).fetch(p);
+                while let Some(row) = rows.try_next().await.map_err(what())? {
+                    keep(trace_row(&row));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
