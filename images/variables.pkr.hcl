@@ -1,4 +1,4 @@
-# Variables of the Vespene worker image (the "Images" section of README.md walks through them point by point).
+# Variables of the Vespene worker image (docs/images.md walks through them point by point).
 # Secrets are `sensitive`: Packer prints <sensitive> wherever their values would appear. Pass
 # them through the environment (PKR_VAR_db_password=...), not on the command line.
 

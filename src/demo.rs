@@ -139,6 +139,21 @@ pub fn demo_script() -> String {
     sql
 }
 
+/// The command the demo suggests next: a dry run of the same pools on the same database, led
+/// by the path of the binary that is running, because after `cargo run` no `autoscaler` is on
+/// the `PATH` and the suggestion must run as printed. Every word is quoted for `sh`.
+pub fn next_command(exe: Option<&std::path::Path>, database_url: &str) -> String {
+    use autoscaler_executor::template::shell_quote;
+    let program = exe
+        .and_then(|p| p.to_str())
+        .map(shell_quote)
+        .unwrap_or_else(|| "autoscaler".into());
+    format!(
+        "{program} --database-url {} --queue linux --force --dry-run",
+        shell_quote(database_url)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,5 +165,16 @@ mod tests {
         p.multiplier = f64::NAN;
         let sql = insert_pool_sql(&p);
         assert!(sql.contains("'o''neil'") && sql.contains("'NaN'"), "{sql}");
+    }
+
+    #[test]
+    fn next_command_names_the_running_binary_quoted() {
+        let exe = std::path::Path::new("/home/a user/target/debug/autoscaler");
+        assert_eq!(
+            next_command(Some(exe), "sqlite:///tmp/it's.db"),
+            "'/home/a user/target/debug/autoscaler' --database-url 'sqlite:///tmp/it'\\''s.db' --queue linux --force --dry-run"
+        );
+        assert!(next_command(None, "sqlite://x.db")
+            .starts_with("autoscaler --database-url sqlite://x.db "));
     }
 }

@@ -194,7 +194,9 @@ async fn demo(keep: Option<std::path::PathBuf>, config: Config) -> anyhow::Resul
                 .unwrap_or_else(|| "NULL".into())
         );
     }
-    println!("\nnext: `autoscaler --database-url {url} --queue linux --force --dry-run`");
+    let exe = std::env::current_exe().ok();
+    println!("\nnext, a dry run on the same database (plans and commands, no changes):");
+    println!("  {}", autoscaler::demo::next_command(exe.as_deref(), &url));
     Ok(code)
 }
 

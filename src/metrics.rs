@@ -85,7 +85,7 @@ impl Metrics {
         };
         registry.register(
             "pool_queued_builds",
-            "QUEUED builds as the planner counts them",
+            "QUEUED builds (queued; with build_latest the planner counts queued_projects)",
             m.queued.clone(),
         );
         registry.register("pool_running_builds", "RUNNING builds", m.running.clone());

@@ -101,14 +101,11 @@ pub fn print_dry_run(report: &CycleReport) {
                 outcome,
             } => {
                 println!(
-                    "pool {}: executor {} plan size={} queued_size={} (queued={} queued_projects={} running={})",
+                    "pool {}: executor {} plan size={} queued_size={} ({counts})",
                     p.name,
                     p.executor.as_deref().unwrap_or("?"),
                     plan.size,
                     plan.queued_size,
-                    counts.queued,
-                    counts.queued_projects,
-                    counts.running
                 );
                 for a in &outcome.actions {
                     println!("  {a}");

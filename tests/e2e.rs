@@ -346,9 +346,10 @@ fn bad_database_url_fails_cleanly_without_secrets() {
 }
 
 #[test]
-fn demo_runs_on_a_fresh_machine() {
+fn demo_runs_on_a_fresh_machine_and_its_next_command_runs_as_printed() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("demo.db");
+    // A space in the path: the suggested command must quote it.
+    let db = dir.path().join("my demo.db");
     let out = bin().args(["demo", "--keep"]).arg(&db).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -360,4 +361,39 @@ fn demo_runs_on_a_fresh_machine() {
     assert!(stderr.contains("would scale gpu to 4 workers"), "{stderr}");
     assert!(stdout.contains("after one forced cycle"), "{stdout}");
     assert!(db.exists());
+    // The log names the counts with the dry-run line's words: queued builds, queued projects.
+    assert!(
+        stderr.contains(
+            "pool linux: size 4 (queued_size 2) from queued=4 queued_projects=2 running=2"
+        ),
+        "{stderr}"
+    );
+
+    // The suggested next command is the last line; it names this binary by its real path
+    // (no `autoscaler` on the PATH after `cargo run`) and runs, as printed, in a shell.
+    let next = stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap()
+        .trim();
+    assert!(!next.starts_with("autoscaler "), "{next}");
+    assert!(next.ends_with("--queue linux --force --dry-run"), "{next}");
+    let out = Command::new("sh")
+        .args(["-c", next])
+        .env_remove("DATABASE_URL")
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    let dry = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{next}\n{dry}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        dry.contains("pool linux: executor shell plan size=4 queued_size=2 (queued=4 queued_projects=2 running=2)"),
+        "{dry}"
+    );
 }

@@ -16,8 +16,8 @@ set +x
 ROOT="${ROOT:-}"
 ROOT="${ROOT%/}"
 
-# Fixed names of the image layout. They are part of the contract with check-image.sh and the
-# README; the bake does not make them configurable.
+# Fixed names of the image layout. They are part of the contract with check-image.sh and
+# docs/images.md; the bake does not make them configurable.
 APP_USER="vespene"
 BUILD_GROUP="vespene-build"
 APP_HOME="/var/lib/vespene"

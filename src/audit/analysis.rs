@@ -2,7 +2,7 @@
 //! database says, and the clock in; findings and a per-pool summary out. No I/O, so every rule
 //! is tested with hand-built fleets and the command's output is reproducible with `--now`.
 //!
-//! Rules (also in the README section):
+//! Rules (also in docs/audit.md):
 //! - **orphan** (error): an instance labelled `vespene_worker=true` that is a member of no
 //!   group read, or a member of one pool's group while its `vespene_pool` names another pool.
 //!   Judged only for instances whose pool is audited (or, without `--queue`, any pool), and

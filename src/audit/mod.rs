@@ -44,7 +44,7 @@ Examples:
 pub enum Format {
     /// Aligned, grouped by pool; severities coloured on a terminal.
     Table,
-    /// One JSON document (schema in the README).
+    /// One JSON document (schema in docs/audit.md).
     Json,
 }
 

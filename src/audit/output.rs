@@ -9,7 +9,7 @@ use std::fmt::Write;
 /// and counts the rest, the JSON has them all.
 const STALE_ROWS_SHOWN: usize = 10;
 
-/// The JSON document (schema in the README's audit section).
+/// The JSON document (schema in docs/audit.md).
 pub fn json(report: &Report) -> String {
     let mut s = serde_json::to_string_pretty(report).expect("a report always serialises");
     s.push('\n');

@@ -46,12 +46,12 @@ impl Engine {
                     for action in &outcome.actions {
                         tracing::info!(pool = %pool.name, executor = name, "[{}] {action}", pool.name);
                     }
-                    let queued = job.counts.effective_queued(pool);
+                    let c = job.counts;
                     tracing::info!(
                         pool = %pool.name, executor = name, outcome = if self.options.dry_run { "dry_run" } else { "scaled" },
-                        size = job.plan.size, queued_size = job.plan.queued_size, queued, running = job.counts.running,
-                        "pool {}: size {} (queued_size {}) from {queued} queued, {} running",
-                        pool.name, job.plan.size, job.plan.queued_size, job.counts.running
+                        size = job.plan.size, queued_size = job.plan.queued_size,
+                        queued = c.queued, queued_projects = c.queued_projects, running = c.running,
+                        "pool {}: size {} (queued_size {}) from {c}", pool.name, job.plan.size, job.plan.queued_size
                     );
                     {
                         let mut all = self.memory.lock().expect("memory lock");

@@ -26,6 +26,18 @@ pub struct Counts {
     pub running: u64,
 }
 
+/// `queued=Q queued_projects=P running=R`: the one way every log line and dry-run line names
+/// these numbers, so `queued` always means QUEUED builds and never the distinct projects.
+impl std::fmt::Display for Counts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "queued={} queued_projects={} running={}",
+            self.queued, self.queued_projects, self.running
+        )
+    }
+}
+
 impl Counts {
     /// The queued figure the formula uses for this pool.
     pub fn effective_queued(&self, pool: &WorkerPool) -> u64 {

@@ -57,7 +57,7 @@ impl ErrorKind {
     }
 
     /// The value written to `worker_pools.autoscaling_status`: the exit code for a command,
-    /// else a fixed code per kind (documented in the README) so an operator can tell a
+    /// else a fixed code per kind (documented in docs/status-codes.md) so an operator can tell a
     /// template error from an outage by looking at the column.
     pub fn status_code(&self) -> i32 {
         match self {

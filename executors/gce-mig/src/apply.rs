@@ -226,7 +226,7 @@ impl Applier {
         let hint = match e.kind {
             ApiErrorKind::NotFound => "; check the pool's executor_command names an existing group",
             ApiErrorKind::PermissionDenied => {
-                "; the account needs roles/compute.instanceAdmin.v1 on the project (see the README's GCE section)"
+                "; the account needs roles/compute.instanceAdmin.v1 on the project (see docs/gce-mig.md)"
             }
             ApiErrorKind::Credentials => "; check the GCE credentials",
             _ => "",
