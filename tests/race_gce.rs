@@ -24,7 +24,8 @@
 //! blocked because a RUNNING build could be on any instance) by the chooser; the binary logs
 //! each cycle's counts on its "scale-in decision" line, and the harness sums them.
 //!
-//! `RACE_GCE_SECS` sets the racing time (default 40 s); `RACE_GCE_BINARY` runs another build
+//! `RACE_GCE_SECS` sets the racing time (default 40 s; it goes on, 10 s at a time up to three
+//! times as long, until 2,400 decisions); `RACE_GCE_BINARY` runs another build
 //! of the binary (e.g. the code before issue 11, for the best-effort "before" number).
 
 mod common;
@@ -40,6 +41,8 @@ use std::time::{Duration, Instant};
 
 const GROUPS: usize = 16;
 const MAX_INSTANCES: i32 = 6;
+/// The issue asks for at least 2,000 scale-in decisions per cloud; a margin above it.
+const ENOUGH_DECISIONS: u64 = 2_400;
 const BASE_LABELS: &[(&str, &str)] = &[("vespene_worker", "true")];
 
 /// A small deterministic generator (xorshift64*), so the harness needs no extra crate.
@@ -490,12 +493,18 @@ async fn race(agent: bool) -> Report {
     let started = Instant::now();
     let spawned = Arc::new(Mutex::new(Vec::new()));
     let sup = tokio::spawn(supervise(ctx.clone(), pools.clone(), spawned.clone()));
-    drive_queue(
-        ctx.clone(),
-        pools.clone(),
-        started + Duration::from_secs(secs),
-    )
-    .await;
+    // Race for `secs`, then on (10 s at a time, up to three times as long) until the binary has
+    // logged enough decisions: a loaded machine runs fewer cycles in the same time.
+    let mut until = started + Duration::from_secs(secs);
+    loop {
+        drive_queue(ctx.clone(), pools.clone(), until).await;
+        let so_far = decisions(&std::fs::read_to_string(&log_path).unwrap_or_default());
+        let n = so_far["removed"] + so_far["drain_requested"] + so_far["held"] + so_far["blocked"];
+        if n >= ENOUGH_DECISIONS || started.elapsed() >= Duration::from_secs(3 * secs) {
+            break;
+        }
+        until = Instant::now() + Duration::from_secs(10);
+    }
     // The queue is empty from here: let the pools scale in to zero.
     tokio::time::sleep(Duration::from_secs(4)).await;
     running.store(false, Ordering::SeqCst);
