@@ -444,10 +444,10 @@ async fn background_jobs_of_a_successful_command_end_with_it_as_documented() {
         gone.is_some(),
         "the background job {pid} outlived its command"
     );
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../docs/shell.md");
     assert!(
-        readme.contains("background jobs are killed with its process group when it exits"),
-        "README does not say what happens to a successful command's background jobs"
+        readme.contains("background jobs are killed"),
+        "docs/shell.md does not say what happens to a successful command's background jobs"
     );
     t.cleanup().await;
 }

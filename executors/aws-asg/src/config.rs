@@ -17,7 +17,7 @@ pub const AWS_MAX_LIFECYCLE_SECONDS: u64 = 172_800;
 /// heartbeat due every N seconds goes out up to one `--sleep` late; the engine does not tell
 /// executors its `--sleep`, so the check assumes the default, and an operator who raises
 /// `--sleep` keeps `heartbeat_timeout_seconds` above three times it (see
-/// `docs/aws-scale-in-notes.md`).
+/// `docs/aws-asg.md#start-up-checks`).
 pub const MIN_HEARTBEAT_INTERVAL_SECONDS: u64 = 20;
 
 /// Settings of the aws-asg executor, shared by every pool that names it.

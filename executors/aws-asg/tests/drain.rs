@@ -3,71 +3,14 @@
 
 mod common;
 mod fake;
+mod harness;
 
 use autoscaler_aws_asg::client::ApiError;
-use autoscaler_aws_asg::{AwsAsgExecutor, Clock, Config, HostnameMatch};
-use autoscaler_executor::{
-    ErrorKind, Executor, ExecutorError, Outcome, Plan, ScaleRequest, WorkerPool,
-};
-use chrono::{DateTime, Duration, Utc};
+use autoscaler_aws_asg::{Config, HostnameMatch};
+use autoscaler_executor::ErrorKind;
 use common::*;
 use fake::FakeAsg;
-use std::sync::{Arc, Mutex};
-
-struct ManualClock(Mutex<DateTime<Utc>>);
-
-impl ManualClock {
-    fn new() -> Arc<Self> {
-        Arc::new(ManualClock(Mutex::new(
-            DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
-        )))
-    }
-    fn advance(&self, secs: i64) {
-        *self.0.lock().unwrap() += Duration::seconds(secs);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().unwrap()
-    }
-}
-
-const CMD: &str = "vespene-{{ worker_pool.name }}";
-const G: &str = "vespene-linux";
-
-fn setup(cfg: Config, fake: FakeAsg) -> (AwsAsgExecutor, Arc<FakeAsg>, Arc<ManualClock>) {
-    let fake = Arc::new(fake);
-    let clock = ManualClock::new();
-    let exec = AwsAsgExecutor::with_client(cfg, fake.clone())
-        .unwrap()
-        .with_clock(clock.clone());
-    (exec, fake, clock)
-}
-
-async fn run(
-    exec: &AwsAsgExecutor,
-    p: &WorkerPool,
-    size: u32,
-    dir: &FakeDirectory,
-    dry_run: bool,
-) -> Result<Outcome, ExecutorError> {
-    exec.prepare(&[p], dry_run).await.unwrap();
-    exec.scale(ScaleRequest {
-        pool: p,
-        plan: Plan {
-            size,
-            queued_size: 0,
-        },
-        dry_run,
-        workers: dir,
-    })
-    .await
-}
-
-fn linux(max: i32) -> WorkerPool {
-    pool(1, "linux", CMD, max)
-}
+use harness::*;
 
 #[tokio::test]
 async fn scale_in_terminates_idle_instances_and_drains_them_busy_ones_stay() {

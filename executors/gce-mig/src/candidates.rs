@@ -19,7 +19,7 @@ use tracing::warn;
 const FILTER_CHUNK: usize = 100;
 
 /// The instance metadata key the executor sets to ask an instance's agent to drain (see the
-/// drain protocol in `docs/gce-scale-in-notes.md`).
+/// drain protocol in `docs/scale-in.md#gce-step-by-step`).
 pub const DRAIN_KEY: &str = "vespene-drain";
 /// The value of [`DRAIN_KEY`] that means "drain".
 pub const DRAIN_REQUESTED: &str = "requested";
