@@ -52,6 +52,8 @@ const MAX_INSTANCES: i32 = 16;
 const DECISIONS: u64 = 2_000;
 /// A run never takes longer than this (the CI budget is 90 s).
 const TIME_CAP: Duration = Duration::from_secs(75);
+/// Instances chosen (removed or asked to drain) a run needs besides [`DECISIONS`].
+const MIN_CHOSEN: u64 = 100;
 
 /// What one instance's worker is doing, as far as a termination is concerned.
 #[derive(Default)]
@@ -442,7 +444,13 @@ async fn race(with_agent: bool, seed: u64) -> Report {
         let s = exec.scale_in_stats();
         let done = match fixed_duration() {
             Some(d) => t0.elapsed() > d,
-            None => s.chosen + s.held >= DECISIONS || t0.elapsed() > TIME_CAP,
+            // Enough decisions, and enough of them removals: after a kill on the best-effort
+            // path the unassigned row holds every instance for its grace, and a run of holds
+            // alone could otherwise reach the count within seconds.
+            None => {
+                (s.chosen + s.held >= DECISIONS && s.chosen >= MIN_CHOSEN)
+                    || t0.elapsed() > TIME_CAP
+            }
         };
         if done {
             break;
