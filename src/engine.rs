@@ -124,6 +124,8 @@ pub enum PoolResult {
         status: i32,
         kind: &'static str,
         error: String,
+        /// The cloud's reason code, when it gave one (see `ExecutorError::reason`).
+        reason: Option<String>,
     },
     /// Due, but not started because the process is shutting down: nothing done, not written.
     Interrupted,
@@ -322,6 +324,7 @@ impl Engine {
                         status,
                         kind: "config",
                         error: e.to_string(),
+                        reason: None,
                     },
                 });
                 continue;
@@ -371,7 +374,7 @@ impl Engine {
                 }
                 Err(e) => {
                     settings_failures.push((pool.id, e.status_code()));
-                    report.result = failed(pool, e.kind, &e.to_string());
+                    report.result = failed(pool, &e);
                     reports.push(report);
                 }
             }
@@ -546,13 +549,15 @@ impl Engine {
 }
 
 /// Logs a pool failure and builds its result.
-fn failed(pool: &WorkerPool, kind: ErrorKind, error: &str) -> PoolResult {
-    let status = kind.status_code();
+fn failed(pool: &WorkerPool, e: &ExecutorError) -> PoolResult {
+    let status = e.kind.status_code();
+    let reason = e.reason.as_deref().unwrap_or("");
     tracing::error!(pool = %pool.name, executor = pool.executor.as_deref().unwrap_or(""), outcome = "failed",
-        kind = kind.as_str(), status, "{error}");
+        kind = e.kind.as_str(), status, reason, "{e}");
     PoolResult::Failed {
         status,
-        kind: kind.as_str(),
-        error: error.to_string(),
+        kind: e.kind.as_str(),
+        error: e.to_string(),
+        reason: e.reason.clone(),
     }
 }

@@ -4,6 +4,7 @@
 //! engine nothing and cannot disagree with what the logs say.
 
 use crate::engine::{CycleReport, PoolResult};
+use autoscaler_executor::ErrorKind;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -30,6 +31,12 @@ struct ErrorLabels {
     kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LaunchLabels {
+    pool: String,
+    reason: String,
+}
+
 /// The process's metrics and health state.
 pub struct Metrics {
     registry: Registry,
@@ -39,6 +46,7 @@ pub struct Metrics {
     applied: Family<PoolLabels, Gauge>,
     last_success: Family<PoolLabels, Gauge<f64, AtomicU64>>,
     errors: Family<ErrorLabels, Counter>,
+    launch_failures: Family<LaunchLabels, Counter>,
     cycle_seconds: Histogram,
     database_up: Gauge,
     cycle_in_progress: Gauge<f64, AtomicU64>,
@@ -69,6 +77,7 @@ impl Metrics {
             applied: Family::default(),
             last_success: Family::default(),
             errors: Family::default(),
+            launch_failures: Family::default(),
             cycle_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             database_up: Gauge::default(),
             cycle_in_progress: Gauge::default(),
@@ -108,6 +117,11 @@ impl Metrics {
             "pool_executor_errors",
             "Failed attempts, by kind",
             m.errors.clone(),
+        );
+        registry.register(
+            "pool_launch_failures",
+            "Attempts that found the cloud unable to launch the pool's instances, by the cloud's reason",
+            m.launch_failures.clone(),
         );
         registry.register(
             "cycle_duration_seconds",
@@ -191,13 +205,21 @@ impl Metrics {
                     Some((counts, plan))
                 }
                 PoolResult::NotDue { plan, counts } => Some((counts, plan)),
-                PoolResult::Failed { kind, .. } => {
+                PoolResult::Failed { kind, reason, .. } => {
                     self.errors
                         .get_or_create(&ErrorLabels {
                             pool: p.name.clone(),
                             kind: kind.to_string(),
                         })
                         .inc();
+                    if *kind == ErrorKind::LaunchFailed.as_str() {
+                        self.launch_failures
+                            .get_or_create(&LaunchLabels {
+                                pool: p.name.clone(),
+                                reason: reason.clone().unwrap_or_else(|| "unknown".into()),
+                            })
+                            .inc();
+                    }
                     None
                 }
                 _ => None,
@@ -331,6 +353,17 @@ mod tests {
                         status: 124,
                         kind: "timeout",
                         error: "x".into(),
+                        reason: None,
+                    },
+                },
+                PoolReport {
+                    name: "arm".into(),
+                    executor: Some("gce-mig".into()),
+                    result: PoolResult::Failed {
+                        status: 13,
+                        kind: "launch_failed",
+                        error: "x".into(),
+                        reason: Some("QUOTA_EXCEEDED".into()),
                     },
                 },
             ],
@@ -343,6 +376,7 @@ mod tests {
             "autoscaler_pool_planned_size{pool=\"linux\"} 5",
             "autoscaler_pool_applied_size{pool=\"linux\"} 5",
             "autoscaler_pool_executor_errors_total{pool=\"mac\",kind=\"timeout\"} 1",
+            "autoscaler_pool_launch_failures_total{pool=\"arm\",reason=\"QUOTA_EXCEEDED\"} 1",
             "autoscaler_cycle_duration_seconds_count 1",
             "autoscaler_database_up 1",
             "autoscaler_pool_last_success_timestamp_seconds{pool=\"linux\"}",

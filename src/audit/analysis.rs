@@ -29,6 +29,8 @@
 //!   (compared with every character other than letters and digits read as `_`, since GCE label
 //!   values cannot hold dots).
 //! - **old_instance** (warning): launched longer ago than `--older-than`, oldest first.
+//! - **launch_failing** (error): the cloud reports launches of the group failing now (a quota,
+//!   a stockout, a broken template), one finding per reason.
 //!
 //! Hostnames: a `workers.hostname` matches an instance when it equals one of the instance's
 //! hostnames (case-insensitive), or when either side has no dot and equals the first DNS label
@@ -39,8 +41,9 @@ use crate::db::WorkerRow;
 use autoscaler_executor::{
     inventory::{TAG_POOL, TAG_VERSION, TAG_WORKER},
     BusyWorker, ExecutorError, InstanceState, InventoryGroup, InventoryInstance, InventorySnapshot,
-    WorkerPool,
+    LaunchFailure, WorkerPool,
 };
+
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -83,6 +86,7 @@ pub enum Kind {
     StaleWorker,
     VersionSkew,
     OldInstance,
+    LaunchFailing,
 }
 
 impl Kind {
@@ -97,6 +101,7 @@ impl Kind {
             Kind::StaleWorker => "stale_worker",
             Kind::VersionSkew => "version_skew",
             Kind::OldInstance => "old_instance",
+            Kind::LaunchFailing => "launch_failing",
         }
     }
 }
@@ -878,7 +883,47 @@ fn judge_pool(
     });
 
     drift(ctx, p, g, members, busy_running);
+    launch_failing(ctx, p, g, members);
     report
+}
+
+/// One error per distinct reason the cloud gives for launches that fail now: the builds of
+/// the pool wait on it and only an operator can fix it (a quota, a stockout, a template).
+fn launch_failing(
+    ctx: &mut Ctx<'_>,
+    p: &PoolInput,
+    g: &InventoryGroup,
+    members: &[&InventoryInstance],
+) {
+    let mut by_reason: BTreeMap<&str, Vec<&LaunchFailure>> = BTreeMap::new();
+    for f in &g.launch_failures {
+        by_reason.entry(f.reason.as_str()).or_default().push(f);
+    }
+    for (reason, failures) in by_reason {
+        let first = failures[0];
+        let since = failures.iter().filter_map(|f| f.since).min();
+        let instance = first
+            .instance
+            .as_deref()
+            .and_then(|n| members.iter().find(|i| i.name == n || i.id == n).copied());
+        let count = if failures.len() > 1 {
+            format!(" ({} launches)", failures.len())
+        } else {
+            String::new()
+        };
+        ctx.add(
+            Severity::Error,
+            Kind::LaunchFailing,
+            Some(p.pool.name.as_str()),
+            Some(&g.target),
+            instance,
+            format!(
+                "the cloud cannot launch instances: {reason}{count}: {}",
+                first.message
+            ),
+            ctx.age(since),
+        );
+    }
 }
 
 fn drift(

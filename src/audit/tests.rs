@@ -5,7 +5,7 @@ use super::*;
 use crate::db::WorkerRow;
 use autoscaler_executor::{
     BusyWorker, ErrorKind, ExecutorError, InstanceState, InventoryGroup, InventoryInstance,
-    InventorySnapshot, PoolInventory, WorkerPool,
+    InventorySnapshot, LaunchFailure, PoolInventory, WorkerPool,
 };
 use chrono::TimeZone;
 
@@ -118,6 +118,7 @@ impl Fleet {
                 members: members.iter().map(|i| i.id.clone()).collect(),
                 workers_per_instance: 1,
                 desired_since: None,
+                launch_failures: Vec::new(),
             }),
         ));
         self.instances.extend(members);
@@ -769,4 +770,57 @@ fn the_table_groups_by_pool_and_colours_only_when_asked() {
     assert_eq!(json["schema"], SCHEMA);
     assert_eq!(json["findings"][0]["kind"], "untagged");
     assert_eq!(json["findings"][1]["pool"], serde_json::Value::Null);
+}
+
+#[test]
+fn launch_failures_are_one_error_per_reason_with_the_clouds_words() {
+    let creating = with_state(
+        inst("w-2", "linux", 20),
+        InstanceState::Pending,
+        "CREATING",
+        Some(20),
+    );
+    let mut fleet = Fleet::new().pool(1, "linux", 3, vec![inst("w-1", "linux", 120), creating]);
+    let failure = |reason: &str, instance: Option<&str>, minutes: i64| LaunchFailure {
+        reason: reason.into(),
+        message: format!("{reason} in z-a"),
+        instance: instance.map(str::to_string),
+        since: Some(ago(minutes)),
+    };
+    if let Ok(g) = &mut fleet.groups[0].1 {
+        g.launch_failures = vec![
+            failure("QUOTA_EXCEEDED", Some("w-2"), 20),
+            failure("QUOTA_EXCEEDED", None, 12),
+            failure("ZONE_RESOURCE_POOL_EXHAUSTED", None, 5),
+        ];
+    }
+    let r = fleet.worker(1, "w-1", Some(3), 1).report();
+    let launch: Vec<&Finding> = r
+        .findings
+        .iter()
+        .filter(|f| f.kind == Kind::LaunchFailing)
+        .collect();
+    assert_eq!(launch.len(), 2, "{launch:#?}");
+    let quota = launch
+        .iter()
+        .find(|f| f.message.contains("QUOTA_EXCEEDED"))
+        .expect("the quota finding");
+    assert_eq!(quota.severity, Severity::Error);
+    assert_eq!(quota.instance.as_deref(), Some("w-2"));
+    assert_eq!(quota.age_seconds, Some(20 * 60), "dated by the oldest");
+    assert!(
+        quota
+            .message
+            .contains("QUOTA_EXCEEDED (2 launches): QUOTA_EXCEEDED in z-a"),
+        "{}",
+        quota.message
+    );
+    let stockout = launch
+        .iter()
+        .find(|f| f.message.contains("ZONE_RESOURCE_POOL_EXHAUSTED"))
+        .expect("the stockout finding");
+    assert_eq!(stockout.instance, None);
+    assert_eq!(stockout.age_seconds, Some(5 * 60));
+    assert_eq!(r.exit_status, 1, "an error fails the audit");
+    assert_eq!(Kind::LaunchFailing.as_str(), "launch_failing");
 }

@@ -78,7 +78,7 @@ impl Engine {
                     }
                     failures.push((pool.id, e.status_code()));
                     failed_at.push((pool.id, ended));
-                    results.push((job.index, failed(pool, e.kind, &e.to_string())));
+                    results.push((job.index, failed(pool, &e)));
                 }
             }
         }
@@ -99,6 +99,7 @@ impl Engine {
                             status: 1,
                             kind: "database",
                             error: msg.clone(),
+                            reason: None,
                         };
                     }
                 }

@@ -201,6 +201,7 @@ impl Applier {
                         members: g.instances.iter().map(|i| i.instance_id.clone()).collect(),
                         workers_per_instance: self.config().workers_per_instance_for(&p.name),
                         desired_since: None,
+                        launch_failures: Vec::new(),
                     }),
                     Some(Err(e)) => Err(ExecutorError::new(
                         &p.name,

@@ -33,6 +33,11 @@ pub enum ErrorKind {
     /// whose hostname matches no instance): nothing was removed, and the hostname matching
     /// needs fixing before the pool can shrink.
     Held,
+    /// The cloud accepted the size but could not launch the machines (a quota, a stockout, a
+    /// broken launch template): an accepted request is not a launched machine, and builds wait
+    /// until an operator acts, so the pool fails with the cloud's own reason
+    /// ([`ExecutorError::reason`]) instead of reporting success.
+    LaunchFailed,
 }
 
 impl ErrorKind {
@@ -53,6 +58,7 @@ impl ErrorKind {
             ErrorKind::Backend => "backend",
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::Held => "held",
+            ErrorKind::LaunchFailed => "launch_failed",
         }
     }
 
@@ -74,6 +80,7 @@ impl ErrorKind {
             ErrorKind::Backend => 10,
             ErrorKind::Cancelled => 11,
             ErrorKind::Held => 12,
+            ErrorKind::LaunchFailed => 13,
             ErrorKind::Timeout => 124,
             ErrorKind::Spawn => 127,
         }
@@ -98,6 +105,7 @@ pub fn describe_status(code: i32) -> String {
         10 => "cloud error: another error from the cloud",
         11 => "cancelled: stopped by a shutdown",
         12 => "held: a RUNNING build runs on a worker that matches no instance",
+        13 => "launch failing: the cloud accepted the size but could not launch instances",
         124 => "timeout: the command or call outlived its timeout",
         127 => "spawn: the command could not be started",
         _ => "",
@@ -131,6 +139,10 @@ pub struct ExecutorError {
     pub kind: ErrorKind,
     /// What went wrong, for a human: names the setting or the target.
     pub message: String,
+    /// The cloud's own short reason code when it gave one (`QUOTA_EXCEEDED`,
+    /// `InsufficientInstanceCapacity`, …), so metrics can count failures by cause without
+    /// parsing messages; `None` for failures the autoscaler itself detected.
+    pub reason: Option<String>,
 }
 
 impl ExecutorError {
@@ -140,7 +152,14 @@ impl ExecutorError {
             pool: pool.to_string(),
             kind,
             message: message.into(),
+            reason: None,
         }
+    }
+
+    /// Attaches the cloud's reason code (see [`ExecutorError::reason`]).
+    pub fn with_reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
     }
 
     /// See [`ErrorKind::status_code`].
@@ -175,6 +194,7 @@ mod tests {
             ErrorKind::Backend,
             ErrorKind::Cancelled,
             ErrorKind::Held,
+            ErrorKind::LaunchFailed,
         ];
         let mut seen = std::collections::HashSet::new();
         for k in kinds {

@@ -118,6 +118,24 @@ pub struct InventoryGroup {
     pub workers_per_instance: u32,
     /// When `desired` was last changed, when the cloud records it cheaply; dates drift.
     pub desired_since: Option<DateTime<Utc>>,
+    /// Launches the cloud reports as failing now (GCE instances stuck creating with errors,
+    /// AWS failed scaling activities since the last size change), so the audit shows why the
+    /// group stays below its desired size; empty when none are known.
+    pub launch_failures: Vec<LaunchFailure>,
+}
+
+/// A launch the cloud tried and could not do, in its own words.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LaunchFailure {
+    /// The cloud's short code (`QUOTA_EXCEEDED`, `ZONE_RESOURCE_POOL_EXHAUSTED`,
+    /// `InsufficientInstanceCapacity`, …), for metrics labels and grouping.
+    pub reason: String,
+    /// The cloud's message, for a human.
+    pub message: String,
+    /// The instance it concerns, when the cloud names one (a GCE instance being created).
+    pub instance: Option<String>,
+    /// Since when the launch has been failing, when the cloud says.
+    pub since: Option<DateTime<Utc>>,
 }
 
 /// One pool's part of a snapshot. The group is read per pool and may fail alone (a group

@@ -13,7 +13,8 @@ pub mod template;
 
 pub use error::{describe_status, DirectoryError, ErrorKind, ExecutorError};
 pub use inventory::{
-    InstanceState, Inventory, InventoryGroup, InventoryInstance, InventorySnapshot, PoolInventory,
+    InstanceState, Inventory, InventoryGroup, InventoryInstance, InventorySnapshot, LaunchFailure,
+    PoolInventory,
 };
 pub use pool::{BusyWorker, Plan, WorkerPool};
 pub use template::{render_command, TemplateError};

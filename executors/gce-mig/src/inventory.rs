@@ -493,6 +493,7 @@ impl GceMigExecutor {
                             .collect(),
                         workers_per_instance: wpi,
                         desired_since: None,
+                        launch_failures: Vec::new(),
                     }
                 });
                 PoolInventory {
