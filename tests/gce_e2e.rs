@@ -211,3 +211,174 @@ async fn gce_without_credentials_fails_its_pools_only_and_quickly() {
     assert_eq!(t.status_of("shell").await.0, Some(0));
     t.cleanup().await;
 }
+
+/// Issue 13 as an operator sees it, from the real binary in its loop: a launch a quota holds
+/// (status 13, the cloud's reason in the log line and in
+/// `autoscaler_pool_launch_failures_total{pool,reason}`, and `launch_failing` in the audit),
+/// a regional group that rebalances by itself refused a scale-in, and a group driven by a GCE
+/// autoscaler refused (status 2 each, `kind="config"`). Run with `--nocapture` to see them.
+#[tokio::test]
+async fn what_an_operator_sees_when_the_cloud_cannot_do_it() {
+    let t = TestDb::postgres().await;
+    let (_addr, double) = ComputeDouble::start();
+    double.set_operation_polls(1);
+    let quota = "projects/p1/zones/us-central1-a/instanceGroupManagers/quota-mig";
+    let rebal = "projects/p1/regions/us-east1/instanceGroupManagers/rebal-mig";
+    let scaled = "projects/p1/zones/us-central1-a/instanceGroupManagers/scaled-mig";
+    let labels = |pool: &'static str| [("vespene_worker", "true"), ("vespene_pool", pool)];
+    double.add_group(quota, &labels("quota"));
+    double.add_instance(
+        quota,
+        InstanceSpec::new("quota-ok01", "2026-03-01T00:00:00.000-07:00"),
+    );
+    double.add_instance(
+        quota,
+        InstanceSpec::new("quota-st01", "2026-03-01T00:10:00.000-07:00").failing(
+            "QUOTA_EXCEEDED",
+            "Quota 'CPUS' exceeded.  Limit: 8.0 in region us-central1.",
+            "2026-03-01T00:10:00.000-07:00",
+        ),
+    );
+    double.add_group(rebal, &labels("rebal"));
+    for (i, z) in ["us-east1-a", "us-east1-b", "us-east1-c"]
+        .iter()
+        .enumerate()
+    {
+        double.add_instance(
+            rebal,
+            InstanceSpec::new(&format!("rebal-{i}"), "2026-03-01T00:00:00.000-07:00").zone(z),
+        );
+    }
+    double.add_group(scaled, &labels("scaled"));
+    double.add_instance(
+        scaled,
+        InstanceSpec::new("scaled-1", "2026-03-01T00:00:00.000-07:00"),
+    );
+    double.attach_autoscaler(scaled, "scaled-as");
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("autoscaler.toml");
+    std::fs::write(&cfg, "[executors.gce-mig]\npoll_interval_ms = 20\n").unwrap();
+    for (id, name, path) in [
+        (1, "quota", quota),
+        (2, "rebal", rebal),
+        (3, "scaled", scaled),
+    ] {
+        let mut p = shell_pool(id, name, path);
+        p.executor = Some("gce-mig".into());
+        t.add_pool(&p).await;
+    }
+    // quota: 2 wanted (at its target of 2, one stuck); rebal: 0 wanted of 3; scaled: 3 of 1.
+    t.add_builds(&[
+        (1, 1, "QUEUED", Some(1), None),
+        (2, 1, "QUEUED", Some(2), None),
+        (3, 3, "QUEUED", Some(3), None),
+        (4, 3, "QUEUED", Some(4), None),
+        (5, 3, "QUEUED", Some(5), None),
+    ])
+    .await;
+
+    let port = common::process::free_port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let args = [
+        "--config",
+        cfg.to_str().unwrap(),
+        "--queue",
+        "quota",
+        "--queue",
+        "rebal",
+        "--queue",
+        "scaled",
+        "--sleep",
+        "1",
+        "--metrics-addr",
+        &addr.to_string(),
+    ];
+    let endpoint = double.endpoint();
+    let env = [
+        ("AUTOSCALER_GCE_ENDPOINT", endpoint.as_str()),
+        ("AUTOSCALER_GCE_CREDENTIALS", "anonymous"),
+    ];
+    let mut child = common::process::spawn(&t.url, &args, &env);
+    let mut metrics = String::new();
+    let served = common::process::wait_until(std::time::Duration::from_secs(30), || {
+        metrics = common::process::http_get(addr, "/metrics").1;
+        metrics.contains("autoscaler_pool_launch_failures_total{")
+            && metrics.contains("pool=\"rebal\"")
+            && metrics.contains("pool=\"scaled\"")
+    });
+    let (_, stderr) = common::process::terminate(&mut child);
+    assert!(served.is_some(), "{metrics}\n{stderr}");
+
+    assert_eq!(t.status_of("quota").await.0, Some(13), "{stderr}");
+    assert_eq!(t.status_of("rebal").await.0, Some(2), "{stderr}");
+    assert_eq!(t.status_of("scaled").await.0, Some(2), "{stderr}");
+    let line = |pool: &str| {
+        stderr
+            .lines()
+            .find(|l| l.contains("outcome=\"failed\"") && l.contains(&format!("pool={pool}")))
+            .unwrap_or_else(|| panic!("no failure line for {pool}:\n{stderr}"))
+            .to_string()
+    };
+    let (q, r, s) = (line("quota"), line("rebal"), line("scaled"));
+    assert!(
+        q.contains("status=13")
+            && q.contains("reason=\"QUOTA_EXCEEDED\"")
+            && q.contains("Quota 'CPUS' exceeded"),
+        "{q}"
+    );
+    assert!(
+        r.contains("status=2") && r.contains("instanceRedistributionType"),
+        "{r}"
+    );
+    assert!(
+        s.contains("status=2") && s.contains("autoscalers/scaled-as"),
+        "{s}"
+    );
+    let metric = |name: &str, labels: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}{{")) && l.contains(labels))
+            .unwrap_or_else(|| panic!("no {name} with {labels}:\n{metrics}"))
+            .to_string()
+    };
+    let m = [
+        metric(
+            "autoscaler_pool_launch_failures_total",
+            "reason=\"QUOTA_EXCEEDED\"",
+        ),
+        metric("autoscaler_pool_executor_errors_total", "pool=\"quota\""),
+        metric("autoscaler_pool_executor_errors_total", "pool=\"rebal\""),
+        metric("autoscaler_pool_executor_errors_total", "pool=\"scaled\""),
+    ];
+    assert!(m[0].contains("pool=\"quota\""), "{}", m[0]);
+    assert!(m[1].contains("kind=\"launch_failed\""), "{}", m[1]);
+    assert!(m[2].contains("kind=\"config\"") && m[3].contains("kind=\"config\""));
+    // Nothing was deleted or resized on the refused groups.
+    assert_eq!(double.target_size(rebal), Some(3));
+    assert_eq!(double.target_size(scaled), Some(1));
+
+    let audit = std::process::Command::new(env!("CARGO_BIN_EXE_autoscaler"))
+        .args(["audit", "--database-url", &t.url, "--config"])
+        .arg(&cfg)
+        .args(["--queue", "quota"])
+        .env("AUTOSCALER_GCE_ENDPOINT", double.endpoint())
+        .env("AUTOSCALER_GCE_CREDENTIALS", "anonymous")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&audit.stdout);
+    let finding = report
+        .lines()
+        .find(|l| l.contains("launch_failing"))
+        .unwrap_or_else(|| panic!("no launch_failing finding:\n{report}"));
+    assert!(
+        finding.contains("QUOTA_EXCEEDED") && finding.contains("quota-st01"),
+        "{finding}"
+    );
+    eprintln!(
+        "--- log lines\n{q}\n{r}\n{s}\n--- /metrics\n{}\n--- audit\n{report}",
+        m.join("\n")
+    );
+    t.cleanup().await;
+}

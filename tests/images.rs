@@ -878,6 +878,102 @@ fn gce_example_labels_the_group_instances() {
     );
 }
 
+/// Evaluates a Terraform / Packer string expression over `var.pool` with hcl-rs, with the
+/// functions the examples use to make label values, as the tools define them: `lower`,
+/// `replace` (a `/regex/` pattern or a literal), `regex_replace` (Packer), `substr` (by
+/// characters).
+fn eval_label(e: &Expression, pool: &str) -> String {
+    use hcl::eval::{Context, Evaluate, FuncArgs, FuncDef, ParamType};
+    use hcl::Value;
+    fn text(args: &FuncArgs, i: usize) -> Result<String, String> {
+        args[i]
+            .as_str()
+            .map(str::to_string)
+            .ok_or(format!("argument {i} is not a string"))
+    }
+    fn regex(pattern: &str, s: &str, with: &str) -> Result<Value, String> {
+        let re = regex_lite::Regex::new(pattern).map_err(|e| e.to_string())?;
+        Ok(Value::from(re.replace_all(s, with).into_owned()))
+    }
+    fn lower(args: FuncArgs) -> Result<Value, String> {
+        Ok(Value::from(text(&args, 0)?.to_lowercase()))
+    }
+    fn replace(args: FuncArgs) -> Result<Value, String> {
+        let (s, search, with) = (text(&args, 0)?, text(&args, 1)?, text(&args, 2)?);
+        match search.strip_prefix('/').and_then(|r| r.strip_suffix('/')) {
+            Some(pattern) => regex(pattern, &s, &with),
+            None => Ok(Value::from(s.replace(&search, &with))),
+        }
+    }
+    fn regex_replace(args: FuncArgs) -> Result<Value, String> {
+        regex(&text(&args, 1)?, &text(&args, 0)?, &text(&args, 2)?)
+    }
+    fn substr(args: FuncArgs) -> Result<Value, String> {
+        let s = text(&args, 0)?;
+        let n = |i: usize| {
+            args[i]
+                .as_u64()
+                .ok_or(format!("argument {i} is not a count"))
+        };
+        Ok(Value::from(
+            s.chars()
+                .skip(n(1)? as usize)
+                .take(n(2)? as usize)
+                .collect::<String>(),
+        ))
+    }
+    let strings = |n: usize| FuncDef::builder().params(vec![ParamType::String; n]);
+    let mut ctx = Context::new();
+    ctx.declare_var("var", hcl::value!({ pool = (pool) }));
+    ctx.declare_func("lower", strings(1).build(lower));
+    ctx.declare_func("replace", strings(3).build(replace));
+    ctx.declare_func("regex_replace", strings(3).build(regex_replace));
+    ctx.declare_func(
+        "substr",
+        FuncDef::builder()
+            .params([ParamType::String, ParamType::Number, ParamType::Number])
+            .build(substr),
+    );
+    match e.evaluate(&ctx) {
+        Ok(Value::String(s)) => s,
+        other => panic!("{e:?} does not evaluate to a string: {other:?}"),
+    }
+}
+
+/// The pool label the example's instance template and the image put on instances is the
+/// value the executor and the audit look for (`label_value`: other characters become `_`).
+/// The example used to turn them into `-`, so a pool named `linux builders` got instances
+/// labelled `linux-builders` that the executor warned about and the audit did not count.
+#[cfg(feature = "gce-mig")]
+#[test]
+fn gce_example_and_image_label_the_pool_as_the_executor_expects() {
+    let m = terraform("gce-mig");
+    let template = m.block("resource", &["google_compute_instance_template", "worker"]);
+    let labels = object(&m, attr(template.body(), "labels").expect("labels"));
+    let example = m.resolve(&labels["vespene_pool"]).clone();
+    let (_, images) = images_module();
+    let gce = images.block("source", &["googlecompute", "worker"]).body();
+    let image_labels = object(&images, attr(gce, "labels").expect("labels"));
+    let image = images.resolve(&image_labels["vespene_pool"]).clone();
+    let long = "x".repeat(80);
+    for pool in [
+        "linux",
+        "Linux Builders/2",
+        "arm64.large",
+        "gpu-a100_x",
+        "Ünïcode pool",
+        long.as_str(),
+    ] {
+        let want = autoscaler_gce_mig::label_value(pool);
+        assert_eq!(
+            eval_label(&example, pool),
+            want,
+            "examples/gce-mig, pool {pool:?}"
+        );
+        assert_eq!(eval_label(&image, pool), want, "images/, pool {pool:?}");
+    }
+}
+
 #[test]
 fn autoscaler_service_examples_log_to_var_log_vespene_and_hold_no_secret() {
     let dir = repo().join("examples").join("autoscaler");

@@ -1,7 +1,9 @@
 # A zonal managed instance group of Vespene workers built from the image of images/
 # (googlecompute). The autoscaler owns target_size (Terraform ignores it after creation).
 # Instances carry the labels vespene_worker=true, vespene_pool=<pool>, vespene_version=<version>
-# (label values lower-cased, other characters replaced by '-', as the image's labels).
+# (label values lower-cased; in the pool, any character other than a-z, 0-9, '_' and '-' becomes
+# '_', which is the value the gce-mig executor and `autoscaler audit` look for; in the version it
+# becomes '-'; as the image's labels).
 # A worker's hostname is its instance name, which is how the gce-mig executor tells which
 # instances run a build.
 # The image's drain agent (images/, drain_agent = "auto") runs the workers: to scale in, the
@@ -63,7 +65,7 @@ variable "service_account_email" {
 }
 
 locals {
-  label_pool    = substr(replace(lower(var.pool), "/[^a-z0-9_-]/", "-"), 0, 63)
+  label_pool    = substr(replace(lower(var.pool), "/[^a-z0-9_-]/", "_"), 0, 63)
   label_version = substr(replace(lower(var.vespene_version), "/[^a-z0-9_-]/", "-"), 0, 63)
   name          = "vespene-worker-${substr(replace(local.label_pool, "_", "-"), 0, 32)}"
 }

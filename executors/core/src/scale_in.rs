@@ -366,7 +366,13 @@ pub fn choose(req: &ScaleInRequest<'_>) -> ScaleInChoice {
     let mut left = req.reduction as usize;
     // Rule 5: draining instances first, oldest request first; a drain the plan no longer
     // needs is called off (youngest request last kept).
-    let mut draining: Vec<&Candidate> = req.candidates.iter().filter(|c| c.draining()).collect();
+    // Rule 1 holds here too: an excluded instance asked to drain earlier (since stopped or
+    // suspended into standby, protected, leaving) is neither counted nor removed.
+    let mut draining: Vec<&Candidate> = req
+        .candidates
+        .iter()
+        .filter(|c| c.draining() && !matches!(c.state, CandidateState::Excluded(_)))
+        .collect();
     draining.sort_by_key(|c| match c.drain {
         Drain::Acknowledged => (0, None, c.id.clone()),
         Drain::Requested(t) => (1, t, c.id.clone()),

@@ -86,6 +86,10 @@ pub(crate) struct Applier {
     pub(crate) may_drain: Mutex<HashMap<String, bool>>,
     /// Stale RUNNING rows already warned about (by build id), so each is reported once.
     pub(crate) stale_warned: Mutex<HashSet<i64>>,
+    /// Per group, when this process first saw each member being created (by instance URL):
+    /// dates a failing launch when `listErrors` does not. Only members creating now are kept.
+    pub(crate) creating_seen:
+        Mutex<HashMap<String, HashMap<String, chrono::DateTime<chrono::Utc>>>>,
 }
 
 /// Renders the pool's `executor_command` and parses it as a group path; no I/O.
@@ -121,6 +125,7 @@ impl Applier {
             labels_warned: Mutex::new(HashSet::new()),
             may_drain: Mutex::new(HashMap::new()),
             stale_warned: Mutex::new(HashSet::new()),
+            creating_seen: Mutex::new(HashMap::new()),
         }
     }
 
@@ -336,7 +341,8 @@ impl Applier {
             .await
             .map_err(|e| self.api_error(&pool.name, "reading", &group, e))?;
         let current = info.target_size;
-        if want < current || self.may_drain(&group) {
+        self.check_setup(&pool.name, &group, &info, want < current)?;
+        let outcome = if want < current || self.may_drain(&group) {
             // Draining instances: they are in the target size but take no builds, so even
             // at or above target the group is read and the drains reconciled first.
             self.reconcile(&req, &group, current, want).await
@@ -350,7 +356,17 @@ impl Applier {
                 applied: Some(current * wpi),
                 revisit: false,
             })
+        }?;
+        // Instances the group was already creating may be held by a quota or a stockout:
+        // looked into once the plan is carried out (creations added now wait on the same
+        // cause and start with the others once it is fixed), so a scale-out from a settled
+        // group costs nothing more. A scale-in needs no look: it removes them first.
+        if want >= current {
+            let target = outcome.applied.map_or(current, |a| a / wpi).max(current);
+            self.check_launches(&pool.name, &group, target, info.creating)
+                .await?;
         }
+        Ok(outcome)
     }
 
     /// Whether `group` may have draining instances (unknown counts as yes).

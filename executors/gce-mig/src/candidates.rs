@@ -156,7 +156,11 @@ impl Applier {
         }
         let mut errors = Vec::new();
         for mem in members.iter_mut() {
-            if mem.candidate.drain == Drain::None {
+            // A standby VM (stopped, suspended) runs no agent that could answer, and the
+            // chooser leaves excluded members alone anyway.
+            if mem.candidate.drain == Drain::None
+                || matches!(mem.candidate.state, CandidateState::Excluded(_))
+            {
                 continue;
             }
             let (zone, name) = (mem.managed.zone.clone(), mem.managed.name.clone());

@@ -28,6 +28,51 @@ pub struct GroupInfo {
     /// Zones the group places instances in (a zonal group's own zone; a regional group's
     /// `distributionPolicy`), where the audit looks for tagged instances.
     pub zones: Vec<String>,
+    /// Instances the group is creating now (`currentActions.creating` +
+    /// `creatingWithoutRetries`): a `resize` is DONE once creations are *scheduled*, so
+    /// while this is above 0 the running count is below the target and a quota or a stockout
+    /// may be holding them; the only case in which launches are looked into.
+    pub creating: u32,
+    /// `status.autoscaler`: the URL of a GCE autoscaler attached to the group, which owns its
+    /// size (a resize answers 412, deleted instances are refilled).
+    pub autoscaler: Option<String>,
+    /// A regional group's `updatePolicy.instanceRedistributionType`, with the API's default
+    /// (`PROACTIVE`) filled in when unset; `None` for a zonal group, which never rebalances.
+    pub redistribution: Option<String>,
+    /// A regional group's `distributionPolicy.targetShape` (`EVEN` when unset), for messages.
+    pub target_shape: Option<String>,
+}
+
+impl GroupInfo {
+    /// Whether the group deletes instances of its own choice to even out its zones: a
+    /// regional group whose redistribution is `PROACTIVE` (the default).
+    pub fn rebalances(&self) -> bool {
+        self.redistribution.as_deref() == Some("PROACTIVE")
+    }
+}
+
+/// An error Compute reports for a managed instance (`lastAttempt.errors.errors[]`) or for the
+/// group (`listErrors` items' `error`): the cloud's short code and its words.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CloudError {
+    /// `QUOTA_EXCEEDED`, `ZONE_RESOURCE_POOL_EXHAUSTED`, … (empty when Compute gave none).
+    pub code: String,
+    /// The cloud's message.
+    pub message: String,
+}
+
+/// One item of `instanceGroupManagers.listErrors`: what failed, on which instance, when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupError {
+    /// `instanceActionDetails.instance`: the instance URL (set even before it exists).
+    pub instance: Option<String>,
+    /// `instanceActionDetails.action` (`CREATING`, `DELETING`, …).
+    pub action: Option<String>,
+    /// `error.code` / `error.message`.
+    pub error: CloudError,
+    /// `timestamp`: when the error occurred, which dates how long a launch has been failing
+    /// even for a process that has just started (every `--force` run).
+    pub at: Option<DateTime<FixedOffset>>,
 }
 
 /// One entry of `listManagedInstances`.
@@ -43,6 +88,9 @@ pub struct ManagedInstanceInfo {
     pub current_action: String,
     /// `instanceStatus` (absent while the VM does not exist yet).
     pub instance_status: Option<String>,
+    /// `lastAttempt.errors.errors[]`: why the group's last attempt to create (or delete) the
+    /// instance failed; a member stuck in `CREATING` with these is a launch that fails.
+    pub last_attempt_errors: Vec<CloudError>,
 }
 
 /// The parts of an instance resource scale-in needs.
@@ -234,6 +282,12 @@ pub trait ComputeApi: Send + Sync {
         group: &GroupPath,
         page_token: Option<&str>,
     ) -> Result<Page<ManagedInstanceInfo>, ApiError>;
+    /// One page of `…/listErrors`: the errors of actions on the group's instances.
+    async fn list_errors(
+        &self,
+        group: &GroupPath,
+        page_token: Option<&str>,
+    ) -> Result<Page<GroupError>, ApiError>;
     /// One page of `instances.list` in `zone`, narrowed by a Compute filter expression.
     async fn list_instances(
         &self,

@@ -13,6 +13,9 @@ pub const ENV_ENDPOINT: &str = "AUTOSCALER_GCE_ENDPOINT";
 /// over the config file for the same reason as [`ENV_ENDPOINT`].
 pub const ENV_CREDENTIALS: &str = "AUTOSCALER_GCE_CREDENTIALS";
 
+/// The largest `launch_failure_after_seconds`: a week, so the duration arithmetic is bounded.
+pub const MAX_LAUNCH_FAILURE_AFTER: u64 = 7 * 24 * 3600;
+
 /// Settings of the gce-mig executor, shared by every pool that names it.
 ///
 /// Everything has a default so an empty section (or none) works on a GCE VM with a service
@@ -66,6 +69,12 @@ pub struct Config {
     pub poll_interval_ms: u64,
     /// `maxResults` for list calls (1..=500, Compute's maximum).
     pub page_size: u32,
+    /// How long instances may stay in `CREATING` with errors from the cloud (a quota, a
+    /// stockout) before the pool fails with status 13 (`launch_failed`) and the cloud's reason.
+    /// A `resize` is DONE as soon as the creations are scheduled, and the group retries them
+    /// by itself, so a short error is no failure; builds that wait longer than this are.
+    /// 0: fail as soon as an error shows.
+    pub launch_failure_after_seconds: u64,
 }
 
 impl Default for Config {
@@ -86,6 +95,7 @@ impl Default for Config {
             retry_max_backoff_ms: 10_000,
             poll_interval_ms: 1_000,
             page_size: 500,
+            launch_failure_after_seconds: 300,
         }
     }
 }
@@ -173,6 +183,15 @@ impl Config {
                 format!(
                     "{} is below retry_initial_backoff_ms ({})",
                     cfg.retry_max_backoff_ms, cfg.retry_initial_backoff_ms
+                ),
+            ));
+        }
+        if cfg.launch_failure_after_seconds > MAX_LAUNCH_FAILURE_AFTER {
+            return Err(bad(
+                "launch_failure_after_seconds",
+                format!(
+                    "{} is above {MAX_LAUNCH_FAILURE_AFTER} (a week): a launch failing that long is long known",
+                    cfg.launch_failure_after_seconds
                 ),
             ));
         }
@@ -342,6 +361,13 @@ mod tests {
                 ..Config::default()
             },
             "page_size",
+        );
+        check(
+            Config {
+                launch_failure_after_seconds: u64::MAX,
+                ..Config::default()
+            },
+            "launch_failure_after_seconds",
         );
         check(
             Config {

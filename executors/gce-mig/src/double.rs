@@ -11,7 +11,7 @@
 //! Routes (zonal and regional alike, under `/compute/v1/projects/{project}/`):
 //! `GET …/instanceGroupManagers/{name}`, `POST …/resize?size=N&requestId=R`,
 //! `POST …/deleteInstances?requestId=R`, `POST …/listManagedInstances`,
-//! `GET zones/{z}/instances?filter=…` (filters: `name = "…"` terms joined by OR, or
+//! `GET …/listErrors`, `GET zones/{z}/instances?filter=…` (filters: `name = "…"` terms joined by OR, or
 //! `labels.K = "V"` / `field != "V"` terms joined by AND or OR), `GET zones/{z}/instances/{name}`,
 //! `GET zones/{z}/operations?filter=…` (the pending `delete` operation of every instance being
 //! deleted, plus the zone's group operations), `GET …/operations/{op}`,
@@ -20,6 +20,10 @@
 //! Instances carry what the audit reads: `networkInterfaces[0].networkIP`, metadata
 //! `created-by` naming their group (by project *number*, as Compute does), and
 //! `lastStartTimestamp` while RUNNING.
+//!
+//! Groups behave as Compute's do after a call was accepted (see `behaviours`): creations that
+//! keep failing, proactive redistribution of regional groups (the API's default), an attached
+//! autoscaler, and standby (stopped, suspended) members outside the running `targetSize`.
 //!
 //! Start it with [`ComputeDouble::start`]; point the executor at [`ComputeDouble::endpoint`]
 //! (e.g. `AUTOSCALER_GCE_ENDPOINT`) with anonymous credentials.
@@ -35,12 +39,14 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+mod behaviours;
 mod instances;
 mod route;
 mod spec;
 mod state;
 mod wire;
 
+use behaviours::*;
 use route::handle;
 pub use spec::InstanceSpec;
 use state::*;
@@ -174,6 +180,7 @@ impl ComputeDouble {
             Location::Zone(z) => vec![z.clone()],
             Location::Region(r) => vec![format!("{r}-a"), format!("{r}-b"), format!("{r}-c")],
         };
+        let target_shape = matches!(gp.location, Location::Region(_)).then(|| "EVEN".to_string());
         let mut st = self.lock();
         let id = st.next_id();
         st.groups.insert(
@@ -192,6 +199,13 @@ impl ComputeDouble {
                 request_ids: HashMap::new(),
                 next_zone: 0,
                 template_metadata: vec![("enable-guest-attributes".into(), "TRUE".into())],
+                target_stopped_size: 0,
+                target_suspended_size: 0,
+                autoscaler: None,
+                redistribution: None,
+                target_shape,
+                launch_failure: None,
+                errors: Vec::new(),
             },
         );
     }
@@ -211,9 +225,19 @@ impl ComputeDouble {
         let zone = spec.zone.clone().unwrap_or_else(|| g.zones[0].clone());
         let key = (g.path.project.clone(), zone, spec.name.clone());
         g.members.push(key.clone());
-        // A member being deleted has already left the target size.
+        // A member being deleted has already left the target size; a standby one (stopped,
+        // suspended) is in the group's standby counts, not in its target size of running VMs.
         if spec.action != "DELETING" {
-            g.target_size += 1;
+            match standby_of(&spec.status) {
+                None => g.target_size += 1,
+                Some(Standby::Stopped) => g.target_stopped_size += 1,
+                Some(Standby::Suspended) => g.target_suspended_size += 1,
+            }
+        }
+        let mut last_attempt = Vec::new();
+        if let Some((code, message, since)) = &spec.launch_error {
+            g.push_error(&key, code, message, since);
+            last_attempt.push((code.clone(), message.clone()));
         }
         let labels = if spec.labels.is_empty() && !spec.unlabelled {
             g.template_labels.clone()
@@ -234,6 +258,7 @@ impl ComputeDouble {
                 deleting_since: spec.deleting_since,
                 hostname: spec.hostname,
                 metadata,
+                last_attempt,
                 ..Instance::default()
             },
         );

@@ -5,19 +5,20 @@
 //! members); per zone one `instances.list` filtered on the label (one more per 500 instances);
 //! and only when needed, one name-filtered `instances.list` per zone for group members that
 //! lack the label, and one `zoneOperations.list` per zone that has members being deleted (to
-//! date the deletion). Nothing is ever written.
+//! date the deletion), and one `listErrors` per group that has members failing to launch (to
+//! date the failure). Nothing is ever written.
 
 use crate::apply::{label_value, render_hostname, Applier, LABEL_WORKER};
 use crate::client::{
-    ApiError, ComputeApi, GroupInfo, InstanceInfo, ManagedInstanceInfo, OperationInfo, Page,
-    ZoneOperationInfo,
+    ApiError, ComputeApi, GroupError, GroupInfo, InstanceInfo, ManagedInstanceInfo, OperationInfo,
+    Page, ZoneOperationInfo,
 };
 use crate::target::{valid_name, GroupPath, Location};
 use crate::GceMigExecutor;
 use async_trait::async_trait;
 use autoscaler_executor::{
     ExecutorError, InstanceState, Inventory, InventoryGroup, InventoryInstance, InventorySnapshot,
-    Plan, PoolInventory, WorkerPool,
+    LaunchFailure, Plan, PoolInventory, WorkerPool,
 };
 use chrono::{DateTime, FixedOffset, Utc};
 use futures::stream::{self, StreamExt};
@@ -77,6 +78,14 @@ impl ComputeApi for Counting {
     ) -> Result<Page<ManagedInstanceInfo>, ApiError> {
         self.tick();
         self.inner.list_managed_instances(g, token).await
+    }
+    async fn list_errors(
+        &self,
+        g: &GroupPath,
+        token: Option<&str>,
+    ) -> Result<Page<GroupError>, ApiError> {
+        self.tick();
+        self.inner.list_errors(g, token).await
     }
     async fn list_instances(
         &self,
@@ -145,7 +154,7 @@ impl ComputeApi for Counting {
 struct PoolRead {
     pool: String,
     group: Option<GroupPath>,
-    result: Result<(GroupInfo, Vec<ManagedInstanceInfo>), ExecutorError>,
+    result: Result<(GroupInfo, Vec<ManagedInstanceInfo>, Vec<LaunchFailure>), ExecutorError>,
 }
 
 /// `(project, zone, name)`: how GCE identifies an instance.
@@ -227,10 +236,15 @@ impl GceMigExecutor {
             .await
             .map_err(|e| applier.api_error(&pool.name, "reading", &group, e));
         let result = match info {
-            Ok(info) => applier
-                .list_managed(&pool.name, &group)
-                .await
-                .map(|m| (info, m)),
+            Ok(info) => match applier.list_managed(&pool.name, &group).await {
+                // Members stuck creating with errors are launches the cloud cannot do;
+                // `listErrors` (read only then) dates them.
+                Ok(m) => applier
+                    .read_launch_failures(&pool.name, &group, &m, &HashMap::new())
+                    .await
+                    .map(|f| (info, m, f)),
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         PoolRead {
@@ -288,7 +302,7 @@ impl GceMigExecutor {
             if let Location::Zone(z) = &g.location {
                 add(z);
             }
-            if let Ok((info, managed)) = &r.result {
+            if let Ok((info, managed, _)) = &r.result {
                 for z in &info.zones {
                     add(z);
                 }
@@ -330,7 +344,7 @@ impl GceMigExecutor {
             BTreeMap::new();
         let mut deleting_zones: BTreeMap<(String, String), (String, GroupPath)> = BTreeMap::new();
         for (idx, r) in reads.iter().enumerate() {
-            let (Some(g), Ok((_, managed))) = (&r.group, &r.result) else {
+            let (Some(g), Ok((_, managed, _))) = (&r.group, &r.result) else {
                 continue;
             };
             for m in managed {
@@ -475,7 +489,7 @@ impl GceMigExecutor {
         let pools_out = reads
             .into_iter()
             .map(|r| {
-                let group = r.result.map(|(info, managed)| {
+                let group = r.result.map(|(info, managed, launch_failures)| {
                     let g = r.group.as_ref().expect("a read group has a path");
                     InventoryGroup {
                         pool: r.pool.clone(),
@@ -493,7 +507,7 @@ impl GceMigExecutor {
                             .collect(),
                         workers_per_instance: wpi,
                         desired_since: None,
-                        launch_failures: Vec::new(),
+                        launch_failures,
                     }
                 });
                 PoolInventory {

@@ -7,19 +7,25 @@
 //! ones first, then idle ones oldest first, never a busy one), instances that run the drain
 //! agent are asked to drain through instance metadata and deleted only once their agent
 //! acknowledged through a guest attribute, and others are deleted directly (best effort). In
-//! steady state a cycle costs one `get` per pool and nothing else.
+//! steady state a cycle costs one `get` per pool and nothing else. An accepted resize is not a
+//! launched machine: members the cloud keeps failing to create fail the pool with its reason
+//! (see `launch`), and groups that would undo the executor's choices (an attached autoscaler,
+//! proactive redistribution) are refused.
 
 mod apply;
 pub mod candidates;
 pub mod client;
 pub mod config;
 pub mod inventory;
+mod launch;
 pub mod scale_in;
 pub mod target;
 
 #[cfg(any(test, feature = "test-double"))]
 pub mod double;
 
+#[cfg(test)]
+mod group_tests;
 #[cfg(test)]
 mod scale_in_tests;
 #[cfg(test)]

@@ -292,8 +292,10 @@ async fn standby_never_goes_and_booting_goes_first() {
     d.add_instance(ZONAL, InstanceSpec::new("linux-s-new", &ts(9)).creating());
     let e = executor(&d, |_| {}).await;
     let p = pool("linux", ZONAL, 10);
-    // 6 in the group, 3 wanted: the two booting ones, then the oldest running idle one.
-    let out = run(&e, &p, 3, &Dir::default(), false).await.unwrap();
+    // 4 running (standby VMs are outside the target size), 1 wanted: the two booting ones,
+    // then the oldest running idle one.
+    assert_eq!(d.target_size(ZONAL), Some(4));
+    let out = run(&e, &p, 1, &Dir::default(), false).await.unwrap();
     assert!(
         out.actions[0].contains("[linux-s-new, linux-s-stage, linux-s-old]"),
         "{:?}",

@@ -375,6 +375,8 @@ async fn instances_being_created_count_toward_the_size_and_go_first() {
 async fn regional_groups_scale_out_and_in_across_zones() {
     let (_, d) = ComputeDouble::start();
     d.add_group(REGIONAL, GOOD_LABELS);
+    // Scale-in needs proactive redistribution off (see group_tests).
+    d.set_redistribution(REGIONAL, Some("NONE"));
     d.add_instance(
         REGIONAL,
         InstanceSpec::new("linux-r-z1a", &ts(1)).zone("us-east1-b"),
@@ -670,6 +672,7 @@ async fn missing_labels_are_warned_once_per_pool() {
         REGIONAL,
         &[("vespene_worker", "true"), ("vespene_pool", "linux_r")],
     );
+    d.set_redistribution(REGIONAL, Some("NONE"));
     for i in 0..3 {
         d.add_instance(
             REGIONAL,
@@ -903,6 +906,8 @@ async fn requests_per_cycle() {
 
     // Regional: one instances.list per zone the group's instances are in.
     d.add_group(REGIONAL, GOOD_LABELS);
+    // Scale-in needs proactive redistribution off (see group_tests).
+    d.set_redistribution(REGIONAL, Some("NONE"));
     for (i, z) in ["us-east1-a", "us-east1-b", "us-east1-c", "us-east1-a"]
         .iter()
         .enumerate()

@@ -158,6 +158,25 @@ fn excluded_instances_are_never_candidates() {
     assert_eq!(removed(&got), vec!["b"]);
 }
 
+/// An instance asked to drain and then excluded (a GCE standby VM stopped or suspended after
+/// the request, an AWS instance protected since) is not counted toward the reduction nor
+/// removed, acknowledged or not: the chooser took it for a leaver before.
+#[test]
+fn an_excluded_instance_that_was_asked_to_drain_is_left_alone() {
+    for drain in [Drain::Acknowledged, Drain::Requested(Some(t(90)))] {
+        let mut standby = inst(
+            "standby",
+            1,
+            CandidateState::Excluded("standby (SUSPENDED)".into()),
+        );
+        standby.agent = true;
+        standby.drain = drain;
+        let got = ask(1, &[standby, ready("b", 2)], &[]);
+        assert_eq!(removed(&got), vec!["b"], "{drain:?}: {got:?}");
+        assert!(got.actions.iter().all(|(id, _)| id != "standby"), "{got:?}");
+    }
+}
+
 #[test]
 fn agent_instances_drain_before_they_go() {
     let mut a = ready("a", 1);
@@ -241,6 +260,7 @@ proptest! {
         states in proptest::collection::vec(0u8..3, 8),
         created in proptest::collection::vec(0i64..60, 8),
         agents in proptest::collection::vec(any::<bool>(), 8),
+        drains in proptest::collection::vec(0u8..3, 8),
         busy_on in proptest::collection::vec((0usize..10, 0i64..100), 0..5),
     ) {
         let cands: Vec<Candidate> = (0..n).map(|i| {
@@ -251,6 +271,12 @@ proptest! {
             };
             let mut c = inst(&format!("i{i}"), created[i], state);
             c.agent = agents[i];
+            c.drain = match drains[i] {
+                0 => Drain::None,
+                1 if c.agent => Drain::Requested(Some(t(created[i] + 1))),
+                2 if c.agent => Drain::Acknowledged,
+                _ => Drain::None,
+            };
             c
         }).collect();
         let busy: Vec<BusyWorker> = busy_on.iter().enumerate()
@@ -267,6 +293,10 @@ proptest! {
         }
         for id in got.drain_requests() {
             prop_assert!(cands.iter().any(|c| c.id == id && c.agent));
+        }
+        for (id, _) in &got.actions {
+            let c = cands.iter().find(|c| &c.id == id).unwrap();
+            prop_assert!(!matches!(c.state, CandidateState::Excluded(_)), "acted on excluded {}", id);
         }
     }
 }

@@ -125,11 +125,56 @@ pub(super) fn group_info(g: &model::InstanceGroupManager) -> GroupInfo {
     }
     zones.sort();
     zones.dedup();
+    let creating = g.current_actions.as_ref().map_or(0, |a| {
+        (a.creating.unwrap_or(0).max(0) + a.creating_without_retries.unwrap_or(0).max(0)) as u32
+    });
+    let regional = g.region.as_deref().is_some_and(|r| !r.is_empty());
+    let redistribution = regional.then(|| {
+        g.update_policy
+            .as_ref()
+            .and_then(|u| u.instance_redistribution_type.as_ref())
+            .and_then(|t| t.name().map(str::to_string))
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| "PROACTIVE".into())
+    });
+    let target_shape = regional.then(|| {
+        g.distribution_policy
+            .as_ref()
+            .and_then(|d| d.target_shape.as_ref())
+            .and_then(|t| t.name().map(str::to_string))
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| "EVEN".into())
+    });
     GroupInfo {
         target_size: g.target_size.unwrap_or(0).max(0) as u32,
         instances_present,
         zones,
+        creating,
+        autoscaler: g
+            .status
+            .as_ref()
+            .and_then(|s| s.autoscaler.clone())
+            .filter(|a| !a.trim().is_empty()),
+        redistribution,
+        target_shape,
     }
+}
+
+/// One `listErrors` item; `None` when it carries no error at all.
+pub(super) fn group_error(e: &model::InstanceManagedByIgmError) -> Option<GroupError> {
+    let err = e.error.as_ref()?;
+    let details = e.instance_action_details.as_ref();
+    Some(GroupError {
+        instance: details.and_then(|d| d.instance.clone()),
+        action: details
+            .and_then(|d| d.action.as_ref())
+            .and_then(|a| a.name().map(str::to_string)),
+        error: CloudError {
+            code: err.code.clone().unwrap_or_default(),
+            message: shorten(err.message.as_deref().unwrap_or("")),
+        },
+        at: timestamp(e.timestamp.as_deref()),
+    })
 }
 
 pub(super) fn operation_info(op: model::Operation) -> OperationInfo {
@@ -186,6 +231,20 @@ pub(super) fn managed_info(
             .instance_status
             .as_ref()
             .and_then(|s| s.name().map(str::to_string)),
+        last_attempt_errors: mi
+            .last_attempt
+            .as_ref()
+            .and_then(|a| a.errors.as_ref())
+            .map(|e| {
+                e.errors
+                    .iter()
+                    .map(|x| CloudError {
+                        code: x.code.clone().unwrap_or_default(),
+                        message: shorten(x.message.as_deref().unwrap_or("")),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
     })
 }
 

@@ -2,7 +2,7 @@
 //! classification and the conversions from SDK models to the executor's narrow types.
 
 use super::convert::{
-    group_info, instance_info, managed_info, operation_info, zone_operation_info,
+    group_error, group_info, instance_info, managed_info, operation_info, zone_operation_info,
 };
 use super::*;
 use crate::config::{CredentialsSource, Resolved};
@@ -304,6 +304,47 @@ impl ComputeApi for SdkCompute {
                 .iter()
                 .filter_map(|m| managed_info(group, m))
                 .collect(),
+            next_page_token: next.filter(|t| !t.is_empty()),
+        })
+    }
+
+    async fn list_errors(
+        &self,
+        group: &GroupPath,
+        page_token: Option<&str>,
+    ) -> Result<Page<GroupError>, ApiError> {
+        let (items, next) = match &group.location {
+            Location::Zone(z) => {
+                let resp = self
+                    .zonal
+                    .list_errors()
+                    .set_project(&group.project)
+                    .set_zone(z)
+                    .set_instance_group_manager(&group.name)
+                    .set_max_results(self.page_size)
+                    .set_or_clear_page_token(page_token)
+                    .send()
+                    .await
+                    .map_err(|e| classify(&e))?;
+                (resp.items, resp.next_page_token)
+            }
+            Location::Region(r) => {
+                let resp = self
+                    .regional
+                    .list_errors()
+                    .set_project(&group.project)
+                    .set_region(r)
+                    .set_instance_group_manager(&group.name)
+                    .set_max_results(self.page_size)
+                    .set_or_clear_page_token(page_token)
+                    .send()
+                    .await
+                    .map_err(|e| classify(&e))?;
+                (resp.items, resp.next_page_token)
+            }
+        };
+        Ok(Page {
+            items: items.iter().filter_map(group_error).collect(),
             next_page_token: next.filter(|t| !t.is_empty()),
         })
     }

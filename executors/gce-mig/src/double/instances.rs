@@ -1,5 +1,6 @@
-//! Instance resources: `instances.list` / `get`, zone operations, metadata (`setMetadata`)
-//! and guest attributes (`getGuestAttributes`), in Compute's wire format.
+//! Instance resources: the group's members (`listManagedInstances`), `instances.list` / `get`,
+//! zone operations, metadata (`setMetadata`) and guest attributes (`getGuestAttributes`), in
+//! Compute's wire format.
 
 use super::*;
 
@@ -297,6 +298,43 @@ impl DoubleState {
             "items": page,
             "selfLink": format!("{API}/{scope}/operations"),
         });
+        if let Some(t) = next {
+            v["nextPageToken"] = json!(t);
+        }
+        Ok(v)
+    }
+
+    pub(super) fn list_managed(
+        &self,
+        g_key: &str,
+        query: &[(String, String)],
+    ) -> Result<Value, ComputeError> {
+        let g = &self.groups[g_key];
+        let items: Vec<Value> = g
+            .members
+            .iter()
+            .filter_map(|k| {
+                let i = self.instances.get(k)?;
+                let (p, z, n) = k;
+                let mut v = json!({
+                    "instance": format!("{API}/projects/{p}/zones/{z}/instances/{n}"),
+                    "id": i.id.to_string(),
+                    "currentAction": i.action,
+                    "name": n,
+                    "version": {"instanceTemplate": format!("{API}/projects/{p}/global/instanceTemplates/{}-template", g.base)},
+                });
+                if i.action != "CREATING" {
+                    v["instanceStatus"] = json!(i.status);
+                }
+                if !i.last_attempt.is_empty() {
+                    v["lastAttempt"] = json!({"errors": {"errors": i.last_attempt.iter()
+                        .map(|(c, m)| json!({"code": c, "message": m})).collect::<Vec<_>>()}});
+                }
+                Some(v)
+            })
+            .collect();
+        let (page, next) = paginate(items, query, self.page_size)?;
+        let mut v = json!({ "managedInstances": page });
         if let Some(t) = next {
             v["nextPageToken"] = json!(t);
         }

@@ -99,7 +99,7 @@ pub(super) fn route(
                         );
                     }
                     let rid = param("requestId").map(str::to_string);
-                    ok_json(st.resize(&g_key, size as u32, rid.as_deref()))
+                    reply(st.resize(&g_key, size as u32, rid.as_deref()))
                 }
                 (["deleteInstances"], &Method::POST) => {
                     let v: Value = match serde_json::from_str(body) {
@@ -116,9 +116,15 @@ pub(super) fn route(
                     reply(st.delete_instances(&g_key, &v, rid.as_deref()))
                 }
                 (["listManagedInstances"], &Method::POST) => reply(st.list_managed(&g_key, query)),
-                ([] | ["resize"] | ["deleteInstances"] | ["listManagedInstances"], _) => {
-                    wrong_method()
-                }
+                (["listErrors"], &Method::GET) => reply(st.list_errors(&g_key, query)),
+                (
+                    []
+                    | ["resize"]
+                    | ["deleteInstances"]
+                    | ["listManagedInstances"]
+                    | ["listErrors"],
+                    _,
+                ) => wrong_method(),
                 _ => error_response(
                     404,
                     "notFound",

@@ -14,6 +14,7 @@ pub struct InstanceSpec {
     pub(super) created_by: Option<String>,
     pub(super) hostname: Option<String>,
     pub(super) metadata: Vec<(String, String)>,
+    pub(super) launch_error: Option<(String, String, String)>,
 }
 
 impl InstanceSpec {
@@ -32,6 +33,7 @@ impl InstanceSpec {
             created_by: None,
             hostname: None,
             metadata: Vec::new(),
+            launch_error: None,
         }
     }
 
@@ -54,6 +56,14 @@ impl InstanceSpec {
     pub fn creating(mut self) -> Self {
         self.action = "CREATING".into();
         self.status = "PROVISIONING".into();
+        self
+    }
+
+    /// Marks it as a creation that has been failing since `since` (RFC 3339): `CREATING`
+    /// with `code` / `message` in `lastAttempt.errors`, and a `listErrors` item at `since`.
+    pub fn failing(mut self, code: &str, message: &str, since: &str) -> Self {
+        self = self.creating();
+        self.launch_error = Some((code.into(), message.into(), since.into()));
         self
     }
 

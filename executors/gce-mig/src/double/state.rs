@@ -40,6 +40,19 @@ pub(super) struct Group {
     pub(super) template_metadata: Vec<(String, String)>,
     pub(super) request_ids: HashMap<String, OpKey>,
     pub(super) next_zone: usize,
+    /// Standby members: `targetSize` counts running instances only (Compute's standby pools).
+    pub(super) target_stopped_size: u32,
+    pub(super) target_suspended_size: u32,
+    /// A GCE autoscaler attached to the group (see [`Autoscaler`]).
+    pub(super) autoscaler: Option<Autoscaler>,
+    /// `updatePolicy.instanceRedistributionType`; `None`: absent (Compute's default, PROACTIVE).
+    pub(super) redistribution: Option<String>,
+    /// `distributionPolicy.targetShape` of a regional group; `None`: absent.
+    pub(super) target_shape: Option<String>,
+    /// Creations that fail from now on (a quota, a stockout).
+    pub(super) launch_failure: Option<LaunchFailureSpec>,
+    /// `listErrors` items, oldest first.
+    pub(super) errors: Vec<Value>,
 }
 
 pub(super) type InstKey = (String, String, String); // project, zone, name
@@ -64,6 +77,8 @@ pub(super) struct Instance {
     pub(super) metadata_since: BTreeMap<String, std::time::Instant>,
     /// Guest attributes the guest wrote, by `namespace/key`.
     pub(super) guest: BTreeMap<String, String>,
+    /// `lastAttempt.errors.errors[]` (code, message) of a creation that keeps failing.
+    pub(super) last_attempt: Vec<(String, String)>,
 }
 
 /// Metadata items of a new instance: `created-by` (when known) and then `extra`.
@@ -215,13 +230,10 @@ impl DoubleState {
         .collect();
         for k in &g.members {
             if let Some(i) = self.instances.get(k) {
-                let key = match i.action.as_str() {
-                    "CREATING" => "creating",
-                    "DELETING" => "deleting",
-                    "ABANDONING" => "abandoning",
-                    _ => "none",
-                };
-                *actions.get_mut(key).unwrap() += 1;
+                let key = action_key(&i.action);
+                if let Some(n) = actions.get_mut(key.as_str()) {
+                    *n += 1;
+                }
             }
         }
         let stable = actions.iter().all(|(k, v)| *k == "none" || *v == 0);
@@ -237,9 +249,17 @@ impl DoubleState {
             "currentActions": actions,
             "status": {"isStable": stable, "versionTarget": {"isReached": true}},
             "targetSize": g.target_size,
+            "targetStoppedSize": g.target_stopped_size,
+            "targetSuspendedSize": g.target_suspended_size,
             "selfLink": format!("{API}/{}", g.path),
             "updatePolicy": {"type": "OPPORTUNISTIC"},
         });
+        if let Some(a) = &g.autoscaler {
+            v["status"]["autoscaler"] = json!(a.url);
+        }
+        if let Some(r) = &g.redistribution {
+            v["updatePolicy"]["instanceRedistributionType"] = json!(r);
+        }
         match &g.path.location {
             Location::Zone(z) => {
                 v["zone"] = json!(format!("{API}/projects/{p}/zones/{z}"));
@@ -256,8 +276,10 @@ impl DoubleState {
                 ));
                 v["distributionPolicy"] = json!({
                     "zones": g.zones.iter().map(|z| json!({"zone": format!("{API}/projects/{p}/zones/{z}")})).collect::<Vec<_>>(),
-                    "targetShape": "EVEN",
                 });
+                if let Some(t) = &g.target_shape {
+                    v["distributionPolicy"]["targetShape"] = json!(t);
+                }
             }
         }
         v
@@ -352,9 +374,12 @@ impl DoubleState {
             match e {
                 Effect::FinishCreate(keys) => {
                     for k in keys {
+                        // A failing creation stays CREATING: the group retries it.
                         if let Some(i) = self.instances.get_mut(&k) {
-                            i.action = "NONE".into();
-                            i.status = "RUNNING".into();
+                            if i.last_attempt.is_empty() {
+                                i.action = "NONE".into();
+                                i.status = "RUNNING".into();
+                            }
                         }
                     }
                 }
@@ -366,25 +391,34 @@ impl DoubleState {
                     if let Some(g) = self.groups.get_mut(&g_key) {
                         g.members.retain(|m| !keys.contains(m));
                     }
+                    self.after_delete(&g_key);
                 }
             }
         }
     }
 
-    pub(super) fn resize(&mut self, g_key: &str, size: u32, request_id: Option<&str>) -> Value {
+    pub(super) fn resize(
+        &mut self,
+        g_key: &str,
+        size: u32,
+        request_id: Option<&str>,
+    ) -> Result<Value, ComputeError> {
         if let Some(r) = request_id {
             if let Some(existing) = self.groups[g_key].request_ids.get(r).cloned() {
-                return self.operations[&existing].json.clone();
+                return Ok(self.operations[&existing].json.clone());
             }
         }
+        if self.groups[g_key].autoscaler.is_some() {
+            return Err(autoscaled(&self.groups[g_key].path));
+        }
         if let Some(f) = self.op_failures.pop_front() {
-            return self.new_operation(
+            return Ok(self.new_operation(
                 g_key,
                 "compute.instanceGroupManagers.resize",
                 request_id,
                 Vec::new(),
                 Some(f),
-            );
+            ));
         }
         self.mutations += 1;
         let created = now_rfc3339();
@@ -421,6 +455,7 @@ impl DoubleState {
         let labels = g.template_labels.clone();
         let metadata = initial_metadata(Some(created_by_of(&g.path)), &g.template_metadata);
         for (key, id) in &new_keys {
+            let last_attempt = self.launch_attempt(g_key, key, &created);
             self.instances.insert(
                 key.clone(),
                 Instance {
@@ -430,6 +465,7 @@ impl DoubleState {
                     status: "PROVISIONING".into(),
                     action: "CREATING".into(),
                     metadata: metadata.clone(),
+                    last_attempt,
                     ..Instance::default()
                 },
             );
@@ -447,13 +483,13 @@ impl DoubleState {
         if !deleting.is_empty() {
             effects.push(Effect::FinishDelete(g_key.to_string(), deleting));
         }
-        self.new_operation(
+        Ok(self.new_operation(
             g_key,
             "compute.instanceGroupManagers.resize",
             request_id,
             effects,
             None,
-        )
+        ))
     }
 
     pub(super) fn delete_instances(
@@ -519,14 +555,24 @@ impl DoubleState {
         }
         self.mutations += 1;
         let now = now_rfc3339();
+        let mut standby = Vec::new();
         for k in &keys {
             let i = self.instances.get_mut(k).unwrap();
             i.action = "DELETING".into();
             i.deleting_since = Some(now.clone());
+            standby.push(standby_of(&i.status));
             self.deletion_started(k);
         }
         let g = self.groups.get_mut(g_key).unwrap();
-        g.target_size -= keys.len() as u32;
+        // Deleting a standby VM lowers its standby count, not the running target.
+        for s in standby {
+            let n = match s {
+                None => &mut g.target_size,
+                Some(Standby::Stopped) => &mut g.target_stopped_size,
+                Some(Standby::Suspended) => &mut g.target_suspended_size,
+            };
+            *n = n.saturating_sub(1);
+        }
         let effects = vec![Effect::FinishDelete(g_key.to_string(), keys)];
         Ok(self.new_operation(
             g_key,
@@ -535,38 +581,5 @@ impl DoubleState {
             effects,
             None,
         ))
-    }
-
-    pub(super) fn list_managed(
-        &self,
-        g_key: &str,
-        query: &[(String, String)],
-    ) -> Result<Value, ComputeError> {
-        let g = &self.groups[g_key];
-        let items: Vec<Value> = g
-            .members
-            .iter()
-            .filter_map(|k| {
-                let i = self.instances.get(k)?;
-                let (p, z, n) = k;
-                let mut v = json!({
-                    "instance": format!("{API}/projects/{p}/zones/{z}/instances/{n}"),
-                    "id": i.id.to_string(),
-                    "currentAction": i.action,
-                    "name": n,
-                    "version": {"instanceTemplate": format!("{API}/projects/{p}/global/instanceTemplates/{}-template", g.base)},
-                });
-                if i.action != "CREATING" {
-                    v["instanceStatus"] = json!(i.status);
-                }
-                Some(v)
-            })
-            .collect();
-        let (page, next) = paginate(items, query, self.page_size)?;
-        let mut v = json!({ "managedInstances": page });
-        if let Some(t) = next {
-            v["nextPageToken"] = json!(t);
-        }
-        Ok(v)
     }
 }

@@ -256,3 +256,49 @@ async fn a_missing_group_fails_its_pool_alone_and_an_unreachable_zone_fails_all(
     );
     assert!(msg.contains("after 2 attempts"), "{msg}");
 }
+
+/// Members stuck creating with errors become the group's launch failures, with the cloud's
+/// code and words and dated by `listErrors`, which is read only for a group that has some.
+#[tokio::test]
+async fn launches_that_fail_are_reported_with_the_clouds_reason_and_date() {
+    let (_, d) = ComputeDouble::start();
+    d.add_group(ZONAL, LINUX);
+    d.add_group(OTHER, GPU);
+    d.add_instance(ZONAL, InstanceSpec::new("linux-a", &ts(1)));
+    d.add_instance(
+        ZONAL,
+        InstanceSpec::new("linux-q", &ts(2)).failing(
+            "QUOTA_EXCEEDED",
+            "Quota 'CPUS' exceeded.  Limit: 8.0 in region us-central1.",
+            &ts(3),
+        ),
+    );
+    d.add_instance(OTHER, InstanceSpec::new("gpu-c", &ts(4)).creating());
+    let e = executor(&d, 2).await;
+    let snap = inv(&e)
+        .inventory(&[&pool(1, "linux", ZONAL), &pool(2, "gpu", OTHER)])
+        .await
+        .unwrap();
+    let linux = snap.pools[0].group.as_ref().unwrap();
+    assert_eq!(
+        linux.launch_failures,
+        vec![LaunchFailure {
+            reason: "QUOTA_EXCEEDED".into(),
+            message: "Quota 'CPUS' exceeded.  Limit: 8.0 in region us-central1.".into(),
+            instance: Some("linux-q".into()),
+            since: Some(at(3)),
+        }]
+    );
+    // Creating without errors is no failure; only the failing group's errors were listed.
+    assert!(snap.pools[1]
+        .group
+        .as_ref()
+        .unwrap()
+        .launch_failures
+        .is_empty());
+    assert_eq!(d.count("GET", "/listErrors"), 1);
+    assert!(d
+        .requests()
+        .iter()
+        .any(|r| r.path.ends_with("/linux/listErrors")));
+}
