@@ -1,9 +1,13 @@
 //! The real `autoscaler` binary with the aws-asg executor against `moto_server` (the real AWS
 //! wire protocol, locally) and a PostgreSQL Vespene database. moto does not model lifecycle
 //! waits, so the drain logic is tested in executors/aws-asg against an in-memory fake; here we
-//! check the wire: capacity, termination policy, tags, hook, call counts, secrets.
+//! check the wire: capacity, termination policy, tags, hook, call counts, secrets. What a launch
+//! AWS accepted and could not make looks like to an operator (status, log line, metric) runs
+//! the engine in-process over that fake: moto keeps no scaling activities.
 
 mod common;
+#[path = "../executors/aws-asg/tests/fake/mod.rs"]
+mod fake;
 
 use base64::Engine as _;
 use common::{shell_pool, TestDb};
@@ -452,5 +456,151 @@ async fn aws_asg_end_to_end_on_postgres_and_moto() {
         "the audit is read-only"
     );
     println!("aws audit calls: {:?}", moto.actions());
+    t.cleanup().await;
+}
+
+/// Issue 13: a size AWS accepted and cannot launch (a stockout) is, for the operator, status 13
+/// in `autoscaling_status`, an error log line with `kind=launch_failed` and AWS's code as
+/// `reason`, and `autoscaler_pool_launch_failures_total{pool,reason}` on `/metrics`. A group
+/// counting vCPUs is status 2 naming the setting, and does not stop the other pool.
+#[tokio::test(flavor = "current_thread")]
+async fn a_failing_launch_reaches_the_status_the_log_and_the_metrics() {
+    use autoscaler::db::{ConnectOptions, Database};
+    use autoscaler::engine::{Engine, EngineOptions, PoolResult, Registry};
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let logs = Buf::default();
+    let writer = logs.clone();
+    // As the binary's text format, into a buffer.
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_target(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let t = TestDb::sqlite().await;
+    let mut linux = shell_pool(1, "linux", "vespene-{{ worker_pool.name }}");
+    linux.executor = Some("aws-asg".into());
+    linux.maximum = 10;
+    t.add_pool(&linux).await;
+    let mut gpu = linux.clone();
+    gpu.id = 2;
+    gpu.name = "gpu".into();
+    t.add_pool(&gpu).await;
+    t.add_builds(&[
+        (1, 1, "QUEUED", Some(1), None),
+        (2, 1, "QUEUED", Some(2), None),
+        (3, 1, "QUEUED", Some(3), None),
+    ])
+    .await;
+    let cloud = Arc::new(fake::FakeAsg::with_group("vespene-linux", 0, 10, 1));
+    cloud.put_default_hook("vespene-linux");
+    cloud.add_group("vespene-gpu", 0, 100, 1);
+    cloud.count_in_units("vespene-gpu", Some("vcpu"), None, 4);
+    cloud.fail_launches(
+        "vespene-linux",
+        "Could not launch On-Demand Instances. InsufficientInstanceCapacity - We currently do \
+         not have sufficient t3.micro capacity in the Availability Zone you requested \
+         (us-east-1a). Launching EC2 instance failed.",
+    );
+    let mut registry = Registry::default();
+    registry.register(Arc::new(
+        autoscaler_aws_asg::AwsAsgExecutor::with_client(Default::default(), cloud.clone()).unwrap(),
+    ));
+    let engine = Engine::new(
+        Database::connect(&t.url, &ConnectOptions::default()).unwrap(),
+        registry,
+        Default::default(),
+        EngineOptions::default(),
+    );
+    let metrics = autoscaler::metrics::Metrics::new(Duration::from_secs(600));
+    let (_tx, stop) = tokio::sync::watch::channel(false);
+    let names = ["linux".to_string(), "gpu".to_string()];
+
+    // The raise to 3 is accepted: success, and AWS's launches fail after it answered.
+    let first = engine.run_cycle(&names, true, &stop).await.unwrap();
+    let linux_first = first.pools.iter().find(|p| p.name == "linux").unwrap();
+    assert!(
+        matches!(linux_first.result, PoolResult::Scaled { .. }),
+        "{first:?}"
+    );
+    assert_eq!(cloud.group("vespene-linux").desired_capacity, 3);
+    assert_eq!(t.status_of("linux").await.0, Some(0));
+
+    // The next cycle finds the group below its size and reads why.
+    let second = engine.run_cycle(&names, true, &stop).await.unwrap();
+    metrics.observe_cycle(&second, Duration::from_millis(5));
+    match &second
+        .pools
+        .iter()
+        .find(|p| p.name == "linux")
+        .unwrap()
+        .result
+    {
+        PoolResult::Failed {
+            status,
+            kind,
+            reason,
+            ..
+        } => {
+            assert_eq!(*status, 13);
+            assert_eq!(*kind, "launch_failed");
+            assert_eq!(reason.as_deref(), Some("InsufficientInstanceCapacity"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(t.status_of("linux").await.0, Some(13));
+    assert_eq!(t.status_of("gpu").await.0, Some(2));
+    assert_eq!(cloud.group("vespene-gpu").desired_capacity, 1, "not sized");
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("kind=\"launch_failed\""))
+        .unwrap_or_else(|| panic!("no launch_failed line in\n{text}"));
+    println!("log line: {line}");
+    for part in [
+        "ERROR",
+        "pool=linux",
+        "executor=\"aws-asg\"",
+        "kind=\"launch_failed\"",
+        "status=13",
+        "reason=\"InsufficientInstanceCapacity\"",
+        "pool linux: Auto Scaling group vespene-linux: 2 of 3 desired instances not launched: \
+         DescribeScalingActivities reports 2 failed launches since",
+        "newest: InsufficientInstanceCapacity: Could not launch On-Demand Instances.",
+    ] {
+        assert!(line.contains(part), "{part:?} not in {line}");
+    }
+    let refused = text
+        .lines()
+        .find(|l| l.contains("pool=gpu") && l.contains("kind=\"config\""))
+        .unwrap_or_else(|| panic!("no refusal line in\n{text}"));
+    println!("log line: {refused}");
+    assert!(
+        refused.contains("DesiredCapacityType is vcpu") && refused.contains("status=2"),
+        "{refused}"
+    );
+    let exposed = metrics.encode();
+    for want in [
+        "autoscaler_pool_launch_failures_total{pool=\"linux\",reason=\"InsufficientInstanceCapacity\"} 1",
+        "autoscaler_pool_executor_errors_total{pool=\"linux\",kind=\"launch_failed\"} 1",
+        "autoscaler_pool_executor_errors_total{pool=\"gpu\",kind=\"config\"} 1",
+    ] {
+        let found = exposed.lines().find(|l| l.starts_with(want.split('}').next().unwrap()));
+        println!("metric: {}", found.unwrap_or("(missing)"));
+        assert!(exposed.contains(want), "{want} not in\n{exposed}");
+    }
     t.cleanup().await;
 }

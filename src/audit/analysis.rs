@@ -31,6 +31,9 @@
 //! - **old_instance** (warning): launched longer ago than `--older-than`, oldest first.
 //! - **launch_failing** (error): the cloud reports launches of the group failing now (a quota,
 //!   a stockout, a broken template), one finding per reason.
+//! - **scale_in_protected** (warning / info): members protected from scale-in (AWS), which
+//!   neither AWS nor the autoscaler removes: warning when more members run than desired and
+//!   protected ones are among them (they keep the group above its size), info otherwise.
 //!
 //! Hostnames: a `workers.hostname` matches an instance when it equals one of the instance's
 //! hostnames (case-insensitive), or when either side has no dot and equals the first DNS label
@@ -87,6 +90,7 @@ pub enum Kind {
     VersionSkew,
     OldInstance,
     LaunchFailing,
+    ScaleInProtected,
 }
 
 impl Kind {
@@ -102,6 +106,7 @@ impl Kind {
             Kind::VersionSkew => "version_skew",
             Kind::OldInstance => "old_instance",
             Kind::LaunchFailing => "launch_failing",
+            Kind::ScaleInProtected => "scale_in_protected",
         }
     }
 }
@@ -172,6 +177,9 @@ pub struct InstanceReport {
     pub last_checkin: Option<DateTime<Utc>>,
     /// Its `vespene_version` tag/label.
     pub version: Option<String>,
+    /// Protected from scale-in (AWS): never removed by a scale-in. Present only when true.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub protected_from_scale_in: bool,
 }
 
 /// One pool's summary.
@@ -875,6 +883,7 @@ fn judge_pool(
             builds,
             last_checkin,
             version,
+            protected_from_scale_in: i.protected_from_scale_in,
         });
     }
     report.instance_hours = round2(hours);
@@ -884,7 +893,70 @@ fn judge_pool(
 
     drift(ctx, p, g, members, busy_running);
     launch_failing(ctx, p, g, members);
+    scale_in_protected(ctx, p, g, members);
     report
+}
+
+/// Protected members stay whatever the plan says: a warning when more members run than the
+/// group's desired size and protected ones are among them (AWS lowered the size but may not
+/// end them), else an info naming them, so a pool that does not shrink is explained.
+fn scale_in_protected(
+    ctx: &mut Ctx<'_>,
+    p: &PoolInput,
+    g: &InventoryGroup,
+    members: &[&InventoryInstance],
+) {
+    let protected: Vec<&str> = members
+        .iter()
+        .filter(|i| i.protected_from_scale_in && i.state != InstanceState::Terminating)
+        .map(|i| i.name.as_str())
+        .collect();
+    if protected.is_empty() {
+        return;
+    }
+    let running = members
+        .iter()
+        .filter(|i| i.state == InstanceState::Running)
+        .count() as u32;
+    let mut names = protected
+        .iter()
+        .take(10)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if protected.len() > 10 {
+        names.push_str(", …");
+    }
+    let n = protected.len();
+    let (severity, message) = if running > g.desired {
+        (
+            Severity::Warning,
+            format!(
+                "{running} instances running, {} above the {} desired, and {n} protected from \
+                 scale-in ({names}): neither AWS nor the autoscaler removes a protected instance, \
+                 so the group stays above its size until their protection is removed",
+                running - g.desired,
+                g.desired
+            ),
+        )
+    } else {
+        (
+            Severity::Info,
+            format!(
+                "{n} member(s) protected from scale-in ({names}): the autoscaler never picks them \
+                 when the pool shrinks"
+            ),
+        )
+    };
+    ctx.add(
+        severity,
+        Kind::ScaleInProtected,
+        Some(p.pool.name.as_str()),
+        Some(&g.target),
+        None,
+        message,
+        None,
+    );
 }
 
 /// One error per distinct reason the cloud gives for launches that fail now: the builds of

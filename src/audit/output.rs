@@ -177,10 +177,16 @@ fn pool_block(out: &mut String, p: &PoolReport, findings: &[&Finding], color: bo
                 rows.push(vec![
                     i.name.clone(),
                     i.zone.clone().unwrap_or_else(|| "-".into()),
-                    if i.raw_state.eq_ignore_ascii_case(i.state) {
-                        i.state.to_string()
-                    } else {
-                        format!("{} ({})", i.state, i.raw_state)
+                    {
+                        let mut state = if i.raw_state.eq_ignore_ascii_case(i.state) {
+                            i.state.to_string()
+                        } else {
+                            format!("{} ({})", i.state, i.raw_state)
+                        };
+                        if i.protected_from_scale_in {
+                            state.push_str(" protected");
+                        }
+                        state
                     },
                     i.age_seconds
                         .map(|a| human(Duration::seconds(a)))

@@ -40,6 +40,7 @@ fn inst(name: &str, pool: &str, minutes: i64) -> InventoryInstance {
         launched: Some(ago(minutes)),
         hostnames: vec![name.into(), format!("{name}.z-a.c.p.internal")],
         described: true,
+        protected_from_scale_in: false,
     }
 }
 
@@ -823,4 +824,88 @@ fn launch_failures_are_one_error_per_reason_with_the_clouds_words() {
     assert_eq!(stockout.age_seconds, Some(5 * 60));
     assert_eq!(r.exit_status, 1, "an error fails the audit");
     assert_eq!(Kind::LaunchFailing.as_str(), "launch_failing");
+}
+
+#[test]
+fn protected_members_are_shown_and_a_warning_when_they_keep_the_group_above_desired() {
+    let protect = |mut i: InventoryInstance| {
+        i.protected_from_scale_in = true;
+        i
+    };
+    // Desired 1, three running, two of them protected: AWS lowered the size but may not end
+    // them.
+    let above = Fleet::new()
+        .pool(
+            1,
+            "linux",
+            1,
+            vec![
+                protect(inst("w-1", "linux", 120)),
+                protect(inst("w-2", "linux", 100)),
+                inst("w-3", "linux", 90),
+            ],
+        )
+        .report();
+    let found: Vec<&Finding> = above
+        .findings
+        .iter()
+        .filter(|f| f.kind == Kind::ScaleInProtected)
+        .collect();
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert_eq!(found[0].severity, Severity::Warning);
+    assert_eq!(
+        found[0].message,
+        "3 instances running, 2 above the 1 desired, and 2 protected from scale-in (w-1, w-2): \
+         neither AWS nor the autoscaler removes a protected instance, so the group stays above \
+         its size until their protection is removed"
+    );
+    let shown: Vec<(&str, bool)> = above.pools[0]
+        .instances
+        .iter()
+        .map(|i| (i.name.as_str(), i.protected_from_scale_in))
+        .collect();
+    assert_eq!(shown, vec![("w-1", true), ("w-2", true), ("w-3", false)]);
+    let json = serde_json::to_value(&above).unwrap();
+    assert_eq!(
+        json["pools"][0]["instances"][0]["protected_from_scale_in"],
+        true
+    );
+    assert!(
+        json["pools"][0]["instances"][2]
+            .get("protected_from_scale_in")
+            .is_none(),
+        "only protected instances carry the field"
+    );
+    let table = crate::audit::output::table(&above, false);
+    assert!(table.contains("running protected"), "{table}");
+
+    // At its size: an info naming them, so a pool that does not shrink is explained.
+    let at_size = Fleet::new()
+        .pool(
+            1,
+            "linux",
+            2,
+            vec![protect(inst("w-1", "linux", 120)), inst("w-2", "linux", 60)],
+        )
+        .report();
+    let found: Vec<&Finding> = at_size
+        .findings
+        .iter()
+        .filter(|f| f.kind == Kind::ScaleInProtected)
+        .collect();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].severity, Severity::Info);
+    assert!(found[0]
+        .message
+        .starts_with("1 member(s) protected from scale-in (w-1)"));
+    assert_eq!(Kind::ScaleInProtected.as_str(), "scale_in_protected");
+
+    // None protected: nothing.
+    let plain = Fleet::new()
+        .pool(1, "linux", 1, vec![inst("w-1", "linux", 120)])
+        .report();
+    assert!(!plain
+        .findings
+        .iter()
+        .any(|f| f.kind == Kind::ScaleInProtected));
 }

@@ -8,7 +8,9 @@
 
 use crate::client::{ApiError, AsgApi, Ec2Instance, GroupInfo, DESCRIBE_BATCH};
 use crate::config::Config;
-use crate::policy::{group_name, reduction, target_instances, validate, DrainState};
+use crate::policy::{
+    group_name, reduction, target_instances, unsupported_capacity, validate, DrainState,
+};
 use autoscaler_executor::{
     ErrorKind, ExecutorError, Outcome, Plan, ScaleRequest, TargetStatus, WorkerPool,
 };
@@ -66,6 +68,9 @@ pub(crate) struct Applier {
     pub(crate) hooks_checked: Mutex<HashMap<String, DateTime<Utc>>>,
     /// See [`ScaleInStats`].
     pub(crate) stats: Mutex<ScaleInStats>,
+    /// When this process last raised each group's desired capacity: launch failures older
+    /// than that belong to an earlier size (see [`crate::launch`]).
+    pub(crate) raised: Mutex<HashMap<String, DateTime<Utc>>>,
 }
 
 /// One pool's cycle: the pool, its group, the actions so far and every failure so far.
@@ -157,11 +162,13 @@ impl Run<'_> {
                             .to_string()
                     })
                     .collect();
-                Err(ExecutorError::new(
+                let mut e = ExecutorError::new(
                     &self.pool.name,
                     self.errors[0].kind,
                     format!("{prefix}{n} failures: {}", all.join("; ")),
-                ))
+                );
+                e.reason = self.errors[0].reason.clone();
+                Err(e)
             }
         }
     }
@@ -183,6 +190,7 @@ impl Applier {
             drains: Mutex::new(HashMap::new()),
             hooks_checked: Mutex::new(HashMap::new()),
             stats: Mutex::new(ScaleInStats::default()),
+            raised: Mutex::new(HashMap::new()),
         }
     }
 
@@ -297,9 +305,23 @@ impl Applier {
         }
     }
 
+    /// The group's refusal as the pool's error (status 2), naming the setting.
+    fn refuse(pool: &WorkerPool, group: &GroupInfo) -> Option<ExecutorError> {
+        unsupported_capacity(group).map(|why| {
+            ExecutorError::new(
+                &pool.name,
+                ErrorKind::Config,
+                format!("Auto Scaling group {}: {why}", group.name),
+            )
+        })
+    }
+
     pub(crate) async fn status(&self, pool: &WorkerPool) -> Result<TargetStatus, ExecutorError> {
         let name = group_name(pool, Plan::default())?;
         let g = self.describe_one(pool, &name).await?;
+        if let Some(e) = Self::refuse(pool, &g) {
+            return Err(e);
+        }
         let wpi = self.cfg.workers_per_instance_for(&pool.name);
         let current = g
             .instances
@@ -360,6 +382,13 @@ impl Applier {
             .drain(&mut run, &group, ec2.as_ref(), req.workers, now)
             .await;
 
+        // A group that counts capacity in vCPUs, memory or weights: any size set would be
+        // wrong, so nothing else is done to it (the drain above still protects its builds).
+        if let Some(e) = Self::refuse(pool, &group) {
+            run.errors.push(e);
+            return run.finish();
+        }
+
         // What protects a scale-in comes before it: with no hook, a termination is immediate.
         if self.cfg.manage_termination_policy {
             if let Err(e) = self.ensure_termination_policy(&mut run, &group).await {
@@ -382,6 +411,13 @@ impl Applier {
         } else {
             true
         };
+
+        // Below the desired capacity and still wanting more than it has: AWS accepted a size
+        // it has not launched. Only then are its scaling activities read.
+        if capacity < group.desired_capacity && capacity < target.instances {
+            self.check_launches(&mut run, capacity, group.desired_capacity)
+                .await;
+        }
 
         let mut revisit = still_waiting > 0;
         let desired = group.desired_capacity;
@@ -436,9 +472,17 @@ impl Applier {
     /// to make AWS end instances: the executor names those itself.
     async fn set_desired(&self, run: &mut Run<'_>, to: u32, was: u32, why: &str) {
         if !run.dry_run {
+            // Taken before the call: AWS may start (and fail) the launch before it answers.
+            let asked = self.clock.now() - crate::launch::CLOCK_SKEW;
             if let Err(e) = self.api.set_desired_capacity(run.group, to).await {
                 run.api_error(e);
                 return;
+            }
+            if to > was {
+                self.raised
+                    .lock()
+                    .unwrap()
+                    .insert(run.group.to_string(), asked);
             }
         }
         run.action(format!(

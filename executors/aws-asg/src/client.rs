@@ -38,6 +38,14 @@ pub struct GroupInfo {
     pub tags: Vec<GroupTag>,
     /// `TerminationPolicies`, in order.
     pub termination_policies: Vec<String>,
+    /// `DesiredCapacityType`: `units` (instances), `vcpu` or `memory-mib`; `None` when AWS
+    /// leaves it out, which means `units`. The executor counts in instances, so anything else
+    /// is refused ([`crate::policy::unsupported_capacity`]).
+    pub desired_capacity_type: Option<String>,
+    /// `(InstanceType, WeightedCapacity)` of every override of the mixed instances policy that
+    /// carries a weight: with weights other than 1 the desired capacity counts weight units,
+    /// not instances.
+    pub instance_weights: Vec<(String, String)>,
 }
 
 /// One member of a group.
@@ -95,6 +103,46 @@ pub struct HookInfo {
     /// `CONTINUE` or `ABANDON`.
     pub default_result: Option<String>,
 }
+
+/// One entry of `DescribeScalingActivities`: how AWS says a launch (or another change of the
+/// group) went. A successful `SetDesiredCapacity` only asks; this is where a quota, a stockout
+/// or a broken launch template shows up.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScalingActivity {
+    /// `ActivityId`.
+    pub activity_id: String,
+    /// `Description`, e.g. `Launching a new EC2 instance: i-0abc` or
+    /// `Launching a new EC2 instance.  Status Reason: …`.
+    pub description: String,
+    /// `Cause`: what started it (`At … a user request explicitly set group desired capacity …`).
+    pub cause: String,
+    /// `StatusCode`: `Successful`, `Failed`, `Cancelled`, `InProgress`, `PreInService`, ….
+    pub status_code: String,
+    /// `StatusMessage`: AWS's words for a failure (empty otherwise).
+    pub status_message: String,
+    /// `StartTime`.
+    pub start_time: Option<DateTime<Utc>>,
+}
+
+impl ScalingActivity {
+    /// True for the two codes AWS uses for a launch that did not happen.
+    pub fn failed(&self) -> bool {
+        self.status_code == "Failed" || self.status_code == "Cancelled"
+    }
+
+    /// True for an instance launched: the end of a run of failures.
+    pub fn launched(&self) -> bool {
+        self.status_code == "Successful" && self.description.starts_with("Launching")
+    }
+}
+
+/// Most activities read per group when it is below its desired capacity: enough to find the
+/// failures since the last successful launch without paging through weeks of history.
+pub const ACTIVITIES_READ: usize = 50;
+
+/// Most `DescribeScalingActivities` pages followed for one read (AWS may return fewer items
+/// than `MaxRecords` on a page), so a read is bounded whatever AWS answers.
+pub const ACTIVITY_PAGES: usize = 3;
 
 /// The transition of a termination hook.
 pub const TERMINATING_TRANSITION: &str = "autoscaling:EC2_INSTANCE_TERMINATING";
@@ -162,6 +210,14 @@ pub trait AsgApi: Send + Sync {
     /// `DescribeAutoScalingGroups` for `names` (at most [`DESCRIBE_BATCH`]), following
     /// `NextToken`. Unknown names are simply absent from the answer, as in AWS.
     async fn describe_groups(&self, names: &[String]) -> Result<Vec<GroupInfo>, ApiError>;
+    /// `DescribeScalingActivities` of one group, newest first (AWS lists activities still in
+    /// progress first, then by start time), at most `limit` of them (`MaxRecords`, and at most
+    /// [`ACTIVITY_PAGES`] pages).
+    async fn describe_scaling_activities(
+        &self,
+        group: &str,
+        limit: usize,
+    ) -> Result<Vec<ScalingActivity>, ApiError>;
     /// `SetDesiredCapacity` with `HonorCooldown=false`.
     async fn set_desired_capacity(&self, group: &str, desired: u32) -> Result<(), ApiError>;
     /// `UpdateAutoScalingGroup` changing only `TerminationPolicies`.

@@ -4,15 +4,18 @@
 //! Requests per audit: one `DescribeAutoScalingGroups` per 100 groups; one `DescribeInstances`
 //! filtered on `tag:vespene_worker=true` and `instance-state-name` pending/running (one more per
 //! page); and, only for group members that lack the tag (or are stopped), one `DescribeInstances`
-//! by `instance-id` per 200 of them. Nothing is ever written.
+//! by `instance-id` per 200 of them; per group below its desired capacity, one
+//! `DescribeScalingActivities` for its failing launches ([`crate::launch`]). Nothing is ever
+//! written.
 
 use crate::apply::Applier;
 use crate::client::{ApiError, AsgApi, Ec2Instance, GroupInfo, GroupInstance, DESCRIBE_BATCH};
-use crate::policy::group_name;
+use crate::launch::current_failures;
+use crate::policy::{group_name, unsupported_capacity};
 use async_trait::async_trait;
 use autoscaler_executor::{
     ErrorKind, ExecutorError, InstanceState, InventoryGroup, InventoryInstance, InventorySnapshot,
-    Plan, PoolInventory, WorkerPool,
+    LaunchFailure, Plan, PoolInventory, WorkerPool,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -95,6 +98,7 @@ fn to_instance(
         launched: ec2.and_then(|e| e.launch_time),
         hostnames: hostnames(id, ec2),
         described: ec2.is_some(),
+        protected_from_scale_in: member.is_some_and(|m| m.protected_from_scale_in),
         tags,
     }
 }
@@ -180,6 +184,25 @@ impl Applier {
             }
         }
 
+        // Groups below their desired capacity: why AWS has not launched the rest. This process
+        // raised no size, so the failures run back to the last successful launch.
+        let mut failing: HashMap<String, Result<Vec<LaunchFailure>, ApiError>> = HashMap::new();
+        for g in groups.values().filter_map(|g| g.as_ref().ok()) {
+            let capacity = g
+                .instances
+                .iter()
+                .filter(|i| i.counts_as_capacity())
+                .count() as u32;
+            if capacity < g.desired_capacity && unsupported_capacity(g).is_none() {
+                calls += 1;
+                let got = api
+                    .describe_scaling_activities(&g.name, crate::client::ACTIVITIES_READ)
+                    .await
+                    .map(|a| current_failures(&a, None));
+                failing.insert(g.name.clone(), got);
+            }
+        }
+
         let mut ids: BTreeSet<String> = ec2.keys().cloned().collect();
         ids.extend(members.keys().cloned());
         let instances = ids
@@ -192,6 +215,15 @@ impl Applier {
             .zip(names)
             .map(|(p, name)| {
                 let group = name.and_then(|n| match groups.get(&n) {
+                    // Its sizes are not instances: judging drift on them would mislead.
+                    Some(Ok(g)) if unsupported_capacity(g).is_some() => Err(ExecutorError::new(
+                        &p.name,
+                        ErrorKind::Config,
+                        format!(
+                            "Auto Scaling group {n}: {}",
+                            unsupported_capacity(g).unwrap_or_default()
+                        ),
+                    )),
                     Some(Ok(g)) => Ok(InventoryGroup {
                         pool: p.name.clone(),
                         target: g.name.clone(),
@@ -201,7 +233,17 @@ impl Applier {
                         members: g.instances.iter().map(|i| i.instance_id.clone()).collect(),
                         workers_per_instance: self.config().workers_per_instance_for(&p.name),
                         desired_since: None,
-                        launch_failures: Vec::new(),
+                        launch_failures: match failing.get(&n) {
+                            Some(Ok(f)) => f.clone(),
+                            Some(Err(e)) => {
+                                return Err(ExecutorError::new(
+                                    &p.name,
+                                    e.kind,
+                                    format!("Auto Scaling group {n}: {}", e.message),
+                                ))
+                            }
+                            None => Vec::new(),
+                        },
                     }),
                     Some(Err(e)) => Err(ExecutorError::new(
                         &p.name,

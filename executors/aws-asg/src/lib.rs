@@ -20,6 +20,7 @@ pub mod client;
 pub mod config;
 mod drain;
 pub mod inventory;
+pub mod launch;
 pub mod policy;
 mod protect;
 mod scale_in;
@@ -28,7 +29,7 @@ pub use apply::{Clock, ScaleInStats, SystemClock};
 pub use client::{ApiError, AsgApi, SdkAsgApi};
 pub use config::{Config, HostnameMatch, PoolOverride};
 pub use policy::{
-    decide, group_name, hostname_matches, missing_tags, target_instances,
+    decide, group_name, hostname_matches, missing_tags, target_instances, unsupported_capacity,
     wanted_termination_policies, Clamp, Decision, DrainState, Target, OLDEST_INSTANCE,
 };
 

@@ -3,7 +3,7 @@
 //! chooser, and what to do with an instance waiting in `Terminating:Wait`. Nothing here does
 //! I/O, so every rule is tested on values alone; [`crate::apply`] carries the decisions out.
 
-use crate::client::{Ec2Instance, GroupInstance, GroupTag};
+use crate::client::{Ec2Instance, GroupInfo, GroupInstance, GroupTag};
 use crate::config::{Config, HostnameMatch};
 use autoscaler_executor::inventory::{TAG_POOL, TAG_WORKER};
 use autoscaler_executor::scale_in::{
@@ -78,6 +78,48 @@ pub fn validate(cfg: &Config, pool: &WorkerPool, plan: Plan) -> Result<(), Execu
         ));
     }
     Ok(())
+}
+
+/// Why the executor cannot size this group, naming the setting to change; `None` when it can.
+///
+/// The executor counts in instances (`workers_per_instance` workers each). A group whose
+/// `DesiredCapacityType` is `vcpu` or `memory-mib`, or whose mixed instances policy weighs its
+/// instance types (`WeightedCapacity` other than 1), counts its desired capacity in those
+/// units: a desired capacity of 8 could be one instance or eight, so any size the executor set
+/// would be wrong. Weights that are all 1 count instances, and are accepted.
+pub fn unsupported_capacity(group: &GroupInfo) -> Option<String> {
+    if let Some(t) = group
+        .desired_capacity_type
+        .as_deref()
+        .filter(|t| !t.is_empty() && *t != "units")
+    {
+        return Some(format!(
+            "DesiredCapacityType is {t}: the group counts its desired capacity in {}, but the \
+             executor sizes groups in instances (workers_per_instance workers each); set the \
+             group's DesiredCapacityType to units",
+            if t == "vcpu" {
+                "vCPUs"
+            } else {
+                "MiB of memory"
+            }
+        ));
+    }
+    let weighted: Vec<String> = group
+        .instance_weights
+        .iter()
+        .filter(|(_, w)| w.trim() != "1")
+        .map(|(t, w)| format!("{t}={w}"))
+        .collect();
+    if !weighted.is_empty() {
+        return Some(format!(
+            "the mixed instances policy weighs instance types (WeightedCapacity {}): the group \
+             counts its desired capacity in weight units, but the executor sizes groups in \
+             instances (workers_per_instance workers each); remove WeightedCapacity from the \
+             overrides (or set every weight to 1)",
+            weighted.join(", ")
+        ));
+    }
+    None
 }
 
 /// A bound that changed the number of instances asked for, so the warning can say which won.

@@ -504,6 +504,17 @@ async fn inventory_lists_groups_members_and_orphans_read_only() {
             .unwrap();
     }
 
+    // One member protected from scale-in (moto stores the flag): the inventory says so.
+    let members = group(&sdk, "vespene-linux").await.instances;
+    aws_sdk_autoscaling::Client::new(&sdk)
+        .set_instance_protection()
+        .auto_scaling_group_name("vespene-linux")
+        .instance_ids(&members[0])
+        .protected_from_scale_in(true)
+        .send()
+        .await
+        .expect("SetInstanceProtection");
+
     moto.clear_log();
     let inv = exec.inventory().expect("aws-asg has an inventory");
     let refs: Vec<&WorkerPool> = pools.iter().map(|(p, _)| p).collect();
@@ -554,6 +565,7 @@ async fn inventory_lists_groups_members_and_orphans_read_only() {
             i.hostnames
         );
         assert!(i.launched.is_some());
+        assert_eq!(i.protected_from_scale_in, *id == members[0], "{i:?}");
     }
     let orphan = snap.instances.iter().find(|i| i.name == "orphan").unwrap();
     assert_eq!(orphan.group, None);

@@ -97,6 +97,9 @@ pub struct InventoryInstance {
     /// False when the cloud has no resource for it yet (a group member still being created):
     /// its tags and times are then unknown, not empty, and must not be judged.
     pub described: bool,
+    /// AWS `ProtectedFromScaleIn`: neither AWS nor the autoscaler removes it in a scale-in, so
+    /// it can keep a group above its desired size; always false on GCE (no such setting).
+    pub protected_from_scale_in: bool,
 }
 
 /// A pool's group as the cloud describes it.

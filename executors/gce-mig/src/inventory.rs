@@ -482,6 +482,7 @@ impl GceMigExecutor {
                 launched,
                 hostnames,
                 described: res.is_some(),
+                protected_from_scale_in: false,
             });
         }
 

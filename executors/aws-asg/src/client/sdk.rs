@@ -2,7 +2,7 @@
 
 use super::{
     error::map_sdk_error, ApiError, AsgApi, Ec2Instance, GroupInfo, GroupInstance, GroupTag,
-    HookInfo, DESCRIBE_BATCH,
+    HookInfo, ScalingActivity, ACTIVITY_PAGES, DESCRIBE_BATCH,
 };
 use async_trait::async_trait;
 use aws_sdk_autoscaling::error::{ProvideErrorMetadata, SdkError};
@@ -150,6 +150,18 @@ impl AsgApi for SdkAsgApi {
                         })
                         .collect(),
                     termination_policies: g.termination_policies().to_vec(),
+                    desired_capacity_type: g.desired_capacity_type().map(str::to_string),
+                    instance_weights: g
+                        .mixed_instances_policy()
+                        .and_then(|m| m.launch_template())
+                        .map(|t| t.overrides())
+                        .unwrap_or_default()
+                        .iter()
+                        .filter_map(|o| {
+                            let w = o.weighted_capacity()?;
+                            Some((o.instance_type().unwrap_or("-").to_string(), w.to_string()))
+                        })
+                        .collect(),
                 });
             }
             match resp.next_token() {
@@ -157,6 +169,46 @@ impl AsgApi for SdkAsgApi {
                 _ => break,
             }
         }
+        Ok(out)
+    }
+
+    async fn describe_scaling_activities(
+        &self,
+        group: &str,
+        limit: usize,
+    ) -> Result<Vec<ScalingActivity>, ApiError> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        for _ in 0..ACTIVITY_PAGES {
+            let want = limit.saturating_sub(out.len()).clamp(1, 100);
+            let resp = self
+                .asg
+                .describe_scaling_activities()
+                .auto_scaling_group_name(group)
+                .max_records(i32_of(want as u32))
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| self.err("DescribeScalingActivities", e))?;
+            for a in resp.activities() {
+                out.push(ScalingActivity {
+                    activity_id: a.activity_id().unwrap_or_default().to_string(),
+                    description: a.description().unwrap_or_default().to_string(),
+                    cause: a.cause().unwrap_or_default().to_string(),
+                    status_code: a
+                        .status_code()
+                        .map(|c| c.as_str().to_string())
+                        .unwrap_or_default(),
+                    status_message: a.status_message().unwrap_or_default().to_string(),
+                    start_time: a.start_time().and_then(to_utc),
+                });
+            }
+            match resp.next_token() {
+                Some(t) if !t.is_empty() && out.len() < limit => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        out.truncate(limit);
         Ok(out)
     }
 

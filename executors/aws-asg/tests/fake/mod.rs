@@ -3,18 +3,24 @@
 //! `TerminateInstanceInAutoScalingGroup`), `CompleteLifecycleAction`,
 //! `RecordLifecycleActionHeartbeat`, the hook's heartbeat timeout applying its default result,
 //! `OldestInstance` selection, `ProtectedFromScaleIn` and Min/Max validation, with AWS's error
-//! codes and messages. An observer hears of every instance the moment it is terminated, so a
+//! codes and messages; scaling activities, among them launches that fail after
+//! `SetDesiredCapacity` succeeded (a stockout, a quota: [`FakeAsg::fail_launches`]) and are
+//! retried by [`FakeAsg::retry_launches`]; and capacity counted in weights (`WeightedCapacity`,
+//! `DesiredCapacityType` vcpu), where one instance is several units of desired capacity. An observer hears of every instance the moment it is terminated, so a
 //! harness can tell which builds were running on it.
 #![allow(dead_code)]
 
 use async_trait::async_trait;
 use autoscaler_aws_asg::client::{
-    ApiError, AsgApi, Ec2Instance, GroupInfo, GroupInstance, GroupTag, HookInfo,
+    ApiError, AsgApi, Ec2Instance, GroupInfo, GroupInstance, GroupTag, HookInfo, ScalingActivity,
     TERMINATING_TRANSITION, TERMINATING_WAIT,
 };
 use chrono::{DateTime, Duration, Utc};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
+
+mod launches;
+use launches::fill;
 
 /// Called with (group, instance id) when an instance is terminated (gone for good).
 pub type Observer = Box<dyn Fn(&str, &str) + Send + Sync>;
@@ -51,6 +57,15 @@ pub struct State {
     /// For each instance that ended after waiting on a hook: milliseconds from the start of
     /// the wait (the termination call) to its end.
     pub gone_ms: Vec<i64>,
+    /// Every group's scaling activities, oldest first, as AWS records them.
+    pub activities: HashMap<String, Vec<ScalingActivity>>,
+    /// Per group, the `StatusMessage` with which every launch fails now.
+    pub launch_failure: HashMap<String, String>,
+    /// Per group, the units of desired capacity one instance is (its weight, or its vCPUs).
+    pub unit: HashMap<String, u32>,
+    /// Groups whose launches AWS has accepted but not started yet (no activity so far).
+    pub stalled: std::collections::HashSet<String>,
+    next_activity: u32,
 }
 
 impl State {
@@ -85,6 +100,7 @@ impl FakeAsg {
                 instances: vec![],
                 tags: vec![],
                 termination_policies: vec!["Default".into()],
+                ..Default::default()
             },
         );
         for _ in 0..n {
@@ -368,6 +384,21 @@ impl AsgApi for FakeAsg {
             .collect())
     }
 
+    async fn describe_scaling_activities(
+        &self,
+        group: &str,
+        limit: usize,
+    ) -> Result<Vec<ScalingActivity>, ApiError> {
+        let mut s = self.state.lock().unwrap();
+        s.calls
+            .push(format!("DescribeScalingActivities {group} {limit}"));
+        check(&mut s, "DescribeScalingActivities")?;
+        let mut out: Vec<ScalingActivity> = s.activities.get(group).cloned().unwrap_or_default();
+        out.reverse();
+        out.truncate(limit);
+        Ok(out)
+    }
+
     async fn set_desired_capacity(&self, group: &str, desired: u32) -> Result<(), ApiError> {
         let mut s = self.state.lock().unwrap();
         s.calls
@@ -391,18 +422,19 @@ impl AsgApi for FakeAsg {
                 g.min_size
             )));
         }
+        let unit = s.unit.get(group).copied().unwrap_or(1).max(1);
         let active = g
             .instances
             .iter()
             .filter(|i| i.counts_as_capacity())
-            .count() as u32;
+            .count() as u32
+            * unit;
         if desired > active {
-            for _ in active..desired {
-                launch(&mut s, group, "Pending");
-            }
+            s.groups.get_mut(group).unwrap().desired_capacity = desired;
+            fill(&mut s, group);
         } else {
             // OldestInstance: the first launched go first; protected ones are skipped.
-            let remove = (active - desired) as usize;
+            let remove = ((active - desired) / unit) as usize;
             let victims: Vec<String> = s.groups[group]
                 .instances
                 .iter()
@@ -586,7 +618,7 @@ impl AsgApi for FakeAsg {
             "TerminateInstanceInAutoScalingGroup",
         );
         if !decrement_desired {
-            launch(&mut s, &group, "Pending");
+            fill(&mut s, &group);
         }
         Ok(())
     }
