@@ -1,15 +1,23 @@
 //! Cost of one `--force` evaluation cycle on PostgreSQL: database reads and writes, planner and
-//! a no-op executor, end to end through the same `Engine` the binary runs.
+//! an executor, end to end through the same `Engine` the binary runs, on one connection as the
+//! binary does.
 //!
 //! `cargo bench --bench cycle` loads Vespene's real schema into a scratch database, fills it
 //! with pools and build history, and for each size runs a child process (so peak RSS is that
-//! size's own) that does one warm-up cycle and then timed cycles. Prints a Markdown table.
+//! size's own) that does one warm-up cycle and then timed cycles. Prints Markdown tables.
+//! The same file is the `cycle` binary of the `autoscaler-bench` package (`bench/`), whose
+//! release build compiles the shell executor only: `cargo run --release -p autoscaler-bench
+//! --bin cycle` (a `cargo bench` also compiles the dev-dependencies, the AWS and Google SDKs).
 //!
 //! Environment: `AUTOSCALER_TEST_PG` (admin URL, default postgres://postgres@127.0.0.1:5432/test),
 //! `BENCH_POOLS` (default "1,100,1000,10000"), `BENCH_BUILDS` (default "100000,1000000"),
-//! `BENCH_REPS` (default 15), `BENCH_EXECUTOR` (`noop`, default: planning and database only;
-//! `shell`: every pool runs the real shell executor with `executor_command = true`, so the
-//! figure includes starting one `sh -c` process per pool, as a user's cycle does).
+//! `BENCH_REPS` (default 15), `BENCH_CONCURRENCY` (the engine's `concurrency`, default 8),
+//! `BENCH_EXECUTOR` (`noop`, default: planning and database only; `shell`: every pool runs the
+//! real shell executor with `executor_command = true`, so the figure includes starting one
+//! `sh -c` process per pool, as a user's cycle does).
+//!
+//! It also times 8 busy-worker reads at once (what 8 pools scaling in at the same moment ask)
+//! on the one connection of a cycle, where they wait for each other, and on a pool of 8.
 
 use async_trait::async_trait;
 use autoscaler::engine::{Engine, EngineOptions, PoolResult, Registry};
@@ -74,9 +82,54 @@ fn executor_kind() -> String {
     std::env::var("BENCH_EXECUTOR").unwrap_or_else(|_| "noop".into())
 }
 
+fn concurrency() -> usize {
+    env_list("BENCH_CONCURRENCY", "8")[0]
+}
+
+/// Pools with RUNNING builds (every fourth one), as many as a cycle scales at once.
+const BUSY_POOLS: [i64; 8] = [4, 8, 12, 16, 20, 24, 28, 32];
+
+/// Median ms of 8 busy-worker reads at once: on the one connection of a cycle (they wait for
+/// each other there), and on a pool of 8 connections.
+async fn busy_reads(url: &str, reps: usize) -> (f64, f64) {
+    let names: Vec<String> = BUSY_POOLS.iter().map(|i| format!("pool-{i:05}")).collect();
+    let one = autoscaler::run::connect(url).unwrap();
+    let eight = autoscaler::db::Database::connect(
+        url,
+        &autoscaler::db::ConnectOptions {
+            max_connections: 8,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut shared = Vec::new();
+    let mut pooled = Vec::new();
+    for _ in 0..=reps {
+        let locks = one.lock_pools(&names).await.unwrap();
+        let t = Instant::now();
+        let all =
+            futures::future::join_all(BUSY_POOLS.iter().map(|id| locks.busy_workers(*id))).await;
+        shared.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert!(all.iter().all(|b| b.as_ref().unwrap().len() == 2));
+        locks.release().await;
+        let t = Instant::now();
+        let all =
+            futures::future::join_all(BUSY_POOLS.iter().map(|id| eight.busy_workers(*id))).await;
+        pooled.push(t.elapsed().as_secs_f64() * 1000.0);
+        assert!(all.iter().all(|b| b.as_ref().unwrap().len() == 2));
+    }
+    // The first round opens the connections.
+    let median = |v: &mut Vec<f64>| {
+        v.remove(0);
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[v.len() / 2]
+    };
+    (median(&mut shared), median(&mut pooled))
+}
+
 /// Child: time cycles over the first `pools` pools.
 async fn child(url: &str, pools: usize, reps: usize) {
-    let db = autoscaler::run::connect(url, 8).unwrap();
+    let db = autoscaler::run::connect(url).unwrap();
     let mut registry = Registry::default();
     match executor_kind().as_str() {
         "shell" => registry.register(Arc::new(autoscaler_shell::ShellExecutor::new(
@@ -90,7 +143,7 @@ async fn child(url: &str, pools: usize, reps: usize) {
         autoscaler::planner::Planners::default(),
         EngineOptions {
             dry_run: false,
-            concurrency: 8,
+            concurrency: concurrency(),
             ..EngineOptions::default()
         },
     );
@@ -110,12 +163,13 @@ async fn child(url: &str, pools: usize, reps: usize) {
         times.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let rss = peak_rss_kib();
+    let (shared, pooled) = busy_reads(url, reps).await;
     println!(
-        "RESULT {:.2} {:.2} {:.2} {}",
+        "RESULT {:.2} {:.2} {:.2} {rss} {shared:.2} {pooled:.2}",
         times[times.len() / 2],
         times[0],
         times[times.len() - 1],
-        peak_rss_kib()
     );
 }
 
@@ -172,7 +226,10 @@ async fn setup(name: &str, max_pools: usize, finished: usize) {
     c.close().await.ok();
 }
 
-fn run_child(url: &str, pools: usize, reps: usize) -> (f64, f64, f64, u64) {
+/// median, min, max ms, peak RSS KiB, busy reads ms (shared connection, pool of 8)
+type ChildResult = (f64, f64, f64, u64, f64, f64);
+
+fn run_child(url: &str, pools: usize, reps: usize) -> ChildResult {
     let out = Command::new(std::env::current_exe().unwrap())
         .args(["--child", url, &pools.to_string(), &reps.to_string()])
         .output()
@@ -188,6 +245,8 @@ fn run_child(url: &str, pools: usize, reps: usize) -> (f64, f64, f64, u64) {
         v[1].parse().unwrap(),
         v[2].parse().unwrap(),
         v[3].parse().unwrap(),
+        v[4].parse().unwrap(),
+        v[5].parse().unwrap(),
     )
 }
 
@@ -206,10 +265,12 @@ fn main() {
     let pools = env_list("BENCH_POOLS", "1,100,1000,10000");
     let builds = env_list("BENCH_BUILDS", "100000,1000000");
     let reps = env_list("BENCH_REPS", "15")[0];
-    let max_pools = *pools.iter().max().unwrap();
+    let max_pools = (*pools.iter().max().unwrap()).max(32);
+    let mut busy = Vec::new();
     println!(
-        "One --force cycle on PostgreSQL, executor {} (median of {reps}, after one warm-up cycle; min-max in brackets).\n",
-        executor_kind()
+        "One --force cycle on PostgreSQL, executor {}, concurrency {} (median of {reps}, after one warm-up cycle; min-max in brackets).\n",
+        executor_kind(),
+        concurrency()
     );
     println!("| pools | finished builds | active builds | no index: cycle ms | with partial index: cycle ms | peak RSS |");
     println!("|---:|---:|---:|---:|---:|---:|");
@@ -227,14 +288,17 @@ fn main() {
             rows.push(run_child(&url, n, reps));
         }
         rt.block_on(async {
-            let db = autoscaler::run::connect(&url, 1).unwrap();
+            let db = autoscaler::run::connect(&url).unwrap();
             db.ensure_index().await.unwrap();
             db.run_script("ANALYZE builds").await.unwrap();
             db.close().await;
         });
         for (k, &n) in pools.iter().enumerate() {
-            let (med, lo, hi, rss) = rows[k];
-            let (imed, ilo, ihi, irss) = run_child(&url, n, reps);
+            let (med, lo, hi, rss, shared, pooled) = rows[k];
+            let (imed, ilo, ihi, irss, ishared, ipooled) = run_child(&url, n, reps);
+            if k == 0 {
+                busy.push((finished, shared, pooled, ishared, ipooled));
+            }
             let active = (n / 4) * 5;
             println!(
                 "| {n} | {finished} | {active} | {med:.1} [{lo:.1}-{hi:.1}] | {imed:.1} [{ilo:.1}-{ihi:.1}] | {:.1} MiB |",
@@ -248,5 +312,13 @@ fn main() {
                 .await
                 .unwrap();
         });
+    }
+    println!(
+        "\n8 busy-worker reads at once (median ms): one connection (the cycle's) / a pool of 8\n"
+    );
+    println!("| finished builds | no index | with partial index |");
+    println!("|---:|---:|---:|");
+    for (finished, shared, pooled, ishared, ipooled) in busy {
+        println!("| {finished} | {shared:.2} / {pooled:.2} | {ishared:.2} / {ipooled:.2} |");
     }
 }

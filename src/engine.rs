@@ -3,7 +3,7 @@
 //! let each backend batch its reads, scale the due pools concurrently, and record the outcomes
 //! in batches. The loop around it lives in `run.rs`.
 
-use crate::db::{Database, DbError};
+use crate::db::{Database, DbError, PoolLocks};
 use crate::planner::{self, Counts, PlanInput, Planners, SettingError};
 use async_trait::async_trait;
 use autoscaler_executor::{
@@ -154,8 +154,10 @@ impl CycleReport {
     }
 }
 
-/// Answers executors' "which workers are busy" from the Vespene database.
-struct DbDirectory<'a>(&'a Database);
+/// Answers executors' "which workers are busy" from the Vespene database, on the cycle's
+/// connection: several pools' reads wait for each other there (measured in
+/// docs/performance.md), and a read that succeeds proves the pool's lock is still held.
+struct DbDirectory<'a>(&'a PoolLocks);
 
 #[async_trait]
 impl WorkerDirectory for DbDirectory<'_> {
@@ -252,7 +254,11 @@ impl Engine {
         scope: Scope,
         stop: &watch::Receiver<bool>,
     ) -> Result<CycleReport, DbError> {
-        // Lock first, then read: what we act on was read while we held the pool.
+        if names.is_empty() {
+            return Ok(CycleReport::default());
+        }
+        // Lock first, then read: what we act on was read while we held the pool. Every
+        // statement of the cycle goes through the connection that holds the locks.
         let locks = self.db.lock_pools(names).await?;
         let result = self.locked_cycle(names, force, scope, stop, &locks).await;
         locks.release().await;
@@ -265,10 +271,10 @@ impl Engine {
         force: bool,
         scope: Scope,
         stop: &watch::Receiver<bool>,
-        locks: &crate::db::PoolLocks,
+        locks: &PoolLocks,
     ) -> Result<CycleReport, DbError> {
         let now = Utc::now();
-        let loaded = self.db.load_pools_checked(names).await?;
+        let loaded = locks.load_pools_checked(names).await?;
         let mut rows = Vec::with_capacity(loaded.len());
         let mut unreadable: HashMap<String, crate::db::UnreadablePool> = HashMap::new();
         for r in loaded {
@@ -300,7 +306,7 @@ impl Engine {
             .filter(|p| p.autoscaling_enabled && locks.holds(p.id))
             .map(|p| p.id)
             .collect();
-        let counts = self.db.count_builds(&mine).await?;
+        let counts = locks.count_builds(&mine).await?;
 
         let mut reports: Vec<PoolReport> = Vec::with_capacity(names.len());
         let mut jobs: Vec<Job> = Vec::new();
@@ -380,7 +386,7 @@ impl Engine {
             }
         }
         if !self.options.dry_run {
-            if let Err(e) = self.db.record_failures(&settings_failures).await {
+            if let Err(e) = locks.record_failures(&settings_failures).await {
                 tracing::error!(
                     "could not record autoscaling_status of pools with bad settings: {e}"
                 );
@@ -415,8 +421,9 @@ impl Engine {
 
         // Scale concurrently (at most `concurrency` executor calls at once); record whatever
         // has finished in batches (one UPDATE for all the successes that are ready), so a slow
-        // pool never holds back another pool's record.
-        let directory = DbDirectory(&self.db);
+        // pool never holds back another pool's record. The calls and the records run side by
+        // side: both use the one connection, and a call waiting on it must keep being polled.
+        let directory = DbDirectory(locks);
         let directory = &directory;
         let slots = tokio::sync::Semaphore::new(self.options.concurrency.max(1));
         let slots = &slots;
@@ -428,7 +435,7 @@ impl Engine {
             }
             None
         };
-        let mut finished = jobs
+        let mut calls = jobs
             .into_iter()
             .map(|job| {
                 let prepare = prepared[job.executor.name()].clone();
@@ -441,7 +448,7 @@ impl Engine {
                             _ = stop.wait_for(|s| *s) => return not_started(),
                         };
                         if let Some((kind, message)) = prepare_failed {
-                            return Some(Err(ExecutorError::new(&job.pool.name, kind, message)));
+                            return Some(Turn::Called(Err(ExecutorError::new(&job.pool.name, kind, message))));
                         }
                         let _slot = tokio::select! {
                             s = slots.acquire() => s.expect("the semaphore is never closed"),
@@ -449,6 +456,11 @@ impl Engine {
                         };
                         if *stop.borrow() {
                             return not_started();
+                        }
+                        // Never call an executor for a pool whose lock may be gone: the
+                        // lock connection must answer after this call's turn came.
+                        if let Err(e) = locks.check(std::time::Instant::now()).await {
+                            return Some(Turn::LockLost(e));
                         }
                         let scale = job.executor.scale(ScaleRequest {
                             pool: &job.pool,
@@ -460,14 +472,14 @@ impl Engine {
                             let _ = stop.wait_for(|s| *s).await;
                             tokio::time::sleep(grace).await;
                         };
-                        Some(tokio::select! {
+                        Some(Turn::Called(tokio::select! {
                             r = scale => r,
                             _ = deadline => Err(ExecutorError::new(
                                 &job.pool.name,
                                 ErrorKind::Cancelled,
                                 format!("executor call stopped {} s after shutdown began; its work may be incomplete", grace.as_secs()),
                             )),
-                        })
+                        }))
                     }
                     .await;
                     // The time the call ended is what restarts the pool's timer.
@@ -475,13 +487,35 @@ impl Engine {
                 }
             })
             .collect::<FuturesUnordered<_>>()
-            .filter_map(std::future::ready)
-            .ready_chunks(256);
-        while let Some(chunk) = finished.next().await {
-            for (index, result) in self.record(chunk).await {
-                reports[index].result = result;
+            .filter_map(std::future::ready);
+        let (done, mut finished) = futures::channel::mpsc::unbounded();
+        let calls = async move {
+            while let Some(f) = calls.next().await {
+                let _ = done.unbounded_send(f);
             }
-        }
+        };
+        let records = async {
+            while let Some(first) = finished.next().await {
+                let mut chunk = vec![first];
+                while chunk.len() < 256 {
+                    match finished.try_recv() {
+                        Ok(f) => chunk.push(f),
+                        Err(_) => break,
+                    }
+                }
+                let mut called = Vec::with_capacity(chunk.len());
+                for (job, turn, ended) in chunk {
+                    match turn {
+                        Turn::Called(r) => called.push((job, r, ended)),
+                        Turn::LockLost(e) => reports[job.index].result = lock_lost(&job.pool, &e),
+                    }
+                }
+                for (index, result) in self.record(called, locks).await {
+                    reports[index].result = result;
+                }
+            }
+        };
+        futures::join!(calls, records);
         Ok(CycleReport { pools: reports })
     }
 
@@ -545,6 +579,31 @@ impl Engine {
         }
         executor.validate(pool, plan)?;
         Ok((plan, Some(executor)))
+    }
+}
+
+/// How a due pool's turn ended.
+enum Turn {
+    /// Its executor was called.
+    Called(Result<Outcome, ExecutorError>),
+    /// Not called: the connection holding the locks failed first.
+    LockLost(DbError),
+}
+
+/// A due pool not called because its lock may be gone: failed, and not written (the pool may
+/// be another process's now); the next cycle takes the lock again on a new connection.
+fn lock_lost(pool: &WorkerPool, e: &DbError) -> PoolResult {
+    let error = format!(
+        "pool {}: not scaled: {e}; it is retried next cycle",
+        pool.name
+    );
+    tracing::error!(pool = %pool.name, executor = pool.executor.as_deref().unwrap_or(""), outcome = "failed",
+        kind = "database", "{error}");
+    PoolResult::Failed {
+        status: 1,
+        kind: "database",
+        error,
+        reason: None,
     }
 }
 

@@ -55,12 +55,14 @@ pub async fn build_registry(config: &Config) -> Result<Registry, RunError> {
     Ok(registry)
 }
 
-/// Connects with settings suited to the engine's concurrency.
-pub fn connect(url: &str, concurrency: usize) -> Result<Database, DbError> {
+/// Connects for the main job: one connection. A cycle locks, reads and writes on the
+/// connection that holds its pools' locks, and the executors' busy-worker reads go through it
+/// too, so a process never needs a second one (docs/database.md, "Connections").
+pub fn connect(url: &str) -> Result<Database, DbError> {
     Database::connect(
         url,
         &ConnectOptions {
-            max_connections: (concurrency as u32).saturating_add(2),
+            max_connections: 1,
             ..ConnectOptions::default()
         },
     )
@@ -289,7 +291,7 @@ pub async fn start_metrics(
 /// Builds an engine for the main job.
 pub async fn engine_for(config: &Config, url: &str, dry_run: bool) -> Result<Engine, RunError> {
     let concurrency = config.concurrency.unwrap_or(8);
-    let db = connect(url, concurrency)?;
+    let db = connect(url)?;
     let registry = build_registry(config).await?;
     let planners =
         Planners::from_config(&config.planners).map_err(|e| RunError::Executor(e.to_string()))?;

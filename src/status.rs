@@ -99,7 +99,15 @@ pub struct Row {
 
 /// Runs the subcommand; returns the exit status.
 pub async fn run(args: StatusArgs, url: &str, config: &Config) -> Result<u8, StatusError> {
-    let db = Database::connect(url, &ConnectOptions::default())?;
+    // Its statements run one after the other: one connection (a larger pool may open a
+    // second while the first is still being handed back).
+    let db = Database::connect(
+        url,
+        &ConnectOptions {
+            max_connections: 1,
+            ..ConnectOptions::default()
+        },
+    )?;
     let rows = collect(&db, config, &args.queues, Utc::now()).await;
     db.close().await;
     let rows = rows?;

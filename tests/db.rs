@@ -191,7 +191,11 @@ async fn unreachable_database_is_a_clean_error_without_password() {
     )
     .unwrap();
     let err = db.load_pools(&["x".into()]).await.unwrap_err().to_string();
-    assert!(err.starts_with("database: reading worker_pools: "), "{err}");
+    // The pool only says it timed out; the error says why.
+    assert!(
+        err.starts_with("database: connecting: ") && err.contains("Connection refused"),
+        "{err}"
+    );
     assert!(!err.contains("hunter2"), "{err}");
 }
 
@@ -215,6 +219,72 @@ db_test!(
         t.cleanup().await;
     }
 );
+
+/// Issue 16, item 3: the cycle's statements run on the connection that holds its locks. Once
+/// the server ends that session, every later statement of the cycle fails (the locks may be
+/// another process's), the pools are free for another process, and the next cycle of the same
+/// process locks them again on a new connection.
+#[tokio::test]
+async fn a_terminated_lock_connection_fails_the_rest_of_the_cycle_postgres() {
+    let t = TestDb::postgres().await;
+    t.add_pool(&shell_pool(1, "p", "true")).await;
+    t.add_pool(&shell_pool(2, "q", "true")).await;
+    let url = format!("{}?application_name=vespene-autoscaler-killed", t.url);
+    let one = autoscaler::run::connect(&url).unwrap();
+    let names = ["p".to_string(), "q".to_string()];
+    let locks = one.lock_pools(&names).await.unwrap();
+    assert!(locks.holds(1) && locks.holds(2));
+    assert_eq!(locks.load_pools_checked(&names).await.unwrap().len(), 2);
+    let before = std::time::Instant::now();
+    locks.check(before).await.unwrap();
+    assert!(locks.lost().is_none());
+
+    t.exec(
+        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity \
+         WHERE application_name = 'vespene-autoscaler-killed'",
+    )
+    .await;
+    // Proven before the kill, not after it.
+    locks.check(before).await.unwrap();
+    let err = locks
+        .check(std::time::Instant::now())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("database: checking the pool locks: "),
+        "{err}"
+    );
+    assert!(locks.lost().is_some());
+    for err in [
+        locks.busy_workers(1).await.unwrap_err().to_string(),
+        locks
+            .record_successes(&[(1, Utc::now())])
+            .await
+            .unwrap_err()
+            .to_string(),
+        locks.count_builds(&[1]).await.unwrap_err().to_string(),
+    ] {
+        assert!(
+            err.contains("the connection holding the pool locks was lost"),
+            "{err}"
+        );
+    }
+    locks.release().await;
+    assert_eq!(t.status_of("p").await, (None, None), "nothing was written");
+
+    // Free for another process; then this one takes them again, on a new connection.
+    let other = t.db.lock_pools(&names).await.unwrap();
+    assert!(other.holds(1) && other.holds(2));
+    other.release().await;
+    let again = one.lock_pools(&names).await.unwrap();
+    assert!(again.holds(1) && again.holds(2));
+    again.record_successes(&[(1, Utc::now())]).await.unwrap();
+    again.release().await;
+    assert_eq!(t.status_of("p").await.0, Some(0));
+    one.close().await;
+    t.cleanup().await;
+}
 
 /// Issue 16: the batched status writes used to build a new `IN (…)` statement for every batch
 /// length, so a long-running loop kept preparing statements. Over one connection, batches of

@@ -195,6 +195,9 @@ fn parse_now(s: &str) -> Result<DateTime<Utc>, String> {
 /// reported as unauditable instead of silently skipped.
 const CLOUD_EXECUTORS: &[&str] = &["aws-asg", "gce-mig"];
 
+/// Pools whose busy workers the audit reads at the same time: also its connection count.
+const BUSY_READS_AT_ONCE: usize = 4;
+
 fn secs(n: u64) -> Duration {
     Duration::seconds(i64::try_from(n).unwrap_or(i64::MAX / 1000))
 }
@@ -272,7 +275,14 @@ async fn worker_pools(db: &Database, pool_ids: &[i64]) -> Result<HashMap<i32, Ve
 pub async fn run(args: AuditArgs, database_url: &str, config: &Config) -> Result<u8, AuditError> {
     let options = options(&args, &config.audit);
     let now = args.now.unwrap_or_else(Utc::now);
-    let db = Database::connect(database_url, &ConnectOptions::default())?;
+    // At most BUSY_READS_AT_ONCE busy-worker reads at once, nothing else concurrently.
+    let db = Database::connect(
+        database_url,
+        &ConnectOptions {
+            max_connections: BUSY_READS_AT_ONCE as u32,
+            ..ConnectOptions::default()
+        },
+    )?;
     let registry = crate::run::build_registry(config)
         .await
         .map_err(|e| AuditError(format!("building the executors: {e}")))?;
@@ -379,7 +389,7 @@ pub async fn run(args: AuditArgs, database_url: &str, config: &Config) -> Result
     let ids: Vec<i64> = pools.iter().map(|(p, _)| p.id).collect();
     let counts = db.count_builds(&ids).await?;
     let busy: Vec<_> = stream::iter(ids.iter().map(|id| db.busy_workers(*id)))
-        .buffered(4)
+        .buffered(BUSY_READS_AT_ONCE)
         .collect()
         .await;
     let mut workers = Vec::new();

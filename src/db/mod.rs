@@ -5,11 +5,13 @@
 //! them in order). The autoscaler writes only `autoscaling_status` and `last_autoscaled`.
 
 mod lock;
+mod queries;
 mod redact;
 mod rows;
 mod timestamp;
 
 pub use lock::{PoolLocks, LOCK_NAMESPACE};
+use queries::Acquired;
 pub use redact::redact_url;
 use redact::{drop_unknown_pg_params, scrub};
 pub use rows::{TraceRow, UnreadableRow, WorkerRow};
@@ -68,6 +70,11 @@ macro_rules! on_pool {
     };
 }
 
+/// How the autoscaler's connections appear in PostgreSQL's `pg_stat_activity` unless the URL
+/// (`?application_name=…`) or `PGAPPNAME` names them otherwise (two autoscalers of an HA pair,
+/// say).
+pub const DEFAULT_APPLICATION_NAME: &str = "vespene-autoscaler";
+
 /// Options for [`Database::connect`].
 #[derive(Clone, Debug)]
 pub struct ConnectOptions {
@@ -109,88 +116,6 @@ pub struct UnreadablePool {
     pub reason: String,
 }
 
-/// Reads one column; `f64` columns also accept the text spellings `NaN`, `inf`, `-inf` that a
-/// loosely typed engine (SQLite) may hold, so validation can name the real problem.
-macro_rules! col {
-    ($row:expr, $name:literal) => {
-        $row.try_get($name).map_err(|e| ($name, e.to_string()))?
-    };
-    ($row:expr, $name:literal, ts) => {
-        $row.try_get::<Option<Ts>, _>($name)
-            .map_err(|e| ($name, e.to_string()))?
-            .map(|t| t.0)
-    };
-    ($row:expr, $name:literal, f64) => {
-        match $row.try_get::<f64, _>($name) {
-            Ok(v) => v,
-            Err(e) => match $row
-                .try_get::<String, _>($name)
-                .ok()
-                .and_then(|t| t.trim().parse::<f64>().ok())
-            {
-                Some(v) => v,
-                None => return Err(($name, e.to_string())),
-            },
-        }
-    };
-}
-
-/// Generates the row decoder for one engine's row type.
-macro_rules! pool_decoder {
-    ($fn:ident, $row:ty) => {
-        fn $fn(row: &$row) -> Result<WorkerPool, UnreadablePool> {
-            use sqlx::Row;
-            let inner = || -> Result<WorkerPool, (&'static str, String)> {
-                Ok(WorkerPool {
-                    id: i64::from({
-                        let v: i32 = col!(row, "id");
-                        v
-                    }),
-                    name: col!(row, "name"),
-                    variables: col!(row, "variables"),
-                    isolation_method: col!(row, "isolation_method"),
-                    sudo_user: col!(row, "sudo_user"),
-                    permissions_hex: col!(row, "permissions_hex"),
-                    sleep_seconds: col!(row, "sleep_seconds"),
-                    auto_abort_minutes: col!(row, "auto_abort_minutes"),
-                    build_latest: col!(row, "build_latest"),
-                    build_object_shelf_life: col!(row, "build_object_shelf_life"),
-                    build_root_shelf_life: col!(row, "build_root_shelf_life"),
-                    created_by_id: col!(row, "created_by_id"),
-                    autoscaling_enabled: col!(row, "autoscaling_enabled"),
-                    autoscaling_status: col!(row, "autoscaling_status"),
-                    excess: col!(row, "excess"),
-                    executor: col!(row, "executor"),
-                    executor_command: col!(row, "executor_command"),
-                    last_autoscaled: col!(row, "last_autoscaled", ts),
-                    maximum: col!(row, "maximum"),
-                    minimum: col!(row, "minimum"),
-                    multiplier: col!(row, "multiplier", f64),
-                    planner: col!(row, "planner"),
-                    queued_weight: col!(row, "queued_weight", f64),
-                    reevaluate_minutes: col!(row, "reevaluate_minutes"),
-                    running_weight: col!(row, "running_weight", f64),
-                })
-            };
-            inner().map_err(|(column, reason)| UnreadablePool {
-                id: row.try_get::<i32, _>("id").ok().map(i64::from),
-                name: row.try_get::<String, _>("name").ok(),
-                executor: row.try_get::<Option<String>, _>("executor").ok().flatten(),
-                column,
-                reason,
-            })
-        }
-    };
-}
-
-pool_decoder!(decode_pg_pool, sqlx::postgres::PgRow);
-pool_decoder!(decode_sqlite_pool, sqlx::sqlite::SqliteRow);
-
-const POOL_COLUMNS: &str = "id, name, variables, isolation_method, sudo_user, permissions_hex, \
-    sleep_seconds, auto_abort_minutes, build_latest, build_object_shelf_life, build_root_shelf_life, \
-    created_by_id, autoscaling_enabled, autoscaling_status, excess, executor, executor_command, \
-    last_autoscaled, maximum, minimum, multiplier, planner, queued_weight, reevaluate_minutes, running_weight";
-
 fn collect_pools(
     rows: Vec<Result<WorkerPool, UnreadablePool>>,
 ) -> Result<Vec<WorkerPool>, DbError> {
@@ -201,55 +126,6 @@ fn collect_pools(
             reason: e.to_string(),
         })
 }
-
-/// Most values bound to one statement: SQLite refuses more than 32,766 variables and
-/// PostgreSQL more than 65,535, so long `--queue` lists are read and written in chunks.
-pub(crate) const MAX_BINDS: usize = 5_000;
-
-/// `$1, $2, …, $n` for an IN list.
-fn placeholders(n: usize) -> String {
-    (1..=n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// The one grouped query that counts every named pool's builds per cycle. It reads only the
-/// QUEUED and RUNNING rows (the optional partial index of `db ensure-index` serves exactly
-/// this predicate), never `output` or other wide columns.
-fn count_sql(n: usize) -> String {
-    format!(
-        "SELECT worker_pool_id, \
-           COUNT(CASE WHEN status = 'QUEUED' THEN 1 END) AS queued, \
-           COUNT(DISTINCT CASE WHEN status = 'QUEUED' THEN project_id END) \
-             + COUNT(CASE WHEN status = 'QUEUED' AND project_id IS NULL THEN 1 END) AS queued_projects, \
-           COUNT(CASE WHEN status = 'RUNNING' THEN 1 END) AS running \
-         FROM builds \
-         WHERE status IN ('QUEUED', 'RUNNING') AND worker_pool_id IN ({}) \
-         GROUP BY worker_pool_id",
-        placeholders(n)
-    )
-}
-
-const BUSY_SQL: &str =
-    "SELECT w.hostname AS hostname, b.id AS build_id, b.start_time AS start_time \
-    FROM builds b LEFT JOIN workers w ON w.id = b.worker_id \
-    WHERE b.worker_pool_id = $1 AND b.status = 'RUNNING' \
-    ORDER BY b.id";
-
-/// The status writes: one shape each, whatever the batch (see [`Database::record_successes`]).
-const RECORD_SUCCESSES_PG: &str = "UPDATE worker_pools AS w \
-    SET autoscaling_status = 0, last_autoscaled = v.at \
-    FROM UNNEST($1::int4[], $2::timestamptz[]) AS v(id, at) WHERE w.id = v.id";
-const RECORD_FAILURES_PG: &str = "UPDATE worker_pools AS w SET autoscaling_status = v.status \
-    FROM UNNEST($1::int4[], $2::int4[]) AS v(id, status) WHERE w.id = v.id";
-const RECORD_SUCCESSES_SQLITE: &str = "UPDATE worker_pools \
-    SET autoscaling_status = 0, last_autoscaled = v.at \
-    FROM (SELECT json_extract(value, '$.id') AS id, json_extract(value, '$.at') AS at \
-          FROM json_each($1)) AS v WHERE worker_pools.id = v.id";
-const RECORD_FAILURES_SQLITE: &str = "UPDATE worker_pools SET autoscaling_status = v.status \
-    FROM (SELECT json_extract(value, '$.id') AS id, json_extract(value, '$.status') AS status \
-          FROM json_each($1)) AS v WHERE worker_pools.id = v.id";
 
 /// Name of the optional partial index.
 pub const ACTIVE_BUILDS_INDEX_NAME: &str = "autoscaler_builds_active";
@@ -281,10 +157,16 @@ impl Database {
             }
             let o = PgConnectOptions::from_str(&url)
                 .map_err(|e| invalid(scrub(&e.to_string(), &url)))?;
+            // `application_name` (from the URL or PGAPPNAME) names the process in
+            // pg_stat_activity; without one it is `vespene-autoscaler`.
+            let o = match o.get_application_name() {
+                Some(_) => o,
+                None => o.application_name(DEFAULT_APPLICATION_NAME),
+            };
             let pool = PgPoolOptions::new()
                 .max_connections(opts.max_connections)
                 .acquire_timeout(opts.acquire_timeout)
-                .connect_lazy_with(o.application_name("vespene-autoscaler"));
+                .connect_lazy_with(o);
             Ok(Database::Postgres(pool))
         } else if url.starts_with("sqlite:") {
             let o = SqliteConnectOptions::from_str(url)
@@ -320,6 +202,37 @@ impl Database {
         }
     }
 
+    /// A connection from the pool. The pool only says that it timed out; one direct attempt
+    /// then tells why (refused, authentication, …), so an outage is logged with its cause.
+    async fn acquire(&self, what: &'static str) -> Result<Acquired, DbError> {
+        let timed_out = match self {
+            Database::Postgres(pool) => match pool.acquire().await {
+                Ok(c) => return Ok(Acquired::Postgres(c)),
+                Err(sqlx::Error::PoolTimedOut) => {
+                    use sqlx::ConnectOptions as _;
+                    let opts = pool.connect_options();
+                    match tokio::time::timeout(Duration::from_secs(5), opts.connect()).await {
+                        Ok(Err(e)) => e.to_string(),
+                        Ok(Ok(_)) => "timed out waiting for a free connection".to_string(),
+                        Err(_) => "timed out connecting".to_string(),
+                    }
+                }
+                Err(e) => return Err(DbError::query(what)(e)),
+            },
+            Database::Sqlite(pool) => {
+                return pool
+                    .acquire()
+                    .await
+                    .map(Acquired::Sqlite)
+                    .map_err(DbError::query(what))
+            }
+        };
+        Err(DbError::Query {
+            what: "connecting",
+            reason: timed_out,
+        })
+    }
+
     /// The named pools (every column), in one query, each row read on its own: a row that
     /// cannot be read fails only that pool. Names that match no row are absent from the
     /// answer; the caller warns about them.
@@ -327,21 +240,10 @@ impl Database {
         &self,
         names: &[String],
     ) -> Result<Vec<Result<WorkerPool, UnreadablePool>>, DbError> {
-        let mut out = Vec::with_capacity(names.len());
-        for chunk in names.chunks(MAX_BINDS) {
-            let sql = format!(
-                "SELECT {POOL_COLUMNS} FROM worker_pools WHERE name IN ({}) ORDER BY id",
-                placeholders(chunk.len())
-            );
-            out.extend(self.fetch_pools(&sql, chunk).await?);
-        }
-        if names.len() > MAX_BINDS {
-            out.sort_by_key(|r| match r {
-                Ok(p) => Some(p.id),
-                Err(e) => e.id,
-            });
-        }
-        Ok(out)
+        let what = "reading worker_pools";
+        let mut c = self.acquire(what).await?;
+        let rows = c.conn().load_pools_checked(names).await;
+        rows.map_err(DbError::query(what))
     }
 
     /// [`Database::load_pools_checked`], failing as a whole on an unreadable row (tools and
@@ -359,87 +261,29 @@ impl Database {
     pub async fn load_all_pools_checked(
         &self,
     ) -> Result<Vec<Result<WorkerPool, UnreadablePool>>, DbError> {
-        let sql = format!("SELECT {POOL_COLUMNS} FROM worker_pools ORDER BY id");
-        self.fetch_pools(&sql, &[]).await
+        let what = "reading worker_pools";
+        let mut c = self.acquire(what).await?;
+        let rows = c.conn().load_all_pools_checked().await;
+        rows.map_err(DbError::query(what))
     }
 
-    async fn fetch_pools(
-        &self,
-        sql: &str,
-        binds: &[String],
-    ) -> Result<Vec<Result<WorkerPool, UnreadablePool>>, DbError> {
-        // The same query on either engine; only the row decoder differs.
-        macro_rules! fetch {
-            ($pool:expr, $decode:ident) => {{
-                let mut q = sqlx::query(sql);
-                for b in binds {
-                    q = q.bind(b);
-                }
-                let rows = q
-                    .fetch_all($pool)
-                    .await
-                    .map_err(DbError::query("reading worker_pools"))?;
-                rows.iter().map($decode).collect()
-            }};
-        }
-        Ok(match self {
-            Database::Postgres(p) => fetch!(p, decode_pg_pool),
-            Database::Sqlite(p) => fetch!(p, decode_sqlite_pool),
-        })
-    }
-
-    /// QUEUED and RUNNING counts for all the given pools in ONE grouped query. A pool with no
-    /// active build is present with zero counts.
+    /// QUEUED and RUNNING counts for all the given pools in ONE grouped query (it reads only
+    /// those rows, which the optional partial index of `db ensure-index` serves). A pool with
+    /// no active build is present with zero counts.
     pub async fn count_builds(&self, pool_ids: &[i64]) -> Result<HashMap<i64, Counts>, DbError> {
-        let mut out: HashMap<i64, Counts> =
-            pool_ids.iter().map(|id| (*id, Counts::default())).collect();
-        let mut rows: Vec<(i32, i64, i64, i64)> = Vec::new();
-        for chunk in pool_ids.chunks(MAX_BINDS) {
-            let sql = count_sql(chunk.len());
-            rows.extend(on_pool!(self, p => {
-                let mut q = sqlx::query_as::<_, (i32, i64, i64, i64)>(&sql);
-                for id in chunk {
-                    q = q.bind(*id as i32);
-                }
-                q.fetch_all(p).await.map_err(DbError::query("counting builds"))?
-            }));
-        }
-        for (id, queued, queued_projects, running) in rows {
-            out.insert(
-                i64::from(id),
-                Counts {
-                    queued: queued.max(0) as u64,
-                    queued_projects: queued_projects.max(0) as u64,
-                    running: running.max(0) as u64,
-                },
-            );
-        }
-        Ok(out)
+        let what = "counting builds";
+        let mut c = self.acquire(what).await?;
+        let counts = c.conn().count_builds(pool_ids).await;
+        counts.map_err(DbError::query(what))
     }
 
     /// The pool's RUNNING builds with their workers' hostnames (`builds.worker_id ->
     /// workers.hostname`), a build with no worker recorded yet included.
     pub async fn busy_workers(&self, pool_id: i64) -> Result<Vec<BusyWorker>, DbError> {
-        use sqlx::Row;
-        Ok(on_pool!(self, p => sqlx::query(BUSY_SQL)
-            .bind(pool_id as i32)
-            .fetch_all(p)
-            .await
-            .map_err(DbError::query("reading busy workers"))?
-            .into_iter()
-            .map(|row| BusyWorker {
-                // No worker yet, or one that reported no name: busy somewhere in the pool.
-                hostname: row
-                    .try_get::<Option<String>, _>("hostname")
-                    .ok()
-                    .flatten()
-                    .filter(|h| !h.trim().is_empty()),
-                build_id: row.try_get::<i32, _>("build_id").map(i64::from).unwrap_or(0),
-                // An unreadable start ('infinity', …) is no evidence of anything: unknown,
-                // which the chooser treats as possibly busy on any instance it names.
-                started: row.try_get::<Option<Ts>, _>("start_time").ok().flatten().map(|t| t.0),
-            })
-            .collect()))
+        let what = "reading busy workers";
+        let mut c = self.acquire(what).await?;
+        let busy = c.conn().busy_workers(pool_id).await;
+        busy.map_err(DbError::query(what))
     }
 
     /// Records successful attempts `(pool id, when its executor call succeeded)`, in one
@@ -453,36 +297,10 @@ impl Database {
         if done.is_empty() {
             return Ok(());
         }
-        let failed = DbError::query("writing autoscaling_status");
-        match self {
-            Database::Postgres(p) => {
-                let ids: Vec<i32> = done.iter().map(|(id, _)| *id as i32).collect();
-                let ats: Vec<DateTime<Utc>> = done.iter().map(|(_, at)| *at).collect();
-                sqlx::query(RECORD_SUCCESSES_PG)
-                    .bind(ids)
-                    .bind(ats)
-                    .execute(p)
-                    .await
-                    .map(|_| ())
-                    .map_err(failed)
-            }
-            Database::Sqlite(p) => {
-                let doc: Vec<serde_json::Value> = done
-                    .iter()
-                    .map(|(id, at)| {
-                        // The text sqlx itself writes for a DateTime<Utc> on SQLite.
-                        let at = at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false);
-                        serde_json::json!({ "id": id, "at": at })
-                    })
-                    .collect();
-                sqlx::query(RECORD_SUCCESSES_SQLITE)
-                    .bind(serde_json::Value::Array(doc).to_string())
-                    .execute(p)
-                    .await
-                    .map(|_| ())
-                    .map_err(failed)
-            }
-        }
+        let what = "writing autoscaling_status";
+        let mut c = self.acquire(what).await?;
+        let written = c.conn().record_successes(done).await;
+        written.map_err(DbError::query(what))
     }
 
     /// Records failed attempts `(pool id, status)`: the status only, one statement for the
@@ -491,32 +309,10 @@ impl Database {
         if failures.is_empty() {
             return Ok(());
         }
-        let failed = DbError::query("writing autoscaling_status");
-        match self {
-            Database::Postgres(p) => {
-                let ids: Vec<i32> = failures.iter().map(|(id, _)| *id as i32).collect();
-                let statuses: Vec<i32> = failures.iter().map(|(_, s)| *s).collect();
-                sqlx::query(RECORD_FAILURES_PG)
-                    .bind(ids)
-                    .bind(statuses)
-                    .execute(p)
-                    .await
-                    .map(|_| ())
-                    .map_err(failed)
-            }
-            Database::Sqlite(p) => {
-                let doc: Vec<serde_json::Value> = failures
-                    .iter()
-                    .map(|(id, status)| serde_json::json!({ "id": id, "status": status }))
-                    .collect();
-                sqlx::query(RECORD_FAILURES_SQLITE)
-                    .bind(serde_json::Value::Array(doc).to_string())
-                    .execute(p)
-                    .await
-                    .map(|_| ())
-                    .map_err(failed)
-            }
-        }
+        let what = "writing autoscaling_status";
+        let mut c = self.acquire(what).await?;
+        let written = c.conn().record_failures(failures).await;
+        written.map_err(DbError::query(what))
     }
 
     /// Runs a multi-statement SQL script as is (schema creation, test fixtures).

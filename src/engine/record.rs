@@ -2,17 +2,21 @@
 //! (with the back-off when a write fails).
 
 use super::{failed, Engine, Job, PoolResult};
+use crate::db::PoolLocks;
 use autoscaler_executor::{ExecutorError, Outcome};
 use chrono::{DateTime, Utc};
 
 impl Engine {
     /// Remembers whether the status writes of these pools went through, so a pool whose
-    /// write failed is neither re-run at once nor every cycle.
+    /// write failed is neither re-run at once nor every cycle. `hold`: back off before the
+    /// next call; not when the write failed because the lock connection was lost (the next
+    /// cycle writes on a new one; a success's timer still runs from it, in memory).
     fn remember_writes(
         &self,
         attempts: impl Iterator<Item = (i64, DateTime<Utc>)>,
         ok: bool,
         succeeded: bool,
+        hold: bool,
     ) {
         let mut all = self.memory.lock().expect("memory lock");
         for (id, now) in attempts {
@@ -20,7 +24,9 @@ impl Engine {
             if ok {
                 memory.write_succeeded();
             } else {
-                memory.write_failed(now);
+                if hold {
+                    memory.write_failed(now);
+                }
                 if succeeded {
                     memory.unrecorded_success = Some(now);
                 }
@@ -33,6 +39,7 @@ impl Engine {
     pub(super) async fn record(
         &self,
         chunk: Vec<(Job, Result<Outcome, ExecutorError>, DateTime<Utc>)>,
+        locks: &PoolLocks,
     ) -> Vec<(usize, PoolResult)> {
         let mut successes = Vec::new();
         let mut failures = Vec::new();
@@ -83,13 +90,15 @@ impl Engine {
             }
         }
         if !self.options.dry_run {
-            let failed_write = self.db.record_failures(&failures).await.err();
+            let failed_write = locks.record_failures(&failures).await.err();
             if let Some(e) = &failed_write {
                 tracing::error!("could not record autoscaling_status of failed pools: {e}");
             }
-            self.remember_writes(failed_at.into_iter(), failed_write.is_none(), false);
-            let written = self.db.record_successes(&successes).await;
-            self.remember_writes(successes.iter().copied(), written.is_ok(), true);
+            let hold = locks.lost().is_none();
+            self.remember_writes(failed_at.into_iter(), failed_write.is_none(), false, hold);
+            let written = locks.record_successes(&successes).await;
+            let hold = locks.lost().is_none();
+            self.remember_writes(successes.iter().copied(), written.is_ok(), true, hold);
             if let Err(e) = written {
                 let msg = format!("scaled, but could not record the result: {e}");
                 tracing::error!(outcome = "failed", "{msg}");
