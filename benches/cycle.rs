@@ -16,6 +16,10 @@
 //! real shell executor with `executor_command = true`, so the figure includes starting one
 //! `sh -c` process per pool, as a user's cycle does).
 //!
+//! `cycle --setup NAME POOLS` only loads database NAME (pools `pool-00001`…, `BENCH_BUILDS`
+//! finished builds, executor per `BENCH_EXECUTOR`), keeps it and prints its URL: for timing the
+//! real `autoscaler` binary on the same data.
+//!
 //! It also times 8 busy-worker reads at once (what 8 pools scaling in at the same moment ask)
 //! on the one connection of a cycle, where they wait for each other, and on a pool of 8.
 
@@ -260,6 +264,18 @@ fn main() {
             args[i + 3].parse().unwrap(),
         );
         rt.block_on(child(url, pools, reps));
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--setup") {
+        // Keep a loaded database for timing the real binary on it (docs/performance.md).
+        let name = args.get(i + 1).expect("--setup NAME POOLS");
+        let pools: usize = args
+            .get(i + 2)
+            .and_then(|n| n.parse().ok())
+            .expect("--setup NAME POOLS");
+        let finished = env_list("BENCH_BUILDS", "100000")[0];
+        rt.block_on(setup(name, pools, finished));
+        println!("{}", db_url(name));
         return;
     }
     let pools = env_list("BENCH_POOLS", "1,100,1000,10000");

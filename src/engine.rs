@@ -18,10 +18,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
+mod due;
 mod memory;
 mod record;
 mod registry;
 
+pub use due::DueCheck;
 use memory::Memory;
 pub use memory::{WRITE_BACKOFF_BASE, WRITE_BACKOFF_CAP};
 pub use registry::{Registry, ALL_EXECUTORS};
@@ -34,45 +36,6 @@ pub enum Scope {
     /// Only pools with a declarative executor: the cheap fast poll between full cycles, so a
     /// queue change reaches an Auto Scaling group or MIG within about a second.
     Declarative,
-}
-
-/// When a pool's executor is called: the one rule the engine and the simulator share.
-#[derive(Clone, Copy, Debug)]
-pub struct DueCheck {
-    /// `--force`: always.
-    pub force: bool,
-    /// A full cycle (every `--sleep`), or a fast poll of the declarative pools in between.
-    pub full_cycle: bool,
-    /// The pool's `reevaluate_minutes` timer has run out.
-    pub timer_due: bool,
-    /// The executor sets a size (aws-asg, gce-mig) rather than launching machines.
-    pub declarative: bool,
-    /// The executor asked to be called again (instances draining).
-    pub revisit: bool,
-    /// The size this process last applied to the pool.
-    pub last_size: Option<u32>,
-    /// The size planned now.
-    pub size: u32,
-}
-
-impl DueCheck {
-    /// Full cycles: the timer, a revisit, or (declarative) a changed size. Fast polls only
-    /// scale out: a queued build reaches its group within a poll, while scale-in and revisits
-    /// wait for the next full cycle, so an idle machine is not deleted a second after its build
-    /// ended (the simulator showed `stock` re-booting for every build otherwise) and a held
-    /// drain is not re-checked every second.
-    pub fn due(&self) -> bool {
-        if self.force {
-            return true;
-        }
-        if self.full_cycle {
-            self.timer_due
-                || self.revisit
-                || (self.declarative && self.last_size != Some(self.size))
-        } else {
-            self.declarative && self.last_size.is_none_or(|last| self.size > last)
-        }
-    }
 }
 
 /// Settings of the engine that come from the command line and config file.
@@ -568,6 +531,7 @@ impl Engine {
             timer_due: planner::is_due(pool, now),
             declarative: executor.declarative(),
             revisit: memory.revisit,
+            failed: memory.failed,
             last_size: memory.last_plan.map(|p| p.size),
             size: plan.size,
         }

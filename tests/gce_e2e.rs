@@ -382,3 +382,83 @@ async fn what_an_operator_sees_when_the_cloud_cannot_do_it() {
     );
     t.cleanup().await;
 }
+
+/// A pool whose cloud refuses is asked again on the next full cycle (every `--sleep`), not on
+/// every fast poll (every `poll_seconds`): the engine forgets the size it applied after a failure,
+/// which used to make each one-second poll call the cloud again.
+#[tokio::test]
+async fn a_refusing_group_is_retried_each_full_cycle_not_each_fast_poll() {
+    let t = TestDb::postgres().await;
+    let (_addr, double) = ComputeDouble::start();
+    let scaled = "projects/p1/zones/us-central1-a/instanceGroupManagers/scaled-mig";
+    double.add_group(
+        scaled,
+        &[("vespene_worker", "true"), ("vespene_pool", "scaled")],
+    );
+    double.attach_autoscaler(scaled, "scaled-as");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("autoscaler.toml");
+    std::fs::write(
+        &cfg,
+        "poll_seconds = 0.5\n[executors.gce-mig]\npoll_interval_ms = 20\n",
+    )
+    .unwrap();
+    let mut p = shell_pool(1, "scaled", scaled);
+    p.executor = Some("gce-mig".into());
+    t.add_pool(&p).await;
+    t.add_builds(&[
+        (1, 1, "QUEUED", Some(1), None),
+        (2, 1, "QUEUED", Some(2), None),
+    ])
+    .await;
+
+    let port = common::process::free_port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let args = [
+        "--config",
+        cfg.to_str().unwrap(),
+        "--queue",
+        "scaled",
+        "--sleep",
+        "10",
+        "--metrics-addr",
+        &addr.to_string(),
+    ];
+    let endpoint = double.endpoint();
+    let env = [
+        ("AUTOSCALER_GCE_ENDPOINT", endpoint.as_str()),
+        ("AUTOSCALER_GCE_CREDENTIALS", "anonymous"),
+    ];
+    let mut child = common::process::spawn(&t.url, &args, &env);
+    let errors = || -> u64 {
+        common::process::http_get(addr, "/metrics")
+            .1
+            .lines()
+            .find(|l| {
+                l.starts_with("autoscaler_pool_executor_errors_total{")
+                    && l.contains("pool=\"scaled\"")
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let first = common::process::wait_until(std::time::Duration::from_secs(30), || errors() >= 1);
+    // Six fast polls' worth (0.5 s each): each one would have called the group again.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let after_polls = errors();
+    let retried = common::process::wait_until(std::time::Duration::from_secs(30), || errors() >= 2);
+    let (_, stderr) = common::process::terminate(&mut child);
+    assert!(
+        first.is_some(),
+        "the refusal never reached /metrics:\n{stderr}"
+    );
+    assert_eq!(
+        after_polls, 1,
+        "fast polls called the refusing group again:\n{stderr}"
+    );
+    assert!(
+        retried.is_some(),
+        "the next full cycle did not retry the pool:\n{stderr}"
+    );
+    assert_eq!(double.target_size(scaled), Some(0), "nothing was resized");
+    t.cleanup().await;
+}

@@ -15,6 +15,8 @@ pub(super) struct Memory {
     pub(super) last_plan: Option<Plan>,
     /// The backend asked to be called next cycle (draining in progress).
     pub(super) revisit: bool,
+    /// The last executor call failed: retried on full cycles only (see `DueCheck::failed`).
+    pub(super) failed: bool,
     /// When this process last scaled the pool successfully without managing to record it:
     /// the timer runs from here, so a database that refuses writes (read-only standby,
     /// permissions) does not make a shell command run every cycle.

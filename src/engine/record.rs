@@ -65,6 +65,7 @@ impl Engine {
                         let memory = all.entry(pool.id).or_default();
                         memory.last_plan = Some(job.plan);
                         memory.revisit = outcome.revisit;
+                        memory.failed = false;
                     }
                     successes.push((pool.id, ended));
                     results.push((
@@ -77,11 +78,14 @@ impl Engine {
                     ));
                 }
                 Err(e) => {
-                    // Forget the applied plan so a declarative pool is retried next cycle.
-                    if let Some(memory) = self.memory.lock().expect("memory lock").get_mut(&pool.id)
+                    // Forget the applied plan so a declarative pool is retried on the next full
+                    // cycle (not on every fast poll: `failed`).
                     {
+                        let mut all = self.memory.lock().expect("memory lock");
+                        let memory = all.entry(pool.id).or_default();
                         memory.last_plan = None;
                         memory.revisit = false;
+                        memory.failed = true;
                     }
                     failures.push((pool.id, e.status_code()));
                     failed_at.push((pool.id, ended));

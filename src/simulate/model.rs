@@ -744,6 +744,8 @@ impl Sim<'_> {
             timer_due: planner::is_due(&self.pool, now),
             declarative,
             revisit: self.revisit,
+            // The model's backend never fails.
+            failed: false,
             last_size: self.last_applied.map(|p| p.size),
             size: plan.size,
         }
