@@ -481,3 +481,94 @@ async fn requests_are_signed_and_no_secret_reaches_errors_debug_or_logs() {
         logs.text()
     );
 }
+
+/// Hands out `AKID1`, `AKID2`, … on each load, expiring after `lifetime`.
+#[derive(Debug)]
+struct Rotating {
+    loads: Arc<Mutex<u32>>,
+    lifetime: Duration,
+}
+
+impl aws_credential_types::provider::ProvideCredentials for Rotating {
+    fn provide_credentials<'a>(
+        &'a self,
+    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        let n = {
+            let mut l = self.loads.lock().unwrap();
+            *l += 1;
+            *l
+        };
+        aws_credential_types::provider::future::ProvideCredentials::ready(Ok(
+            aws_credential_types::Credentials::new(
+                format!("AKID{n}"),
+                SECRET,
+                None,
+                Some(std::time::SystemTime::now() + self.lifetime),
+                "rotating",
+            ),
+        ))
+    }
+}
+
+#[tokio::test]
+async fn credentials_are_cached_until_refused_or_near_expiry() {
+    let key_of = |s: &Seen| {
+        let auth = &s.headers["authorization"];
+        auth.split("Credential=")
+            .nth(1)
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let double = Double::start(vec![
+        Reply::Answer(200, page()),
+        Reply::Answer(200, page()),
+        Reply::Answer(401, ec2_error("AuthFailure", "expired")),
+        Reply::Answer(200, page()),
+    ])
+    .await;
+    let loads = Arc::new(Mutex::new(0));
+    let provider = Rotating {
+        loads: loads.clone(),
+        lifetime: Duration::from_secs(3600),
+    };
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(&double.url)
+        .credentials_provider(provider)
+        .load()
+        .await;
+    let ec2 = Ec2Client::new(&sdk, Duration::from_secs(5));
+    ec2.describe_instances(&ids()).await.unwrap();
+    ec2.describe_instances(&ids()).await.unwrap();
+    assert_eq!(*loads.lock().unwrap(), 1, "loaded once, reused");
+    let err = ec2.describe_instances(&ids()).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Credentials);
+    ec2.describe_instances(&ids()).await.unwrap();
+    assert_eq!(*loads.lock().unwrap(), 2, "loaded again after the refusal");
+    let keys: Vec<String> = double.seen.lock().unwrap().iter().map(key_of).collect();
+    assert_eq!(keys, ["AKID1", "AKID1", "AKID1", "AKID2"]);
+
+    // Credentials about to expire are loaded again for every call.
+    let double = Double::start(vec![Reply::Answer(200, page())]).await;
+    let loads = Arc::new(Mutex::new(0));
+    let provider = Rotating {
+        loads: loads.clone(),
+        lifetime: Duration::from_secs(60),
+    };
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(&double.url)
+        .credentials_provider(provider)
+        .load()
+        .await;
+    let ec2 = Ec2Client::new(&sdk, Duration::from_secs(5));
+    ec2.describe_instances(&ids()).await.unwrap();
+    ec2.describe_instances(&ids()).await.unwrap();
+    assert_eq!(*loads.lock().unwrap(), 2);
+}

@@ -266,6 +266,10 @@ impl Ec2Client {
             match outcome {
                 Attempt::Answer(text) => return Ok(text),
                 Attempt::Failed { err, retry } => {
+                    if err.kind == ErrorKind::Credentials {
+                        // Refused (expired, rotated): the next call loads them again.
+                        *self.cached.lock().unwrap() = None;
+                    }
                     tracing::debug!(
                         action,
                         attempt,
