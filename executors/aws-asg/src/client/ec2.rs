@@ -8,6 +8,10 @@
 //! the Auto Scaling client uses. Every call is bounded: a timeout per attempt, a bounded number
 //! of attempts with jittered exponential backoff (throttling, 5xx and transport failures only),
 //! a cap on the answer's size and on the pages followed.
+//!
+//! The connector is the SDK's default one (`default_connector`, what aws-config's default HTTP
+//! client builds per timeout setting, without a proxy); an `http_client` set by hand on the
+//! `SdkConfig` is not used, and the executor sets none.
 
 pub mod endpoint;
 mod wire;
