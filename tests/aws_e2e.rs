@@ -9,6 +9,7 @@ mod common;
 #[path = "../executors/aws-asg/tests/fake/mod.rs"]
 mod fake;
 
+use autoscaler_aws_asg::client::ec2::{Ec2Client, Element};
 use base64::Engine as _;
 use common::{shell_pool, TestDb};
 use std::io::{Read, Write};
@@ -162,18 +163,17 @@ fn run(moto: &Moto, t: &TestDb, args: &[&str]) -> Output {
 async fn aws_asg_end_to_end_on_postgres_and_moto() {
     let moto = Moto::start();
     let sdk = sdk(&moto.url).await;
-    let ec2 = aws_sdk_ec2::Client::new(&sdk);
-    ec2.create_launch_template()
-        .launch_template_name("lt-linux")
-        .launch_template_data(
-            aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
-                .image_id("ami-03cf127a")
-                .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    let ec2 = Ec2Client::new(&sdk, Duration::from_secs(10));
+    ec2.call_xml(
+        "CreateLaunchTemplate",
+        &[
+            ("LaunchTemplateName", "lt-linux"),
+            ("LaunchTemplateData.ImageId", "ami-03cf127a"),
+            ("LaunchTemplateData.InstanceType", "t3.micro"),
+        ],
+    )
+    .await
+    .unwrap();
     let asg = aws_sdk_autoscaling::Client::new(&sdk);
     asg.create_auto_scaling_group()
         .auto_scaling_group_name("vespene-linux")
@@ -290,25 +290,31 @@ async fn aws_asg_end_to_end_on_postgres_and_moto() {
         .filter_map(|i| i.instance_id().map(str::to_string))
         .collect();
     assert_eq!(ids.len(), 4);
-    let di = ec2
-        .describe_instances()
-        .set_instance_ids(Some(ids.clone()))
-        .send()
-        .await
-        .unwrap();
-    for r in di.reservations() {
-        for i in r.instances() {
-            let keys: Vec<_> = i
-                .tags()
-                .iter()
-                .map(|t| (t.key().unwrap_or(""), t.value().unwrap_or("")))
-                .collect();
-            assert!(
-                keys.contains(&("vespene_pool", "linux"))
-                    && keys.contains(&("vespene_worker", "true")),
-                "{keys:?}"
-            );
-        }
+    let by_id: Vec<(String, String)> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (format!("InstanceId.{}", i + 1), id.clone()))
+        .collect();
+    let di = ec2.call_xml("DescribeInstances", &by_id).await.unwrap();
+    let described: Vec<&Element> = di
+        .items("reservationSet")
+        .flat_map(|r| r.items("instancesSet"))
+        .collect();
+    assert_eq!(described.len(), ids.len());
+    for i in &described {
+        let keys: Vec<_> = i
+            .items("tagSet")
+            .map(|t| {
+                (
+                    t.text_at("key").unwrap_or(""),
+                    t.text_at("value").unwrap_or(""),
+                )
+            })
+            .collect();
+        assert!(
+            keys.contains(&("vespene_pool", "linux")) && keys.contains(&("vespene_worker", "true")),
+            "{keys:?}"
+        );
     }
 
     // Steady state: one describe, no mutating call.
@@ -327,12 +333,10 @@ async fn aws_asg_end_to_end_on_postgres_and_moto() {
     // The RUNNING build runs on the third instance: its worker reports that instance's
     // private DNS name (moto gives each instance its own).
     let busy_id = ids[2].clone();
-    let dns = di
-        .reservations()
+    let dns = described
         .iter()
-        .flat_map(|r| r.instances())
-        .find(|i| i.instance_id() == Some(busy_id.as_str()))
-        .and_then(|i| i.private_dns_name())
+        .find(|i| i.text_at("instanceId") == Some(busy_id.as_str()))
+        .and_then(|i| i.text_at("privateDnsName"))
         .unwrap()
         .to_string();
     t.exec(&format!(
@@ -382,31 +386,27 @@ async fn aws_asg_end_to_end_on_postgres_and_moto() {
     // Audit (read-only): an orphan launched straight through EC2 with the pool's tags, and a
     // desired capacity changed behind the autoscaler's back, which the audit must read.
     let orphan = ec2
-        .run_instances()
-        .image_id("ami-03cf127a")
-        .min_count(1)
-        .max_count(1)
-        .tag_specifications(
-            aws_sdk_ec2::types::TagSpecification::builder()
-                .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
-                .tags(
-                    aws_sdk_ec2::types::Tag::builder()
-                        .key("vespene_worker")
-                        .value("true")
-                        .build(),
-                )
-                .tags(
-                    aws_sdk_ec2::types::Tag::builder()
-                        .key("vespene_pool")
-                        .value("linux")
-                        .build(),
-                )
-                .build(),
+        .call_xml(
+            "RunInstances",
+            &[
+                ("ImageId", "ami-03cf127a"),
+                ("MinCount", "1"),
+                ("MaxCount", "1"),
+                ("TagSpecification.1.ResourceType", "instance"),
+                ("TagSpecification.1.Tag.1.Key", "vespene_worker"),
+                ("TagSpecification.1.Tag.1.Value", "true"),
+                ("TagSpecification.1.Tag.2.Key", "vespene_pool"),
+                ("TagSpecification.1.Tag.2.Value", "linux"),
+            ],
         )
-        .send()
         .await
         .unwrap();
-    let orphan_id = orphan.instances()[0].instance_id().unwrap().to_string();
+    let orphan_id = orphan
+        .items("instancesSet")
+        .next()
+        .and_then(|i| i.text_at("instanceId"))
+        .unwrap()
+        .to_string();
     asg.set_desired_capacity()
         .auto_scaling_group_name("vespene-linux")
         .desired_capacity(3)

@@ -1,4 +1,5 @@
-//! The narrow client the executor talks through, and its implementation on the AWS SDK.
+//! The narrow client the executor talks through, and its implementation on the Auto Scaling
+//! SDK client and the crate's own EC2 Query API client ([`ec2`]).
 //!
 //! The trait holds exactly the calls the executor makes, in the executor's own plain types, so
 //! the decision logic can be tested against an in-memory group that does what moto cannot
@@ -9,6 +10,7 @@ use async_trait::async_trait;
 use autoscaler_executor::ErrorKind;
 use chrono::{DateTime, Utc};
 
+pub mod ec2;
 mod error;
 mod sdk;
 #[cfg(test)]

@@ -23,17 +23,15 @@ async fn service_specific_endpoint_variables_are_honoured() {
 
     // The test's own clients make the group, through the same environment.
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    aws_sdk_ec2::Client::new(&sdk)
-        .create_launch_template()
-        .launch_template_name("lt")
-        .launch_template_data(
-            aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
-                .image_id("ami-03cf127a")
-                .build(),
+    let ec2 = ec2(&sdk);
+    assert_eq!(
+        (ec2.endpoint(), ec2.endpoint_source()),
+        (
+            moto.url.as_str(),
+            autoscaler_aws_asg::client::ec2::EndpointSource::Configured
         )
-        .send()
-        .await
-        .unwrap();
+    );
+    create_launch_template(&ec2, "lt", "ami-03cf127a", None).await;
     let asg = aws_sdk_autoscaling::Client::new(&sdk);
     asg.create_auto_scaling_group()
         .auto_scaling_group_name("vespene-env")

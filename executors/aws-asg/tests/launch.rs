@@ -323,18 +323,8 @@ async fn the_inventory_reports_failing_launches_refusals_and_protection() {
 async fn weighted_groups_are_refused_and_scaling_activities_decode() {
     let moto = Moto::start();
     let sdk = sdk_config(&moto.url, 3).await;
-    let ec2 = aws_sdk_ec2::Client::new(&sdk);
-    ec2.create_launch_template()
-        .launch_template_name("lt-weighted")
-        .launch_template_data(
-            aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
-                .image_id("ami-03cf127a") // one of moto's built-in images
-                .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
-                .build(),
-        )
-        .send()
-        .await
-        .expect("CreateLaunchTemplate");
+    // One of moto's built-in images.
+    create_launch_template(&ec2(&sdk), "lt-weighted", "ami-03cf127a", Some("t3.micro")).await;
     use aws_sdk_autoscaling::types::{
         LaunchTemplate, LaunchTemplateOverrides, LaunchTemplateSpecification, MixedInstancesPolicy,
     };

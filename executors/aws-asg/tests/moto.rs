@@ -17,19 +17,8 @@ use std::collections::BTreeMap;
 const AMI: &str = "ami-03cf127a"; // one of moto's built-in images
 
 async fn create_group(sdk: &aws_config::SdkConfig, name: &str, desired: i32, policies: &[&str]) {
-    let ec2 = aws_sdk_ec2::Client::new(sdk);
     let template = format!("lt-{name}");
-    ec2.create_launch_template()
-        .launch_template_name(&template)
-        .launch_template_data(
-            aws_sdk_ec2::types::RequestLaunchTemplateData::builder()
-                .image_id(AMI)
-                .instance_type(aws_sdk_ec2::types::InstanceType::T3Micro)
-                .build(),
-        )
-        .send()
-        .await
-        .expect("CreateLaunchTemplate");
+    create_launch_template(&ec2(sdk), &template, AMI, Some("t3.micro")).await;
     let asg = aws_sdk_autoscaling::Client::new(sdk);
     asg.create_auto_scaling_group()
         .auto_scaling_group_name(name)
@@ -90,18 +79,8 @@ async fn group(sdk: &aws_config::SdkConfig, name: &str) -> GroupView {
 }
 
 async fn instance_tags(sdk: &aws_config::SdkConfig, id: &str) -> BTreeMap<String, String> {
-    let ec2 = aws_sdk_ec2::Client::new(sdk);
-    let out = ec2
-        .describe_instances()
-        .instance_ids(id)
-        .send()
-        .await
-        .unwrap();
-    out.reservations()[0].instances()[0]
-        .tags()
-        .iter()
-        .map(|t| (t.key().unwrap().to_string(), t.value().unwrap().to_string()))
-        .collect()
+    let mut all = describe_by_id(&ec2(sdk), &[id.to_string()]).await;
+    all.remove(id).expect("the instance is described").1
 }
 
 /// One engine cycle: prepare once for every pool, then scale each.
@@ -479,29 +458,16 @@ async fn inventory_lists_groups_members_and_orphans_read_only() {
         .unwrap();
 
     // A worker launched by hand outside any group, and a machine that is no worker at all.
-    let ec2 = aws_sdk_ec2::Client::new(&sdk);
-    let tag = |k: &str, v: &str| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build();
+    let ec2 = ec2(&sdk);
     for tags in [
-        vec![
-            tag("vespene_worker", "true"),
-            tag("vespene_pool", "linux"),
-            tag("Name", "orphan"),
-        ],
-        vec![tag("Name", "database")],
+        &[
+            ("vespene_worker", "true"),
+            ("vespene_pool", "linux"),
+            ("Name", "orphan"),
+        ][..],
+        &[("Name", "database")][..],
     ] {
-        ec2.run_instances()
-            .image_id(AMI)
-            .min_count(1)
-            .max_count(1)
-            .tag_specifications(
-                aws_sdk_ec2::types::TagSpecification::builder()
-                    .resource_type(aws_sdk_ec2::types::ResourceType::Instance)
-                    .set_tags(Some(tags))
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
+        run_instances(&ec2, AMI, 1, tags).await;
     }
 
     // One member protected from scale-in (moto stores the flag): the inventory says so.

@@ -1,5 +1,6 @@
-//! [`AsgApi`] on the official AWS SDK clients.
+//! [`AsgApi`] on the official Auto Scaling SDK client and the crate's own EC2 client.
 
+use super::ec2::Ec2Client;
 use super::{
     error::map_sdk_error, ApiError, AsgApi, Ec2Instance, GroupInfo, GroupInstance, GroupTag,
     HookInfo, ScalingActivity, ACTIVITY_PAGES, DESCRIBE_BATCH,
@@ -8,13 +9,14 @@ use async_trait::async_trait;
 use aws_sdk_autoscaling::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use chrono::{DateTime, Utc};
+use std::sync::Arc;
 use std::time::Duration;
 
-/// [`AsgApi`] over the official SDK clients.
+/// [`AsgApi`] over the Auto Scaling SDK client and [`Ec2Client`].
 #[derive(Clone, Debug)]
 pub struct SdkAsgApi {
     asg: aws_sdk_autoscaling::Client,
-    ec2: aws_sdk_ec2::Client,
+    ec2: Arc<Ec2Client>,
     request_timeout: Duration,
 }
 
@@ -24,62 +26,14 @@ impl SdkAsgApi {
     pub fn new(config: &aws_config::SdkConfig, request_timeout: Duration) -> Self {
         SdkAsgApi {
             asg: aws_sdk_autoscaling::Client::new(config),
-            ec2: aws_sdk_ec2::Client::new(config),
+            ec2: Arc::new(Ec2Client::new(config, request_timeout)),
             request_timeout,
         }
     }
 
-    /// `DescribeInstances` with `filters`, every page.
-    async fn ec2_instances(
-        &self,
-        filters: Vec<aws_sdk_ec2::types::Filter>,
-    ) -> Result<Vec<Ec2Instance>, ApiError> {
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let resp = self
-                .ec2
-                .describe_instances()
-                .set_filters(Some(filters.clone()))
-                .set_next_token(token.take())
-                .send()
-                .await
-                .map_err(|e| self.err("DescribeInstances", e))?;
-            for r in resp.reservations() {
-                for i in r.instances() {
-                    out.push(Ec2Instance {
-                        instance_id: i.instance_id().unwrap_or_default().to_string(),
-                        private_dns_name: i
-                            .private_dns_name()
-                            .filter(|s| !s.is_empty())
-                            .map(str::to_string),
-                        private_ip: i
-                            .private_ip_address()
-                            .filter(|s| !s.is_empty())
-                            .map(str::to_string),
-                        launch_time: i.launch_time().and_then(to_utc),
-                        state: i
-                            .state()
-                            .and_then(|s| s.name())
-                            .map(|n| n.as_str().to_string())
-                            .unwrap_or_default(),
-                        zone: i
-                            .placement()
-                            .and_then(|p| p.availability_zone())
-                            .map(str::to_string),
-                        tags: i
-                            .tags()
-                            .iter()
-                            .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
-                            .collect(),
-                    });
-                }
-            }
-            match resp.next_token() {
-                Some(t) if !t.is_empty() => token = Some(t.to_string()),
-                _ => return Ok(out),
-            }
-        }
+    /// The EC2 client, for tools and tests that make raw EC2 calls with the same settings.
+    pub fn ec2(&self) -> &Ec2Client {
+        &self.ec2
     }
 
     fn err<E>(&self, call: &str, err: SdkError<E, HttpResponse>) -> ApiError
@@ -353,32 +307,25 @@ impl AsgApi for SdkAsgApi {
 
     async fn describe_instances(&self, ids: &[String]) -> Result<Vec<Ec2Instance>, ApiError> {
         let mut out = Vec::new();
-        for chunk in ids.chunks(200) {
-            let filter = aws_sdk_ec2::types::Filter::builder()
-                .name("instance-id")
-                .set_values(Some(chunk.to_vec()))
-                .build();
-            out.extend(self.ec2_instances(vec![filter]).await?);
+        for chunk in ids.chunks(super::ec2::IDS_PER_FILTER) {
+            let filter = ("instance-id".to_string(), chunk.to_vec());
+            out.extend(self.ec2.describe_instances(&[filter]).await?);
         }
         Ok(out)
     }
 
     async fn describe_worker_instances(&self) -> Result<Vec<Ec2Instance>, ApiError> {
-        let filters = vec![
-            aws_sdk_ec2::types::Filter::builder()
-                .name(format!(
-                    "tag:{}",
-                    autoscaler_executor::inventory::TAG_WORKER
-                ))
-                .values("true")
-                .build(),
-            aws_sdk_ec2::types::Filter::builder()
-                .name("instance-state-name")
-                .values("pending")
-                .values("running")
-                .build(),
+        let filters = [
+            (
+                format!("tag:{}", autoscaler_executor::inventory::TAG_WORKER),
+                vec!["true".to_string()],
+            ),
+            (
+                "instance-state-name".to_string(),
+                vec!["pending".to_string(), "running".to_string()],
+            ),
         ];
-        self.ec2_instances(filters).await
+        self.ec2.describe_instances(&filters).await
     }
 
     async fn tag_instances(
@@ -386,19 +333,6 @@ impl AsgApi for SdkAsgApi {
         ids: &[String],
         tags: &[(String, String)],
     ) -> Result<(), ApiError> {
-        for chunk in ids.chunks(1000) {
-            self.ec2
-                .create_tags()
-                .set_resources(Some(chunk.to_vec()))
-                .set_tags(Some(
-                    tags.iter()
-                        .map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build())
-                        .collect(),
-                ))
-                .send()
-                .await
-                .map_err(|e| self.err("CreateTags", e))?;
-        }
-        Ok(())
+        self.ec2.create_tags(ids, tags).await
     }
 }

@@ -546,3 +546,104 @@ pub fn tally(actions: &[String]) -> HashMap<String, usize> {
     }
     m
 }
+
+/// The crate's EC2 client on a test's SDK config: how the tests make launch templates and
+/// instances in moto, with the same Query API the executor speaks.
+pub fn ec2(sdk: &aws_config::SdkConfig) -> autoscaler_aws_asg::client::ec2::Ec2Client {
+    autoscaler_aws_asg::client::ec2::Ec2Client::new(sdk, Duration::from_secs(10))
+}
+
+/// `CreateLaunchTemplate` with an image and, when given, an instance type.
+pub async fn create_launch_template(
+    ec2: &autoscaler_aws_asg::client::ec2::Ec2Client,
+    name: &str,
+    image: &str,
+    instance_type: Option<&str>,
+) {
+    let mut params = vec![
+        ("LaunchTemplateName", name),
+        ("LaunchTemplateData.ImageId", image),
+    ];
+    if let Some(t) = instance_type {
+        params.push(("LaunchTemplateData.InstanceType", t));
+    }
+    ec2.call_xml("CreateLaunchTemplate", &params)
+        .await
+        .expect("CreateLaunchTemplate");
+}
+
+/// `RunInstances` of `count` instances tagged `tags` (a `TagSpecification` for instances);
+/// their ids.
+pub async fn run_instances(
+    ec2: &autoscaler_aws_asg::client::ec2::Ec2Client,
+    image: &str,
+    count: u32,
+    tags: &[(&str, &str)],
+) -> Vec<String> {
+    let mut params = vec![
+        ("ImageId".to_string(), image.to_string()),
+        ("MinCount".to_string(), count.to_string()),
+        ("MaxCount".to_string(), count.to_string()),
+    ];
+    if !tags.is_empty() {
+        params.push((
+            "TagSpecification.1.ResourceType".to_string(),
+            "instance".to_string(),
+        ));
+    }
+    for (i, (k, v)) in tags.iter().enumerate() {
+        params.push((
+            format!("TagSpecification.1.Tag.{}.Key", i + 1),
+            k.to_string(),
+        ));
+        params.push((
+            format!("TagSpecification.1.Tag.{}.Value", i + 1),
+            v.to_string(),
+        ));
+    }
+    let doc = ec2
+        .call_xml("RunInstances", &params)
+        .await
+        .expect("RunInstances");
+    let ids: Vec<String> = doc
+        .items("instancesSet")
+        .filter_map(|i| i.text_at("instanceId").map(str::to_string))
+        .collect();
+    assert_eq!(ids.len(), count as usize, "RunInstances answer: {doc:?}");
+    ids
+}
+
+/// `DescribeInstances` by id (`InstanceId.N`), decoded from the raw answer: id to
+/// (private DNS name, tags).
+pub async fn describe_by_id(
+    ec2: &autoscaler_aws_asg::client::ec2::Ec2Client,
+    ids: &[String],
+) -> std::collections::BTreeMap<String, (String, std::collections::BTreeMap<String, String>)> {
+    let params: Vec<(String, String)> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (format!("InstanceId.{}", i + 1), id.clone()))
+        .collect();
+    let doc = ec2
+        .call_xml("DescribeInstances", &params)
+        .await
+        .expect("DescribeInstances");
+    doc.items("reservationSet")
+        .flat_map(|r| r.items("instancesSet"))
+        .map(|i| {
+            let tags = i
+                .items("tagSet")
+                .map(|t| {
+                    (
+                        t.text_at("key").unwrap_or("").to_string(),
+                        t.text_at("value").unwrap_or("").to_string(),
+                    )
+                })
+                .collect();
+            (
+                i.text_at("instanceId").unwrap_or("").to_string(),
+                (i.text_at("privateDnsName").unwrap_or("").to_string(), tags),
+            )
+        })
+        .collect()
+}
