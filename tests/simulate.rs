@@ -227,6 +227,27 @@ fn scale_in_removes_a_booting_instance_before_an_idle_booted_one() {
 }
 
 #[test]
+fn scale_in_with_builds_queued_removes_the_booting_instance_not_the_idle_one() {
+    // The case: builds still queued when the plan drops. minimum 1: I0 is up at 0 and
+    // its worker polls every 30 s. A (0 s, 25 s) runs on I0 from its first poll at 0. B is
+    // queued at 5: the cycle at 20 plans 2 and launches I1 (booting until 80). A ends at 25;
+    // I0's worker sleeps until its poll at 55. The cycle at 40 sees B still QUEUED and plans
+    // 1 (B's worker, none running): one of I0 (idle, booted) and I1 (booting) goes. The
+    // shared chooser removes I1, and I0 takes B at 55 (wait 50 s); removing the idle I0
+    // would have made B wait for I1's boot until 80 (wait 75 s) for the same cost.
+    let mut p = pool();
+    p.minimum = 1;
+    let t = trace(&[(0.0, 25.0, "a"), (5.0, 100.0, "b")]);
+    let mut f = fleet(60);
+    f.worker_poll_ms = 30_000;
+    let (o, m) = run(&t, &p, &f);
+    assert_eq!(started(&o), vec![Some(0), Some(55)]);
+    assert_eq!(o.instances, vec![life(0, 0, None), life(20, 80, Some(40))]);
+    assert_eq!(m.wait_max_seconds, 50.0);
+    assert_never_killed(&t, &o);
+}
+
+#[test]
 fn workers_per_instance_round_up_and_cost_per_worker() {
     // 3 queued builds, 2 workers per instance: ceil(3/2) = 2 instances, 4 workers paid.
     let mut f = fleet(60);
