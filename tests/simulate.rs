@@ -465,6 +465,27 @@ fn shipped_traces_regenerate_byte_for_byte() {
 }
 
 #[test]
+fn the_real_uv_trace_parses_comment_and_header_included() {
+    // A week of pushes to astral-sh/uv (see docs/simulate.md): a `#` comment line, then the
+    // header, then RFC 3339 rows.
+    let t = Trace::load(&example("uv-2026w24.csv")).unwrap();
+    assert_eq!(t.builds.len(), 281);
+    assert!(t.timestamps);
+    assert_eq!(t.start.to_rfc3339(), "2026-06-08T00:50:36+00:00");
+    let last = t.builds.last().unwrap().queued_ms;
+    assert!(last > 6 * 86_400_000 && last < 7 * 86_400_000, "{last}");
+    assert!(t.projects.contains(&"infra".to_string()));
+    assert!(t.builds.iter().all(|b| b.duration_ms > 0 && b.project.is_some()));
+    let mut p = pool();
+    p.maximum = 100;
+    p.planner = Some("boot-aware".into());
+    let (o, m) = run(&t, &p, &fleet(90));
+    assert_eq!(m.ran + m.superseded, 281);
+    assert!(!o.capped);
+    assert_never_killed(&t, &o);
+}
+
+#[test]
 fn a_day_simulates_well_under_a_second_and_never_kills_a_build() {
     let t = Trace::load(&example("diurnal.csv")).unwrap();
     let mut p = pool();
@@ -541,6 +562,48 @@ fn json_report_is_stable() {
         serde_json::from_str(&out(&["--planner", "boot-aware", "--planner", "stock"])).unwrap();
     assert_eq!(two["results"][0]["planner"], "boot-aware");
     assert_eq!(two["results"][1]["planner"], "stock");
+    // Every setting that changes the result is in `setup`, the planners' own included.
+    assert_eq!(v["setup"]["planners"], serde_json::json!([{"name": "stock", "settings": null}]));
+    assert_eq!(v["warnings"], serde_json::json!([]));
+    assert_eq!(
+        two["setup"]["planners"][0],
+        serde_json::json!({"name": "boot-aware", "settings":
+            {"boot_seconds": 90, "scale_in_delay_seconds": null, "lookahead": 0.0}})
+    );
+}
+
+#[test]
+fn a_boot_time_that_differs_from_the_planners_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.csv");
+    std::fs::write(&path, "queued_at,duration_seconds,project\n5,100,a\n").unwrap();
+    let run = |boot: &str, report: &str| {
+        let o = autoscaler()
+            .args(["simulate", "--trace"])
+            .arg(&path)
+            .args(["--boot-seconds", boot, "--planner", "boot-aware", "--planner", "stock"])
+            .args(["--report", report])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        (
+            String::from_utf8(o.stdout).unwrap(),
+            String::from_utf8(o.stderr).unwrap(),
+        )
+    };
+    let text = "--boot-seconds 300 differs from [planners.boot-aware] boot_seconds = 90";
+    let (json, stderr) = run("300", "json");
+    assert!(stderr.contains(&format!("warning: {text}")), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["warnings"].as_array().unwrap().len(), 1, "{json}");
+    assert!(v["warnings"][0].as_str().unwrap().starts_with(text));
+    let (table, _) = run("300", "table");
+    assert!(table.contains(&format!("warning: {text}")), "{table}");
+    // Matching boot times: no warning anywhere.
+    let (json, stderr) = run("90", "json");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["warnings"], serde_json::json!([]));
 }
 
 #[test]
@@ -574,17 +637,42 @@ fn table_report_and_svg_plot() {
     assert!(text.starts_with("<svg"), "{}", &text[..100.min(text.len())]);
     assert!(text.trim_end().ends_with("</svg>"));
     assert!(text.len() > 20_000, "only {} bytes", text.len());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains(&format!("wrote the plot of 2 planner(s) to {}", svg.display())),
+        "{stderr}"
+    );
     for label in [
         "queued builds",
         "running builds",
         "capacity (booted workers)",
+        "paid workers (booting included)",
+        "standby workers (suspended or stopped)",
+        "time (UTC), from",
         "stock on release-day.csv",
         "boot-aware on release-day.csv",
     ] {
         assert!(text.contains(label), "no {label:?} in the SVG");
     }
     // Lines with many points were drawn (one polyline per series per panel).
-    assert!(text.matches("<polyline").count() >= 8);
+    assert!(text.matches("<polyline").count() >= 10);
+    // Clock ticks on the time axis (the release day starts at midnight: 02:00, 04:00, …).
+    let labels: Vec<&str> = regex_lite::Regex::new(r"<text[^>]*>\s*([^<]*?)\s*</text>")
+        .unwrap()
+        .captures_iter(&text)
+        .map(|c| c.get(1).unwrap().as_str())
+        .collect();
+    for tick in ["00:00", "02:00", "12:00", "22:00"] {
+        assert!(labels.contains(&tick), "no clock tick {tick}: {labels:?}");
+    }
+    // Whole-number counts on the y axis, rising within each panel, none printed twice (ticks
+    // at 0.5 printed `0 0 1 1 2 2`).
+    let numbers: Vec<u32> = labels.iter().filter_map(|l| l.parse().ok()).collect();
+    assert!(numbers.len() >= 6, "{labels:?}");
+    assert_eq!(numbers.iter().filter(|&&n| n == 0).count(), 2, "{numbers:?}");
+    for w in numbers.windows(2) {
+        assert!(w[1] > w[0] || w[1] == 0, "{numbers:?}");
+    }
 }
 
 #[test]

@@ -1,10 +1,10 @@
 use super::{clamp, PlanInput, Planner, PlannerState, Stock};
 use autoscaler_executor::Plan;
 use chrono::{DateTime, Duration, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// `[planners.boot-aware]` of the config file.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BootAwareConfig {
     /// Seconds from asking for an instance until its workers take builds. Arrivals expected
@@ -111,6 +111,14 @@ impl BootAware {
 impl Planner for BootAware {
     fn name(&self) -> &'static str {
         "boot-aware"
+    }
+
+    fn settings(&self) -> serde_json::Value {
+        serde_json::to_value(&self.config).expect("plain settings serialize")
+    }
+
+    fn boot_seconds(&self) -> Option<u64> {
+        Some(self.config.boot_seconds)
     }
 
     fn plan(&self, input: &PlanInput<'_>, state: &mut PlannerState) -> Plan {

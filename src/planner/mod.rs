@@ -106,6 +106,17 @@ pub trait Planner: Send + Sync {
     /// The plan for a pool whose settings already passed [`validate`]; must stay within the
     /// pool's `minimum`..=`maximum`.
     fn plan(&self, input: &PlanInput<'_>, state: &mut PlannerState) -> Plan;
+    /// The planner's own settings (its `[planners.NAME]` section with defaults filled in), so
+    /// a simulation report says everything that produced its result; `null` for a planner
+    /// that takes its settings from the pool row alone.
+    fn settings(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+    /// The boot time the planner provisions for, if it has one: the simulator warns when its
+    /// fleet boots at another speed, since the result would then describe neither.
+    fn boot_seconds(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A `[planners.NAME]` section of the config file that could not be used.

@@ -224,16 +224,32 @@ pub async fn run(
 
     let mut results = Vec::new();
     let mut outcomes = Vec::new();
+    let mut planner_setups = Vec::new();
+    let mut warnings = Vec::new();
     for name in names {
         let mut p = pool.clone();
         if let Some(n) = name {
             p.planner = Some(n);
         }
-        let label = planners
-            .lookup(&p)
-            .map_err(SimulateError::new)?
-            .name()
-            .to_string();
+        let chosen = planners.lookup(&p).map_err(SimulateError::new)?;
+        let label = chosen.name().to_string();
+        if let Some(b) = chosen.boot_seconds() {
+            if (b as f64 - args.boot_seconds).abs() > 1e-9 {
+                let w = format!(
+                    "--boot-seconds {} differs from [planners.{label}] boot_seconds = {b}: the \
+                     planner provisions for a boot the simulated fleet does not have, so the \
+                     result describes neither setup",
+                    args.boot_seconds
+                );
+                if !warnings.contains(&w) {
+                    warnings.push(w);
+                }
+            }
+        }
+        planner_setups.push(report::PlannerSetup {
+            name: label.clone(),
+            settings: chosen.settings(),
+        });
         let started = std::time::Instant::now();
         let outcome = model::simulate(&trace, &p, &fleet, &planners, args.plot.is_some())
             .map_err(SimulateError::new)?;
@@ -252,9 +268,15 @@ pub async fn run(
         outcomes.push((label, outcome));
     }
 
+    for w in &warnings {
+        eprintln!("autoscaler simulate: warning: {w}");
+    }
+    let mut setup = setup(&args, path, &trace, &pool, &fleet);
+    setup.planners = planner_setups;
     let report = Report {
-        setup: setup(&args, path, &trace, &pool, &fleet),
+        setup,
         results,
+        warnings,
     };
     if let Some(svg) = &args.plot {
         let panels: Vec<plot::Panel<'_>> = outcomes
@@ -271,9 +293,15 @@ pub async fn run(
                 ),
                 series: &o.series,
                 end_ms: o.end_ms,
+                start: trace.start,
             })
             .collect();
         plot::write_svg(svg, &panels).map_err(SimulateError::new)?;
+        eprintln!(
+            "wrote the plot of {} planner(s) to {}",
+            panels.len(),
+            svg.display()
+        );
     }
     match args.report {
         ReportFormat::Table => print!("{}", report.to_table()),
@@ -480,6 +508,7 @@ fn setup(
             build_latest: pool.build_latest,
             sleep_seconds: pool.sleep_seconds,
         },
+        planners: Vec::new(),
     }
 }
 

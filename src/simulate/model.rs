@@ -132,6 +132,8 @@ pub struct Sample {
     pub ready_workers: u32,
     /// Workers paid for (booting ones included).
     pub provisioned_workers: u32,
+    /// Workers on standby instances (suspended or stopped, paid at the standby rate).
+    pub standby_workers: u32,
 }
 
 /// Everything a run produced; [`crate::simulate::report`] turns it into figures.
@@ -435,6 +437,7 @@ impl Sim<'_> {
             running: self.running,
             ready_workers: self.ready_workers,
             provisioned_workers: self.live.len() as u32 * self.k,
+            standby_workers: 0,
         };
         match self.out.series.last_mut() {
             Some(last) if last.t_ms == s.t_ms => *last = s,
@@ -444,7 +447,14 @@ impl Sim<'_> {
                     last.running,
                     last.ready_workers,
                     last.provisioned_workers,
-                ) == (s.queued, s.running, s.ready_workers, s.provisioned_workers) => {}
+                    last.standby_workers,
+                ) == (
+                    s.queued,
+                    s.running,
+                    s.ready_workers,
+                    s.provisioned_workers,
+                    s.standby_workers,
+                ) => {}
             _ => self.out.series.push(s),
         }
     }

@@ -191,6 +191,18 @@ pub struct Setup {
     pub max_step_up: Option<u32>,
     /// The pool's settings that matter to the simulation.
     pub pool: PoolSetup,
+    /// Each simulated planner's own settings (`[planners.NAME]` with its defaults), in the
+    /// order of `results`.
+    pub planners: Vec<PlannerSetup>,
+}
+
+/// A simulated planner and the settings it ran with.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PlannerSetup {
+    /// Its name, as in `results`.
+    pub name: String,
+    /// Its `[planners.NAME]` settings, defaults filled in (`null`: it has none).
+    pub settings: serde_json::Value,
 }
 
 /// The pool columns the planners and the timer use, each as in `worker_pools`.
@@ -215,6 +227,9 @@ pub struct Report {
     pub setup: Setup,
     /// One entry per `--planner`, in the order given.
     pub results: Vec<Metrics>,
+    /// Settings that disagree in a way that makes the result describe no real setup (also
+    /// printed on stderr).
+    pub warnings: Vec<String>,
 }
 
 impl Report {
@@ -327,6 +342,9 @@ impl Report {
         out += &line(header.to_vec());
         for r in &rows {
             out += &line(r.iter().map(String::as_str).collect());
+        }
+        for w in &self.warnings {
+            out += &format!("warning: {w}\n");
         }
         for m in &self.results {
             if m.capped {
