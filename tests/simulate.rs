@@ -475,7 +475,10 @@ fn the_real_uv_trace_parses_comment_and_header_included() {
     let last = t.builds.last().unwrap().queued_ms;
     assert!(last > 6 * 86_400_000 && last < 7 * 86_400_000, "{last}");
     assert!(t.projects.contains(&"infra".to_string()));
-    assert!(t.builds.iter().all(|b| b.duration_ms > 0 && b.project.is_some()));
+    assert!(t
+        .builds
+        .iter()
+        .all(|b| b.duration_ms > 0 && b.project.is_some()));
     let mut p = pool();
     p.maximum = 100;
     p.planner = Some("boot-aware".into());
@@ -563,7 +566,10 @@ fn json_report_is_stable() {
     assert_eq!(two["results"][0]["planner"], "boot-aware");
     assert_eq!(two["results"][1]["planner"], "stock");
     // Every setting that changes the result is in `setup`, the planners' own included.
-    assert_eq!(v["setup"]["planners"], serde_json::json!([{"name": "stock", "settings": null}]));
+    assert_eq!(
+        v["setup"]["planners"],
+        serde_json::json!([{"name": "stock", "settings": null}])
+    );
     assert_eq!(v["warnings"], serde_json::json!([]));
     assert_eq!(
         two["setup"]["planners"][0],
@@ -581,7 +587,14 @@ fn a_boot_time_that_differs_from_the_planners_is_warned_about() {
         let o = autoscaler()
             .args(["simulate", "--trace"])
             .arg(&path)
-            .args(["--boot-seconds", boot, "--planner", "boot-aware", "--planner", "stock"])
+            .args([
+                "--boot-seconds",
+                boot,
+                "--planner",
+                "boot-aware",
+                "--planner",
+                "stock",
+            ])
             .args(["--report", report])
             .output()
             .unwrap();
@@ -639,7 +652,10 @@ fn table_report_and_svg_plot() {
     assert!(text.len() > 20_000, "only {} bytes", text.len());
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(
-        stderr.contains(&format!("wrote the plot of 2 planner(s) to {}", svg.display())),
+        stderr.contains(&format!(
+            "wrote the plot of 2 planner(s) to {}",
+            svg.display()
+        )),
         "{stderr}"
     );
     for label in [
@@ -669,7 +685,11 @@ fn table_report_and_svg_plot() {
     // at 0.5 printed `0 0 1 1 2 2`).
     let numbers: Vec<u32> = labels.iter().filter_map(|l| l.parse().ok()).collect();
     assert!(numbers.len() >= 6, "{labels:?}");
-    assert_eq!(numbers.iter().filter(|&&n| n == 0).count(), 2, "{numbers:?}");
+    assert_eq!(
+        numbers.iter().filter(|&&n| n == 0).count(),
+        2,
+        "{numbers:?}"
+    );
     for w in numbers.windows(2) {
         assert!(w[1] > w[0] || w[1] == 0, "{numbers:?}");
     }
@@ -728,7 +748,7 @@ fn bad_flags_are_named() {
     assert!(err.contains("apply to --executor shell only"), "{err}");
     let (_, err) = run(&["--trace", trace, "--planner", "magic"]);
     assert!(
-        err.contains("unknown planner \"magic\" (known: stock, boot-aware)"),
+        err.contains("unknown planner \"magic\" (known: stock, boot-aware, warm)"),
         "{err}"
     );
     let (code, err) = run(&[]);

@@ -5,9 +5,11 @@
 
 mod boot_aware;
 mod stock;
+mod warm;
 
 pub use boot_aware::{BootAware, BootAwareConfig, DemandSample};
 pub use stock::Stock;
+pub use warm::{hour_of_week, ArrivalHistory, StandbyBounds, Warm, WarmConfig, HOURS_PER_WEEK};
 
 use autoscaler_executor::{Plan, WorkerPool};
 use chrono::{DateTime, Duration, Utc};
@@ -97,6 +99,10 @@ pub struct PlannerState {
     /// `boot-aware`'s recent cycles, pruned to its window: the demand it holds capacity for
     /// and the arrivals it looks ahead by.
     pub samples: VecDeque<DemandSample>,
+    /// The pool's arrivals by hour of the week, for `warm`'s standby target: put here by the
+    /// caller (the simulator from a trace; a database's [`ArrivalHistory`] is cached per pool),
+    /// never fetched by the planner. 168 buckets at most.
+    pub history: Option<ArrivalHistory>,
 }
 
 /// A way of turning counts into a plan. Implementations must be pure: no I/O, no clock.
@@ -117,6 +123,16 @@ pub trait Planner: Send + Sync {
     fn boot_seconds(&self) -> Option<u64> {
         None
     }
+    /// The window (seconds) the planner wants its [`PlannerState::history`] counted over, if
+    /// it uses one at all: the caller builds the history to match.
+    fn history_window_seconds(&self) -> Option<u64> {
+        None
+    }
+    /// Standby workers (stopped or suspended instances, brought back in seconds) to hold
+    /// besides `plan`. Planners without warm capacity hold none.
+    fn standby(&self, _input: &PlanInput<'_>, _state: &PlannerState, _plan: &Plan) -> u32 {
+        0
+    }
 }
 
 /// A `[planners.NAME]` section of the config file that could not be used.
@@ -130,7 +146,7 @@ pub struct PlannerConfigError {
 }
 
 /// Every planner's name, as a pool's `planner` column and a `[planners.NAME]` section spell it.
-pub const PLANNERS: [&str; 2] = ["stock", "boot-aware"];
+pub const PLANNERS: [&str; 3] = ["stock", "boot-aware", "warm"];
 
 /// The planners this build offers, configured from the config file's `[planners.NAME]`
 /// sections. An empty or NULL `planner` column means `stock`, the only planner Vespene ever
@@ -175,8 +191,15 @@ impl Planners {
             })?,
             None => BootAware::new(BootAwareConfig::default()),
         };
+        let warm = match sections.get("warm") {
+            Some(table) => Warm::from_table(table).map_err(|message| PlannerConfigError {
+                section: "warm".into(),
+                message,
+            })?,
+            None => Warm::new(WarmConfig::default()),
+        };
         Ok(Planners {
-            list: vec![Box::new(Stock), Box::new(boot_aware)],
+            list: vec![Box::new(Stock), Box::new(boot_aware), Box::new(warm)],
         })
     }
 
@@ -220,6 +243,18 @@ impl Planners {
         }
         state.last_plan = Some(plan);
         Ok(plan)
+    }
+
+    /// The standby workers the pool's planner holds besides `plan` (the plan as applied, after
+    /// the runaway guard); settings validated as for [`Planners::plan`].
+    pub fn standby(
+        &self,
+        input: &PlanInput<'_>,
+        state: &PlannerState,
+        plan: &Plan,
+    ) -> Result<u32, SettingError> {
+        validate(input.pool)?;
+        Ok(self.lookup(input.pool)?.standby(input, state, plan))
     }
 }
 
@@ -425,7 +460,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "pool p: planner: unknown planner \"magic\" (known: stock, boot-aware)"
+            "pool p: planner: unknown planner \"magic\" (known: stock, boot-aware, warm)"
         );
     }
 
@@ -436,7 +471,7 @@ mod tests {
         let err = Planners::from_config(&sections).err().unwrap();
         assert_eq!(
             err.to_string(),
-            "[planners.magic]: unknown planner (known: stock, boot-aware)"
+            "[planners.magic]: unknown planner (known: stock, boot-aware, warm)"
         );
         let mut sections = BTreeMap::new();
         let mut t = toml::Table::new();
@@ -455,7 +490,7 @@ mod tests {
                 .unwrap(),
         );
         let planners = Planners::from_config(&sections).unwrap();
-        assert_eq!(planners.names(), vec!["stock", "boot-aware"]);
+        assert_eq!(planners.names(), vec!["stock", "boot-aware", "warm"]);
         sections.insert(
             "boot-aware".to_string(),
             toml::from_str::<toml::Table>("boot_time = 120").unwrap(),

@@ -125,7 +125,8 @@ fn x_ticks(start: DateTime<Utc>, hours: f64) -> (Vec<f64>, f64) {
         .unwrap_or(10_080);
     let step_s = step * 60;
     let start_s = start.timestamp();
-    let first = start_s.div_euclid(step_s) * step_s + if start_s % step_s == 0 { 0 } else { step_s };
+    let first =
+        start_s.div_euclid(step_s) * step_s + if start_s % step_s == 0 { 0 } else { step_s };
     let mut ticks = Vec::new();
     let mut t = first;
     while ((t - start_s) as f64) / 3600.0 <= hours && ticks.len() < 64 {
