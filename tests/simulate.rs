@@ -30,6 +30,8 @@ fn fleet(boot: i64) -> Fleet {
         worker_poll_ms: 0,
         executor: ExecutorModel::Declarative,
         max_step_up: None,
+        resume_ms: 20_000,
+        standby_cost: 0.05,
     }
 }
 
@@ -64,6 +66,7 @@ fn life(launched: i64, ready: i64, gone: Option<i64>) -> InstanceLife {
         launched_ms: launched * 1000,
         ready_ms: ready * 1000,
         gone_ms: gone.map(|g| g * 1000),
+        standby_ms: 0,
     }
 }
 
@@ -245,6 +248,101 @@ fn scale_in_with_builds_queued_removes_the_booting_instance_not_the_idle_one() {
     assert_eq!(o.instances, vec![life(0, 0, None), life(20, 80, Some(40))]);
     assert_eq!(m.wait_max_seconds, 50.0);
     assert_never_killed(&t, &o);
+}
+
+/// Planners with `[planners.warm]` set from `toml`.
+fn warm(toml: &str) -> Planners {
+    let mut sections = std::collections::BTreeMap::new();
+    sections.insert("warm".to_string(), toml::from_str(toml).unwrap());
+    Planners::from_config(&sections).unwrap()
+}
+
+#[test]
+fn a_build_arriving_while_an_instance_is_suspended_waits_resume_plus_worker_poll() {
+    // warm with a standby floor of 1, boot 60 s as the fleet's, resume 20 s, worker poll 10 s.
+    // The cycle at 0 plans size 0 and standby 1: I0 boots (0..60, at the running price), then
+    // waits in standby. A build is queued at 100, a cycle instant: plan 1, so I0 resumes,
+    // ready at 120; its agent wakes mid-sleep and polls at 130. Wait = 20 + 10 = 30 s. The
+    // standby target is unmet again, so I1 boots from 100 into standby.
+    let planners = warm("boot_seconds = 60\nstandby_min = 1");
+    let mut p = pool();
+    p.planner = Some("warm".into());
+    let t = trace(&[(100.0, 50.0, "a")]);
+    let mut f = fleet(60);
+    f.worker_poll_ms = 10_000;
+    let o = model::simulate(&t, &p, &f, &planners, true).unwrap();
+    assert_eq!(
+        o.fates,
+        vec![BuildFate::Ran {
+            start_ms: 130_000,
+            instance: 0
+        }]
+    );
+    assert_eq!(o.resumes, 1);
+    let i0 = o.instances[0];
+    assert_eq!(
+        (i0.launched_ms, i0.ready_ms, i0.standby_ms),
+        (0, 60_000, 40_000)
+    );
+    assert_eq!(
+        (o.instances[1].launched_ms, o.instances[1].ready_ms),
+        (100_000, 160_000)
+    );
+    assert_eq!(o.instances.len(), 2, "one standby kept, no more");
+    assert!(o.series.iter().any(|s| s.standby_workers == 1));
+    let m = Metrics::compute("warm", &t, &o, 1);
+    assert_eq!(m.wait_max_seconds, 30.0);
+    assert!(m.standby_worker_hours > 0.0);
+    let expect = m.worker_hours + 0.05 * m.standby_worker_hours;
+    assert!((m.cost_worker_hours - expect).abs() < 0.002, "{m:?}");
+    assert_never_killed(&t, &o);
+
+    // A worker that takes builds at once waits the resume alone.
+    f.worker_poll_ms = 0;
+    let o = model::simulate(&t, &p, &f, &planners, false).unwrap();
+    assert!(matches!(
+        o.fates[0],
+        BuildFate::Ran {
+            start_ms: 120_000,
+            instance: 0
+        }
+    ));
+
+    // Without a standby the same build waits a boot (stock's rule, warm's size).
+    let o = model::simulate(&t, &p, &f, &warm("boot_seconds = 60"), false).unwrap();
+    assert!(matches!(
+        o.fates[0],
+        BuildFate::Ran {
+            start_ms: 160_000,
+            ..
+        }
+    ));
+    assert_eq!(o.resumes, 0);
+}
+
+#[test]
+fn standby_follows_the_history_and_never_exceeds_the_maximum() {
+    // The uv week, learning from itself: warm holds standby, resumes it, and never has more
+    // instances (running, booting or standby) than maximum.
+    let t = Trace::load(&example("uv-2026w24.csv")).unwrap();
+    let mut p = pool();
+    p.maximum = 12;
+    p.planner = Some("warm".into());
+    let planners = warm("boot_seconds = 90\nstandby_max = 12");
+    let mut f = fleet(90);
+    f.worker_poll_ms = 10_000;
+    let o = model::simulate_with_history(&t, &p, &f, &planners, true, Some(&t)).unwrap();
+    assert!(o.resumes > 0);
+    assert!(o
+        .series
+        .iter()
+        .all(|s| s.provisioned_workers + s.standby_workers <= 12));
+    assert!(o.series.iter().any(|s| s.standby_workers > 0));
+    assert_never_killed(&t, &o);
+    // No history: the floor (0), so no standby at all.
+    let none = model::simulate_with_history(&t, &p, &f, &planners, true, None).unwrap();
+    assert_eq!(none.resumes, 0);
+    assert!(none.series.iter().all(|s| s.standby_workers == 0));
 }
 
 #[test]
@@ -549,7 +647,7 @@ fn json_report_is_stable() {
         "ratio_to_lower_bound": 1.6, "idle_fraction": 0.375, "boot_worker_hours": 0.017,
         "instances_launched": 1, "peak_workers": 1, "scale_out_events": 1, "scale_in_events": 1,
         "scale_events": 2, "executor_calls": 3, "cycles": 10, "simulated_hours": 0.05,
-        "capped": false
+        "capped": false, "standby_worker_hours": 0.0, "cost_worker_hours": 0.044, "resumes": 0
     });
     assert_eq!(r, &expected);
     // Key order is the documented one.
