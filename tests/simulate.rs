@@ -263,7 +263,9 @@ fn a_build_arriving_while_an_instance_is_suspended_waits_resume_plus_worker_poll
     // The cycle at 0 plans size 0 and standby 1: I0 boots (0..60, at the running price), then
     // waits in standby. A build is queued at 100, a cycle instant: plan 1, so I0 resumes,
     // ready at 120; its agent wakes mid-sleep and polls at 130. Wait = 20 + 10 = 30 s. The
-    // standby target is unmet again, so I1 boots from 100 into standby.
+    // standby target is unmet again, but I0 will come back to standby when its build ends:
+    // only once that shortfall has lasted a boot (60 s, at the cycle at 160) does I1 boot
+    // into standby.
     let planners = warm("boot_seconds = 60\nstandby_min = 1");
     let mut p = pool();
     p.planner = Some("warm".into());
@@ -286,7 +288,7 @@ fn a_build_arriving_while_an_instance_is_suspended_waits_resume_plus_worker_poll
     );
     assert_eq!(
         (o.instances[1].launched_ms, o.instances[1].ready_ms),
-        (100_000, 160_000)
+        (160_000, 220_000)
     );
     assert_eq!(o.instances.len(), 2, "one standby kept, no more");
     assert!(o.series.iter().any(|s| s.standby_workers == 1));

@@ -103,6 +103,8 @@ pub struct PlannerState {
     /// caller (the simulator from a trace; a database's [`ArrivalHistory`] is cached per pool),
     /// never fetched by the planner. 168 buckets at most.
     pub history: Option<ArrivalHistory>,
+    /// `warm`'s standby target held up, and since when: (since, target).
+    pub standby_hold: Option<(DateTime<Utc>, u32)>,
 }
 
 /// A way of turning counts into a plan. Implementations must be pure: no I/O, no clock.
@@ -123,6 +125,11 @@ pub trait Planner: Send + Sync {
     fn boot_seconds(&self) -> Option<u64> {
         None
     }
+    /// The resume time (standby to serving) the planner plans for, if it holds standby: the
+    /// simulator warns when its fleet resumes at another speed.
+    fn resume_seconds(&self) -> Option<u64> {
+        None
+    }
     /// The window (seconds) the planner wants its [`PlannerState::history`] counted over, if
     /// it uses one at all: the caller builds the history to match.
     fn history_window_seconds(&self) -> Option<u64> {
@@ -130,7 +137,7 @@ pub trait Planner: Send + Sync {
     }
     /// Standby workers (stopped or suspended instances, brought back in seconds) to hold
     /// besides `plan`. Planners without warm capacity hold none.
-    fn standby(&self, _input: &PlanInput<'_>, _state: &PlannerState, _plan: &Plan) -> u32 {
+    fn standby(&self, _input: &PlanInput<'_>, _state: &mut PlannerState, _plan: &Plan) -> u32 {
         0
     }
 }
@@ -250,7 +257,7 @@ impl Planners {
     pub fn standby(
         &self,
         input: &PlanInput<'_>,
-        state: &PlannerState,
+        state: &mut PlannerState,
         plan: &Plan,
     ) -> Result<u32, SettingError> {
         validate(input.pool)?;

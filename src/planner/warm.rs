@@ -122,7 +122,10 @@ pub struct WarmConfig {
     /// Seconds from asking for a new instance until its workers take builds: the size is
     /// planned as `boot-aware` plans it, and the standby covers the arrivals within this time.
     pub boot_seconds: u64,
-    /// As `boot-aware`'s [default: `boot_seconds`].
+    /// Seconds from resuming a standby instance until its workers take builds again.
+    pub resume_seconds: u64,
+    /// As `boot-aware`'s [default: `resume_seconds`]: with standby to come back from, giving
+    /// a worker up costs a resume rather than a boot, so the rent-or-buy hold is one resume.
     pub scale_in_delay_seconds: Option<u64>,
     /// As `boot-aware`'s.
     pub lookahead: f64,
@@ -132,6 +135,11 @@ pub struct WarmConfig {
     pub standby_max: u32,
     /// Share of the history's peak to hold on standby (1: all of it).
     pub coverage: f64,
+    /// A standby target that drops is held this long first [default: 0]. A standby instance
+    /// given up costs a boot to get back, and kept it costs the standby price; but on the
+    /// shipped traces holding it (even the rent-or-buy 20 boot times at 5% of the price) cost
+    /// more standby-hours than the boots it saved, so it is off unless asked for.
+    pub standby_hold_seconds: u64,
     /// Per-pool floor and ceiling, by pool name, over the two above.
     pub pools: BTreeMap<String, StandbyBounds>,
 }
@@ -140,11 +148,13 @@ impl Default for WarmConfig {
     fn default() -> Self {
         WarmConfig {
             boot_seconds: 90,
+            resume_seconds: 20,
             scale_in_delay_seconds: None,
             lookahead: 0.0,
             standby_min: 0,
-            standby_max: 10,
+            standby_max: 40,
             coverage: 1.0,
+            standby_hold_seconds: 0,
             pools: BTreeMap::new(),
         }
     }
@@ -173,7 +183,11 @@ impl Warm {
     pub fn new(config: WarmConfig) -> Self {
         let size = BootAware::new(BootAwareConfig {
             boot_seconds: config.boot_seconds,
-            scale_in_delay_seconds: config.scale_in_delay_seconds,
+            scale_in_delay_seconds: Some(
+                config
+                    .scale_in_delay_seconds
+                    .unwrap_or(config.resume_seconds),
+            ),
             lookahead: config.lookahead,
         });
         Warm { config, size }
@@ -190,7 +204,10 @@ impl Warm {
             "boot_seconds".into(),
             toml::Value::Integer(config.boot_seconds.min(i64::MAX as u64) as i64),
         );
-        if let Some(d) = config.scale_in_delay_seconds {
+        if let Some(d) = config
+            .scale_in_delay_seconds
+            .or(Some(config.resume_seconds))
+        {
             size.insert(
                 "scale_in_delay_seconds".into(),
                 toml::Value::Integer(d.min(i64::MAX as u64) as i64),
@@ -198,6 +215,11 @@ impl Warm {
         }
         size.insert("lookahead".into(), toml::Value::Float(config.lookahead));
         BootAware::from_table(&size)?;
+        if config.standby_hold_seconds > 7 * 86_400 || config.resume_seconds > 86_400 {
+            return Err(
+                "standby_hold_seconds and resume_seconds: must be at most 604800 and 86400".into(),
+            );
+        }
         if config.boot_seconds == 0 {
             return Err("boot_seconds: must be at least 1 (the standby covers one boot)".into());
         }
@@ -225,6 +247,10 @@ impl Warm {
             check(&format!("pools.{name}: "), lo, hi)?;
         }
         Ok(Warm::new(config))
+    }
+
+    fn hold_seconds(&self) -> u64 {
+        self.config.standby_hold_seconds
     }
 
     /// The pool's (floor, ceiling).
@@ -255,6 +281,10 @@ impl Planner for Warm {
         Some(self.config.boot_seconds)
     }
 
+    fn resume_seconds(&self) -> Option<u64> {
+        Some(self.config.resume_seconds)
+    }
+
     fn history_window_seconds(&self) -> Option<u64> {
         Some(self.config.boot_seconds)
     }
@@ -263,7 +293,7 @@ impl Planner for Warm {
         self.size.plan(input, state)
     }
 
-    fn standby(&self, input: &PlanInput<'_>, state: &PlannerState, plan: &Plan) -> u32 {
+    fn standby(&self, input: &PlanInput<'_>, state: &mut PlannerState, plan: &Plan) -> u32 {
         let pool = input.pool;
         let (lo, hi) = self.bounds(pool);
         let expected = state.history.as_ref().map_or(0, |h| {
@@ -281,7 +311,18 @@ impl Planner for Warm {
         // `as` saturates; validated settings rule out NaN.
         let want = (raw.max(0.0) as u64).clamp(u64::from(lo), u64::from(hi)) as u32;
         let room = (pool.maximum.max(0) as u32).saturating_sub(plan.size);
-        want.min(room)
+        let want = want.min(room);
+        // A lower target waits out the hold (a clock that went backwards ends it).
+        let now = input.now;
+        let hold = Duration::seconds(self.hold_seconds().min(i64::MAX as u64) as i64);
+        let held = match state.standby_hold {
+            Some((since, held)) if held > want && since <= now && now - since < hold => held,
+            _ => {
+                state.standby_hold = Some((now, want));
+                want
+            }
+        };
+        held.min(room).min(hi)
     }
 }
 
@@ -352,6 +393,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(standby(&w, &pool, at(8 * 3600), &mut st), 0);
+        st.standby_hold = None;
         // 08:59: one boot from now is 09:00:30.
         assert_eq!(standby(&w, &pool, at(9 * 3600 - 60), &mut st), 4);
         assert_eq!(standby(&w, &pool, at(9 * 3600 + 1800), &mut st), 4);
@@ -361,6 +403,44 @@ mod tests {
         assert_eq!(standby(&w, &pool, at(9 * 3600), &mut st), 8);
         pool.maximum = 5;
         assert_eq!(standby(&w, &pool, at(9 * 3600), &mut st), 5);
+    }
+
+    #[test]
+    fn a_dropping_standby_target_is_held_for_the_hold() {
+        // Hour 9 wants 4, hour 10 nothing; a hold of 30 min.
+        let mut h = ArrivalHistory::new(90);
+        h.record(9, 4);
+        let w = Warm::new(WarmConfig {
+            standby_hold_seconds: 1800,
+            ..WarmConfig::default()
+        });
+        let mut pool = WorkerPool::with_defaults(1, "p");
+        pool.maximum = 50;
+        let mut st = PlannerState {
+            history: Some(h),
+            ..Default::default()
+        };
+        let ten = 10 * 3600;
+        assert_eq!(standby(&w, &pool, at(ten - 100), &mut st), 4);
+        assert_eq!(standby(&w, &pool, at(ten + 1000), &mut st), 4, "held");
+        assert_eq!(standby(&w, &pool, at(ten - 100 + 1799), &mut st), 4, "held");
+        assert_eq!(
+            standby(&w, &pool, at(ten - 100 + 1800), &mut st),
+            0,
+            "released"
+        );
+        // A rise is never held back; a clock that went backwards ends the hold.
+        assert_eq!(standby(&w, &pool, at(ten - 60), &mut st), 4);
+        assert_eq!(standby(&w, &pool, at(ten - 7200), &mut st), 0);
+        // The hold never keeps more than the maximum leaves room for.
+        assert_eq!(standby(&w, &pool, at(ten - 60), &mut st), 4);
+        pool.maximum = 2;
+        assert_eq!(standby(&w, &pool, at(ten + 60), &mut st), 2);
+        let w = Warm::new(WarmConfig::default());
+        pool.maximum = 50;
+        st.standby_hold = None;
+        assert_eq!(standby(&w, &pool, at(ten - 60), &mut st), 4);
+        assert_eq!(standby(&w, &pool, at(ten + 60), &mut st), 0, "no hold");
     }
 
     #[test]
@@ -390,8 +470,8 @@ mod tests {
                 "standby_min (4) is greater than standby_max (3)",
             ),
             (
-                "[pools.x]\nstandby_min = 11",
-                "pools.x: standby_min (11) is greater than standby_max (10)",
+                "[pools.x]\nstandby_min = 41",
+                "pools.x: standby_min (41) is greater than standby_max (40)",
             ),
             ("coverage = -1.0", "coverage: must be between 0 and 4"),
             ("lookahead = 9.0", "lookahead: must be between 0 and 4"),
@@ -482,7 +562,7 @@ mod tests {
                     now: at(t),
                 };
                 let plan = w.plan(&input, &mut st);
-                let s = w.standby(&input, &st, &plan);
+                let s = w.standby(&input, &mut st, &plan);
                 prop_assert!(plan.size as i32 >= pool.minimum && plan.size as i32 <= pool.maximum);
                 prop_assert!(s <= hi, "standby {s} above its ceiling {hi}");
                 prop_assert!(i64::from(plan.size) + i64::from(s) <= i64::from(pool.maximum));
@@ -498,7 +578,7 @@ mod tests {
             let w = Warm::new(config.clone());
             let boot_aware = BootAware::new(BootAwareConfig {
                 boot_seconds: config.boot_seconds,
-                scale_in_delay_seconds: config.scale_in_delay_seconds,
+                scale_in_delay_seconds: Some(config.resume_seconds),
                 lookahead: config.lookahead,
             });
             let (mut st, mut st_ba) = (PlannerState::default(), PlannerState::default());
@@ -513,7 +593,7 @@ mod tests {
                 let plan = w.plan(&input, &mut st);
                 prop_assert_eq!(plan, boot_aware.plan(&input, &mut st_ba), "size as boot-aware's");
                 let room = (pool.maximum as u32).saturating_sub(plan.size);
-                prop_assert_eq!(w.standby(&input, &st, &plan), lo.min(room));
+                prop_assert_eq!(w.standby(&input, &mut st, &plan), lo.min(room));
             }
         }
     }

@@ -277,6 +277,17 @@ pub async fn run(
                 }
             }
         }
+        if let Some(r) = chosen.resume_seconds() {
+            if (r as f64 - args.resume_seconds).abs() > 1e-9 {
+                let w = format!(
+                    "--resume-seconds {} differs from [planners.{label}] resume_seconds = {r}",
+                    args.resume_seconds
+                );
+                if !warnings.contains(&w) {
+                    warnings.push(w);
+                }
+            }
+        }
         planner_setups.push(report::PlannerSetup {
             name: label.clone(),
             settings: chosen.settings(),

@@ -256,6 +256,8 @@ struct Sim<'a> {
     warming: Vec<u32>,
     /// The standby target (instances) last applied.
     last_standby: u32,
+    /// Since when the standby has been below its target (see `apply`).
+    short_since: Option<i64>,
     /// Idle slots of booted instances (only when workers take builds at once).
     idle: BTreeSet<u32>,
     queue: VecDeque<u32>,
@@ -386,6 +388,7 @@ pub(crate) fn simulate_with(
         standby: Vec::new(),
         warming: Vec::new(),
         last_standby: 0,
+        short_since: None,
         idle: BTreeSet::new(),
         queue: VecDeque::new(),
         aborted: vec![false; trace.builds.len()],
@@ -923,7 +926,7 @@ impl Sim<'_> {
         self.out.peak_plan = self.out.peak_plan.max(plan.size);
         let declarative = self.fleet.executor.declarative();
         let standby = if declarative {
-            let workers = self.planners.standby(&input, &self.state, &plan)?;
+            let workers = self.planners.standby(&input, &mut self.state, &plan)?;
             let want = self.target_instances(plan.size);
             let max_instances = self.pool.maximum.max(0) as u32 / self.k;
             workers
@@ -942,7 +945,10 @@ impl Sim<'_> {
             size: plan.size,
         }
         .due()
-            || (full && standby != self.last_standby);
+            || (full
+                && (standby != self.last_standby
+                    || (declarative
+                        && ((self.standby.len() + self.warming.len()) as u32) < standby)));
         if due {
             self.out.executor_calls += 1;
             self.revisit = self.apply(plan, standby)?;
@@ -959,6 +965,7 @@ impl Sim<'_> {
                     && self.live.len() as u32 == self.target_instances(resting.size)
                     && self.warming.is_empty()
                     && self.standby.len() as u32 == self.last_standby
+                    && self.short_since.is_none()
             } else {
                 self.live.is_empty()
             })
@@ -1038,11 +1045,32 @@ impl Sim<'_> {
                     self.terminate(inst);
                     extra -= 1;
                 }
+                // Below it: instances resumed from standby usually come back to it when their
+                // builds end, so booting replacements for them at once would pay a boot per
+                // resume. The shortfall they cover is booted for only once it has lasted a
+                // boot time (rent or buy, as the planners' hold); the rest at once.
                 if extra < standby {
-                    self.room_for((standby - extra) as usize)?;
-                    for _ in extra..standby {
+                    let short = standby - extra;
+                    let returning = self
+                        .live
+                        .iter()
+                        .filter(|&&i| self.instances[i as usize].resumed)
+                        .count() as u32;
+                    let since = *self.short_since.get_or_insert(t);
+                    let now = if t - since >= boot {
+                        short
+                    } else {
+                        short.saturating_sub(returning)
+                    };
+                    self.room_for(now as usize)?;
+                    for _ in 0..now {
                         self.launch_warming(t);
                     }
+                    if now == short {
+                        self.short_since = None;
+                    }
+                } else {
+                    self.short_since = None;
                 }
                 self.last_standby = standby;
                 held
