@@ -782,7 +782,7 @@ impl Sim<'_> {
     /// A live instance the chooser picked goes to standby instead of away: a booted one is
     /// stopped now, a booting one finishes its boot first (it cannot be stopped before), a
     /// resuming one goes back.
-    fn to_standby(&mut self, inst: u32) {
+    fn put_in_standby(&mut self, inst: u32) {
         let t = self.t;
         let k = self.k;
         let i = &mut self.instances[inst as usize];
@@ -1026,7 +1026,7 @@ impl Sim<'_> {
                     let held = reduction - victims.len();
                     for v in victims {
                         if ((self.standby.len() + self.warming.len()) as u32) < standby {
-                            self.to_standby(v);
+                            self.put_in_standby(v);
                         } else {
                             self.terminate(v);
                         }
