@@ -679,6 +679,87 @@ fn json_report_is_stable() {
 }
 
 #[test]
+fn standby_settings_are_in_setup_checked_and_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.csv");
+    std::fs::write(&path, "queued_at,duration_seconds,project\n5,100,a\n").unwrap();
+    let run = |extra: &[&str]| {
+        autoscaler()
+            .args([
+                "simulate",
+                "--report",
+                "json",
+                "--planner",
+                "warm",
+                "--trace",
+            ])
+            .arg(&path)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = run(&[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let setup = &v["setup"];
+    assert_eq!(
+        (
+            &setup["resume_seconds"],
+            &setup["standby_cost"],
+            &setup["history"]
+        ),
+        (
+            &serde_json::json!(20.0),
+            &serde_json::json!(0.05),
+            &serde_json::json!("trace")
+        )
+    );
+    assert_eq!(setup["planners"][0]["settings"]["resume_seconds"], 20);
+    assert_eq!(setup["planners"][0]["settings"]["standby_max"], 40);
+    assert_eq!(v["warnings"], serde_json::json!([]));
+    // Another trace as history, or none.
+    let o = run(&["--history"]);
+    assert!(!o.status.success());
+    let other = example("diurnal.csv");
+    let o = run(&[
+        "--history",
+        other.to_str().unwrap(),
+        "--resume-seconds",
+        "30",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["setup"]["history"], other.to_str().unwrap());
+    assert_eq!(
+        v["warnings"][0],
+        "--resume-seconds 30 differs from [planners.warm] resume_seconds = 20"
+    );
+    for (flag, value, message) in [
+        (
+            "--standby-cost",
+            "1.5",
+            "--standby-cost: must be a share of a running instance's price, 0 to 1, got 1.5",
+        ),
+        ("--standby-cost", "NaN", "--standby-cost: must be a share"),
+        (
+            "--resume-seconds",
+            "-1",
+            "--resume-seconds: must be a number of seconds, 0 or more",
+        ),
+        (
+            "--history",
+            "/nonexistent/h.csv",
+            "--history: /nonexistent/h.csv",
+        ),
+    ] {
+        let o = run(&[&format!("{flag}={value}")]);
+        assert!(!o.status.success(), "{flag} {value}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(message), "{flag} {value}: {err}");
+    }
+}
+
+#[test]
 fn a_boot_time_that_differs_from_the_planners_is_warned_about() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.csv");
