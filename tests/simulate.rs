@@ -30,6 +30,8 @@ fn fleet(boot: i64) -> Fleet {
         worker_poll_ms: 0,
         executor: ExecutorModel::Declarative,
         max_step_up: None,
+        resume_ms: 20_000,
+        standby_cost: 0.05,
     }
 }
 
@@ -64,6 +66,7 @@ fn life(launched: i64, ready: i64, gone: Option<i64>) -> InstanceLife {
         launched_ms: launched * 1000,
         ready_ms: ready * 1000,
         gone_ms: gone.map(|g| g * 1000),
+        standby_ms: 0,
     }
 }
 
@@ -224,6 +227,124 @@ fn scale_in_removes_a_booting_instance_before_an_idle_booted_one() {
         vec![life(0, 0, None), life(0, 0, None), life(20, 80, Some(40))]
     );
     assert_never_killed(&t, &o);
+}
+
+#[test]
+fn scale_in_with_builds_queued_removes_the_booting_instance_not_the_idle_one() {
+    // The issue's case: builds still queued when the plan drops. minimum 1: I0 is up at 0 and
+    // its worker polls every 30 s. A (0 s, 25 s) runs on I0 from its first poll at 0. B is
+    // queued at 5: the cycle at 20 plans 2 and launches I1 (booting until 80). A ends at 25;
+    // I0's worker sleeps until its poll at 55. The cycle at 40 sees B still QUEUED and plans
+    // 1 (B's worker, none running): one of I0 (idle, booted) and I1 (booting) goes. The
+    // shared chooser removes I1, and I0 takes B at 55 (wait 50 s); removing the idle I0
+    // would have made B wait for I1's boot until 80 (wait 75 s) for the same cost.
+    let mut p = pool();
+    p.minimum = 1;
+    let t = trace(&[(0.0, 25.0, "a"), (5.0, 100.0, "b")]);
+    let mut f = fleet(60);
+    f.worker_poll_ms = 30_000;
+    let (o, m) = run(&t, &p, &f);
+    assert_eq!(started(&o), vec![Some(0), Some(55)]);
+    assert_eq!(o.instances, vec![life(0, 0, None), life(20, 80, Some(40))]);
+    assert_eq!(m.wait_max_seconds, 50.0);
+    assert_never_killed(&t, &o);
+}
+
+/// Planners with `[planners.warm]` set from `toml`.
+fn warm(toml: &str) -> Planners {
+    let mut sections = std::collections::BTreeMap::new();
+    sections.insert("warm".to_string(), toml::from_str(toml).unwrap());
+    Planners::from_config(&sections).unwrap()
+}
+
+#[test]
+fn a_build_arriving_while_an_instance_is_suspended_waits_resume_plus_worker_poll() {
+    // warm with a standby floor of 1, boot 60 s as the fleet's, resume 20 s, worker poll 10 s.
+    // The cycle at 0 plans size 0 and standby 1: I0 boots (0..60, at the running price), then
+    // waits in standby. A build is queued at 100, a cycle instant: plan 1, so I0 resumes,
+    // ready at 120; its agent wakes mid-sleep and polls at 130. Wait = 20 + 10 = 30 s. The
+    // standby target is unmet again, but I0 will come back to standby when its build ends:
+    // only once that shortfall has lasted a boot (60 s, at the cycle at 160) does I1 boot
+    // into standby.
+    let planners = warm("boot_seconds = 60\nstandby_min = 1");
+    let mut p = pool();
+    p.planner = Some("warm".into());
+    let t = trace(&[(100.0, 50.0, "a")]);
+    let mut f = fleet(60);
+    f.worker_poll_ms = 10_000;
+    let o = model::simulate(&t, &p, &f, &planners, true).unwrap();
+    assert_eq!(
+        o.fates,
+        vec![BuildFate::Ran {
+            start_ms: 130_000,
+            instance: 0
+        }]
+    );
+    assert_eq!(o.resumes, 1);
+    let i0 = o.instances[0];
+    assert_eq!(
+        (i0.launched_ms, i0.ready_ms, i0.standby_ms),
+        (0, 60_000, 40_000)
+    );
+    assert_eq!(
+        (o.instances[1].launched_ms, o.instances[1].ready_ms),
+        (160_000, 220_000)
+    );
+    assert_eq!(o.instances.len(), 2, "one standby kept, no more");
+    assert!(o.series.iter().any(|s| s.standby_workers == 1));
+    let m = Metrics::compute("warm", &t, &o, 1);
+    assert_eq!(m.wait_max_seconds, 30.0);
+    assert!(m.standby_worker_hours > 0.0);
+    let expect = m.worker_hours + 0.05 * m.standby_worker_hours;
+    assert!((m.cost_worker_hours - expect).abs() < 0.002, "{m:?}");
+    assert_never_killed(&t, &o);
+
+    // A worker that takes builds at once waits the resume alone.
+    f.worker_poll_ms = 0;
+    let o = model::simulate(&t, &p, &f, &planners, false).unwrap();
+    assert!(matches!(
+        o.fates[0],
+        BuildFate::Ran {
+            start_ms: 120_000,
+            instance: 0
+        }
+    ));
+
+    // Without a standby the same build waits a boot (stock's rule, warm's size).
+    let o = model::simulate(&t, &p, &f, &warm("boot_seconds = 60"), false).unwrap();
+    assert!(matches!(
+        o.fates[0],
+        BuildFate::Ran {
+            start_ms: 160_000,
+            ..
+        }
+    ));
+    assert_eq!(o.resumes, 0);
+}
+
+#[test]
+fn standby_follows_the_history_and_never_exceeds_the_maximum() {
+    // The uv week, learning from itself: warm holds standby, resumes it, and never has more
+    // instances (running, booting or standby) than maximum.
+    let t = Trace::load(&example("uv-2026w24.csv")).unwrap();
+    let mut p = pool();
+    p.maximum = 12;
+    p.planner = Some("warm".into());
+    let planners = warm("boot_seconds = 90\nstandby_max = 12");
+    let mut f = fleet(90);
+    f.worker_poll_ms = 10_000;
+    let o = model::simulate_with_history(&t, &p, &f, &planners, true, Some(&t)).unwrap();
+    assert!(o.resumes > 0);
+    assert!(o
+        .series
+        .iter()
+        .all(|s| s.provisioned_workers + s.standby_workers <= 12));
+    assert!(o.series.iter().any(|s| s.standby_workers > 0));
+    assert_never_killed(&t, &o);
+    // No history: the floor (0), so no standby at all.
+    let none = model::simulate_with_history(&t, &p, &f, &planners, true, None).unwrap();
+    assert_eq!(none.resumes, 0);
+    assert!(none.series.iter().all(|s| s.standby_workers == 0));
 }
 
 #[test]
@@ -444,6 +565,30 @@ fn shipped_traces_regenerate_byte_for_byte() {
 }
 
 #[test]
+fn the_real_uv_trace_parses_comment_and_header_included() {
+    // A week of pushes to astral-sh/uv (see docs/simulate.md): a `#` comment line, then the
+    // header, then RFC 3339 rows.
+    let t = Trace::load(&example("uv-2026w24.csv")).unwrap();
+    assert_eq!(t.builds.len(), 281);
+    assert!(t.timestamps);
+    assert_eq!(t.start.to_rfc3339(), "2026-06-08T00:50:36+00:00");
+    let last = t.builds.last().unwrap().queued_ms;
+    assert!(last > 6 * 86_400_000 && last < 7 * 86_400_000, "{last}");
+    assert!(t.projects.contains(&"infra".to_string()));
+    assert!(t
+        .builds
+        .iter()
+        .all(|b| b.duration_ms > 0 && b.project.is_some()));
+    let mut p = pool();
+    p.maximum = 100;
+    p.planner = Some("boot-aware".into());
+    let (o, m) = run(&t, &p, &fleet(90));
+    assert_eq!(m.ran + m.superseded, 281);
+    assert!(!o.capped);
+    assert_never_killed(&t, &o);
+}
+
+#[test]
 fn a_day_simulates_well_under_a_second_and_never_kills_a_build() {
     let t = Trace::load(&example("diurnal.csv")).unwrap();
     let mut p = pool();
@@ -504,7 +649,7 @@ fn json_report_is_stable() {
         "ratio_to_lower_bound": 1.6, "idle_fraction": 0.375, "boot_worker_hours": 0.017,
         "instances_launched": 1, "peak_workers": 1, "scale_out_events": 1, "scale_in_events": 1,
         "scale_events": 2, "executor_calls": 3, "cycles": 10, "simulated_hours": 0.05,
-        "capped": false
+        "capped": false, "standby_worker_hours": 0.0, "cost_worker_hours": 0.044, "resumes": 0
     });
     assert_eq!(r, &expected);
     // Key order is the documented one.
@@ -520,6 +665,139 @@ fn json_report_is_stable() {
         serde_json::from_str(&out(&["--planner", "boot-aware", "--planner", "stock"])).unwrap();
     assert_eq!(two["results"][0]["planner"], "boot-aware");
     assert_eq!(two["results"][1]["planner"], "stock");
+    // Every setting that changes the result is in `setup`, the planners' own included.
+    assert_eq!(
+        v["setup"]["planners"],
+        serde_json::json!([{"name": "stock", "settings": null}])
+    );
+    assert_eq!(v["warnings"], serde_json::json!([]));
+    assert_eq!(
+        two["setup"]["planners"][0],
+        serde_json::json!({"name": "boot-aware", "settings":
+            {"boot_seconds": 90, "scale_in_delay_seconds": null, "lookahead": 0.0}})
+    );
+}
+
+#[test]
+fn standby_settings_are_in_setup_checked_and_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.csv");
+    std::fs::write(&path, "queued_at,duration_seconds,project\n5,100,a\n").unwrap();
+    let run = |extra: &[&str]| {
+        autoscaler()
+            .args([
+                "simulate",
+                "--report",
+                "json",
+                "--planner",
+                "warm",
+                "--trace",
+            ])
+            .arg(&path)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = run(&[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let setup = &v["setup"];
+    assert_eq!(
+        (
+            &setup["resume_seconds"],
+            &setup["standby_cost"],
+            &setup["history"]
+        ),
+        (
+            &serde_json::json!(20.0),
+            &serde_json::json!(0.05),
+            &serde_json::json!("trace")
+        )
+    );
+    assert_eq!(setup["planners"][0]["settings"]["resume_seconds"], 20);
+    assert_eq!(setup["planners"][0]["settings"]["standby_max"], 40);
+    assert_eq!(v["warnings"], serde_json::json!([]));
+    // Another trace as history, or none.
+    let o = run(&["--history"]);
+    assert!(!o.status.success());
+    let other = example("diurnal.csv");
+    let o = run(&[
+        "--history",
+        other.to_str().unwrap(),
+        "--resume-seconds",
+        "30",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["setup"]["history"], other.to_str().unwrap());
+    assert_eq!(
+        v["warnings"][0],
+        "--resume-seconds 30 differs from [planners.warm] resume_seconds = 20"
+    );
+    for (flag, value, message) in [
+        (
+            "--standby-cost",
+            "1.5",
+            "--standby-cost: must be a share of a running instance's price, 0 to 1, got 1.5",
+        ),
+        ("--standby-cost", "NaN", "--standby-cost: must be a share"),
+        (
+            "--resume-seconds",
+            "-1",
+            "--resume-seconds: must be a number of seconds, 0 or more",
+        ),
+        (
+            "--history",
+            "/nonexistent/h.csv",
+            "--history: /nonexistent/h.csv",
+        ),
+    ] {
+        let o = run(&[&format!("{flag}={value}")]);
+        assert!(!o.status.success(), "{flag} {value}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(message), "{flag} {value}: {err}");
+    }
+}
+
+#[test]
+fn a_boot_time_that_differs_from_the_planners_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.csv");
+    std::fs::write(&path, "queued_at,duration_seconds,project\n5,100,a\n").unwrap();
+    let run = |boot: &str, report: &str| {
+        let o = autoscaler()
+            .args(["simulate", "--trace"])
+            .arg(&path)
+            .args([
+                "--boot-seconds",
+                boot,
+                "--planner",
+                "boot-aware",
+                "--planner",
+                "stock",
+            ])
+            .args(["--report", report])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        (
+            String::from_utf8(o.stdout).unwrap(),
+            String::from_utf8(o.stderr).unwrap(),
+        )
+    };
+    let text = "--boot-seconds 300 differs from [planners.boot-aware] boot_seconds = 90";
+    let (json, stderr) = run("300", "json");
+    assert!(stderr.contains(&format!("warning: {text}")), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["warnings"].as_array().unwrap().len(), 1, "{json}");
+    assert!(v["warnings"][0].as_str().unwrap().starts_with(text));
+    let (table, _) = run("300", "table");
+    assert!(table.contains(&format!("warning: {text}")), "{table}");
+    // Matching boot times: no warning anywhere.
+    let (json, stderr) = run("90", "json");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["warnings"], serde_json::json!([]));
 }
 
 #[test]
@@ -553,17 +831,49 @@ fn table_report_and_svg_plot() {
     assert!(text.starts_with("<svg"), "{}", &text[..100.min(text.len())]);
     assert!(text.trim_end().ends_with("</svg>"));
     assert!(text.len() > 20_000, "only {} bytes", text.len());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "wrote the plot of 2 planner(s) to {}",
+            svg.display()
+        )),
+        "{stderr}"
+    );
     for label in [
         "queued builds",
         "running builds",
         "capacity (booted workers)",
+        "paid workers (booting included)",
+        "standby workers (suspended or stopped)",
+        "time (UTC), from",
         "stock on release-day.csv",
         "boot-aware on release-day.csv",
     ] {
         assert!(text.contains(label), "no {label:?} in the SVG");
     }
     // Lines with many points were drawn (one polyline per series per panel).
-    assert!(text.matches("<polyline").count() >= 8);
+    assert!(text.matches("<polyline").count() >= 10);
+    // Clock ticks on the time axis (the release day starts at midnight: 02:00, 04:00, …).
+    let labels: Vec<&str> = regex_lite::Regex::new(r"<text[^>]*>\s*([^<]*?)\s*</text>")
+        .unwrap()
+        .captures_iter(&text)
+        .map(|c| c.get(1).unwrap().as_str())
+        .collect();
+    for tick in ["00:00", "02:00", "12:00", "22:00"] {
+        assert!(labels.contains(&tick), "no clock tick {tick}: {labels:?}");
+    }
+    // Whole-number counts on the y axis, rising within each panel, none printed twice (ticks
+    // at 0.5 printed `0 0 1 1 2 2`).
+    let numbers: Vec<u32> = labels.iter().filter_map(|l| l.parse().ok()).collect();
+    assert!(numbers.len() >= 6, "{labels:?}");
+    assert_eq!(
+        numbers.iter().filter(|&&n| n == 0).count(),
+        2,
+        "{numbers:?}"
+    );
+    for w in numbers.windows(2) {
+        assert!(w[1] > w[0] || w[1] == 0, "{numbers:?}");
+    }
 }
 
 #[test]
@@ -619,7 +929,7 @@ fn bad_flags_are_named() {
     assert!(err.contains("apply to --executor shell only"), "{err}");
     let (_, err) = run(&["--trace", trace, "--planner", "magic"]);
     assert!(
-        err.contains("unknown planner \"magic\" (known: stock, boot-aware)"),
+        err.contains("unknown planner \"magic\" (known: stock, boot-aware, warm)"),
         "{err}"
     );
     let (code, err) = run(&[]);

@@ -4,12 +4,14 @@
 //! (SQLite numbers `$N` parameters in order of appearance, PostgreSQL by N; the queries use
 //! them in order). The autoscaler writes only `autoscaling_status` and `last_autoscaled`.
 
+mod history;
 mod lock;
 mod queries;
 mod redact;
 mod rows;
 mod timestamp;
 
+pub use history::{HistoryCache, HISTORY_MAX_AGE, HISTORY_WEEKS};
 pub use lock::{PoolLocks, LOCK_NAMESPACE};
 use queries::Acquired;
 pub use redact::redact_url;

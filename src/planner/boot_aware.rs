@@ -1,10 +1,10 @@
 use super::{clamp, PlanInput, Planner, PlannerState, Stock};
 use autoscaler_executor::Plan;
 use chrono::{DateTime, Duration, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// `[planners.boot-aware]` of the config file.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, PartialEq, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BootAwareConfig {
     /// Seconds from asking for an instance until its workers take builds. Arrivals expected
@@ -47,7 +47,10 @@ pub struct DemandSample {
     pub last: DateTime<Utc>,
     /// Stock's size plus the look-ahead, clamped.
     pub size: u32,
-    /// Queued + running builds.
+    /// Queued + running builds, queued ones counted as the pool's demand counts them
+    /// ([`crate::planner::Counts::effective_queued`]: distinct projects with `build_latest`),
+    /// so the look-ahead sees the arrivals that will need a worker and not the duplicates
+    /// Vespene's worker aborts.
     pub builds: u64,
 }
 
@@ -57,7 +60,8 @@ pub struct DemandSample {
 ///
 /// ```text
 /// demand(t) = stock size at t (weights, multiplier, excess, build_latest, bounds)
-/// arrivals  = builds that joined in the last window (rises of queued + running), per second
+/// arrivals  = builds that joined in the last window (rises of queued + running, queued counted
+///             as stock counts them: distinct projects with build_latest), per second
 /// size(t)   = clamp(max(demand(t) + ceil(lookahead * arrivals * boot_seconds),
 ///                       max of demand over the last scale_in_delay_seconds), minimum, maximum)
 /// queued_size = stock's (a non-declarative executor cannot scale in, so it gets no spare)
@@ -109,10 +113,18 @@ impl Planner for BootAware {
         "boot-aware"
     }
 
+    fn settings(&self) -> serde_json::Value {
+        serde_json::to_value(&self.config).expect("plain settings serialize")
+    }
+
+    fn boot_seconds(&self) -> Option<u64> {
+        Some(self.config.boot_seconds)
+    }
+
     fn plan(&self, input: &PlanInput<'_>, state: &mut PlannerState) -> Plan {
         let stock = Stock.plan(input, state);
         let now = input.now;
-        let builds = input.counts.queued + input.counts.running;
+        let builds = input.counts.effective_queued(input.pool) + input.counts.running;
         let samples = &mut state.samples;
         // A clock that went backwards invalidates the history.
         if samples.back().is_some_and(|s| s.last > now) {
@@ -249,6 +261,36 @@ mod tests {
             size = step(&p, &pool, i * 20, counts(0, 2 * i as u64), &mut st);
         }
         assert_eq!(size, 6 + 6);
+    }
+
+    #[test]
+    fn a_burst_of_one_project_counts_as_stock_counts_it() {
+        // 13 builds of one project queue 5 s apart while 2 of them run: with build_latest the
+        // pool needs a worker per project, so the look-ahead must not see 13 arrivals.
+        let mut pool = WorkerPool::with_defaults(1, "p");
+        pool.maximum = 50;
+        let p = planner(60, 1.0);
+        let burst = |pool: &WorkerPool| {
+            let mut st = PlannerState::default();
+            let mut peak = 0;
+            for i in 0..13u64 {
+                let running = i.min(2);
+                let c = Counts {
+                    queued: i + 1 - running,
+                    queued_projects: 1,
+                    running,
+                };
+                peak = peak.max(step(&p, pool, i as i64 * 5, c, &mut st));
+            }
+            peak
+        };
+        // Demand: 1 queued project + 2 running = 3. Arrivals counted the same way rose 1 -> 3
+        // within the 60 s window: 2 more expected within the 60 s boot. (Counting every
+        // queued build, as before, saw 12 rises: 3 + 12 = 15 workers for 3 builds' worth.)
+        assert_eq!(burst(&pool), 3 + 2);
+        // Without build_latest every build is demand, and the look-ahead counts them all.
+        pool.build_latest = false;
+        assert!(burst(&pool) >= 13, "{}", burst(&pool));
     }
 
     #[test]

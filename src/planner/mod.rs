@@ -5,9 +5,11 @@
 
 mod boot_aware;
 mod stock;
+mod warm;
 
 pub use boot_aware::{BootAware, BootAwareConfig, DemandSample};
 pub use stock::Stock;
+pub use warm::{hour_of_week, ArrivalHistory, StandbyBounds, Warm, WarmConfig, HOURS_PER_WEEK};
 
 use autoscaler_executor::{Plan, WorkerPool};
 use chrono::{DateTime, Duration, Utc};
@@ -97,6 +99,12 @@ pub struct PlannerState {
     /// `boot-aware`'s recent cycles, pruned to its window: the demand it holds capacity for
     /// and the arrivals it looks ahead by.
     pub samples: VecDeque<DemandSample>,
+    /// The pool's arrivals by hour of the week, for `warm`'s standby target: put here by the
+    /// caller (the simulator from a trace; a database's [`ArrivalHistory`] is cached per pool),
+    /// never fetched by the planner. 168 buckets at most.
+    pub history: Option<ArrivalHistory>,
+    /// `warm`'s standby target held up, and since when: (since, target).
+    pub standby_hold: Option<(DateTime<Utc>, u32)>,
 }
 
 /// A way of turning counts into a plan. Implementations must be pure: no I/O, no clock.
@@ -106,6 +114,32 @@ pub trait Planner: Send + Sync {
     /// The plan for a pool whose settings already passed [`validate`]; must stay within the
     /// pool's `minimum`..=`maximum`.
     fn plan(&self, input: &PlanInput<'_>, state: &mut PlannerState) -> Plan;
+    /// The planner's own settings (its `[planners.NAME]` section with defaults filled in), so
+    /// a simulation report says everything that produced its result; `null` for a planner
+    /// that takes its settings from the pool row alone.
+    fn settings(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+    /// The boot time the planner provisions for, if it has one: the simulator warns when its
+    /// fleet boots at another speed, since the result would then describe neither.
+    fn boot_seconds(&self) -> Option<u64> {
+        None
+    }
+    /// The resume time (standby to serving) the planner plans for, if it holds standby: the
+    /// simulator warns when its fleet resumes at another speed.
+    fn resume_seconds(&self) -> Option<u64> {
+        None
+    }
+    /// The window (seconds) the planner wants its [`PlannerState::history`] counted over, if
+    /// it uses one at all: the caller builds the history to match.
+    fn history_window_seconds(&self) -> Option<u64> {
+        None
+    }
+    /// Standby workers (stopped or suspended instances, brought back in seconds) to hold
+    /// besides `plan`. Planners without warm capacity hold none.
+    fn standby(&self, _input: &PlanInput<'_>, _state: &mut PlannerState, _plan: &Plan) -> u32 {
+        0
+    }
 }
 
 /// A `[planners.NAME]` section of the config file that could not be used.
@@ -119,7 +153,7 @@ pub struct PlannerConfigError {
 }
 
 /// Every planner's name, as a pool's `planner` column and a `[planners.NAME]` section spell it.
-pub const PLANNERS: [&str; 2] = ["stock", "boot-aware"];
+pub const PLANNERS: [&str; 3] = ["stock", "boot-aware", "warm"];
 
 /// The planners this build offers, configured from the config file's `[planners.NAME]`
 /// sections. An empty or NULL `planner` column means `stock`, the only planner Vespene ever
@@ -164,8 +198,15 @@ impl Planners {
             })?,
             None => BootAware::new(BootAwareConfig::default()),
         };
+        let warm = match sections.get("warm") {
+            Some(table) => Warm::from_table(table).map_err(|message| PlannerConfigError {
+                section: "warm".into(),
+                message,
+            })?,
+            None => Warm::new(WarmConfig::default()),
+        };
         Ok(Planners {
-            list: vec![Box::new(Stock), Box::new(boot_aware)],
+            list: vec![Box::new(Stock), Box::new(boot_aware), Box::new(warm)],
         })
     }
 
@@ -209,6 +250,18 @@ impl Planners {
         }
         state.last_plan = Some(plan);
         Ok(plan)
+    }
+
+    /// The standby workers the pool's planner holds besides `plan` (the plan as applied, after
+    /// the runaway guard); settings validated as for [`Planners::plan`].
+    pub fn standby(
+        &self,
+        input: &PlanInput<'_>,
+        state: &mut PlannerState,
+        plan: &Plan,
+    ) -> Result<u32, SettingError> {
+        validate(input.pool)?;
+        Ok(self.lookup(input.pool)?.standby(input, state, plan))
     }
 }
 
@@ -414,7 +467,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "pool p: planner: unknown planner \"magic\" (known: stock, boot-aware)"
+            "pool p: planner: unknown planner \"magic\" (known: stock, boot-aware, warm)"
         );
     }
 
@@ -425,7 +478,7 @@ mod tests {
         let err = Planners::from_config(&sections).err().unwrap();
         assert_eq!(
             err.to_string(),
-            "[planners.magic]: unknown planner (known: stock, boot-aware)"
+            "[planners.magic]: unknown planner (known: stock, boot-aware, warm)"
         );
         let mut sections = BTreeMap::new();
         let mut t = toml::Table::new();
@@ -444,7 +497,7 @@ mod tests {
                 .unwrap(),
         );
         let planners = Planners::from_config(&sections).unwrap();
-        assert_eq!(planners.names(), vec!["stock", "boot-aware"]);
+        assert_eq!(planners.names(), vec!["stock", "boot-aware", "warm"]);
         sections.insert(
             "boot-aware".to_string(),
             toml::from_str::<toml::Table>("boot_time = 120").unwrap(),

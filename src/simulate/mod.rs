@@ -69,6 +69,23 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 90.0)]
     pub boot_seconds: f64,
 
+    /// Seconds from resuming a standby (stopped or suspended) instance until its workers take
+    /// builds again, instead of --boot-seconds (planners with warm capacity: warm).
+    #[arg(long, value_name = "SECONDS", default_value_t = 20.0)]
+    pub resume_seconds: f64,
+
+    /// What a standby instance costs as a share of a running one: its disk (and a suspended
+    /// one's memory image) without the VM. Default from list prices: a 50 GB balanced
+    /// persistent disk against an e2-standard-4 on GCE (see docs/simulate.md).
+    #[arg(long, value_name = "SHARE", default_value_t = DEFAULT_STANDBY_COST)]
+    pub standby_cost: f64,
+
+    /// Where planners with a history (warm) learn the pool's arrivals by hour of the week:
+    /// `trace` (the simulated trace itself, in-sample), `none`, or another trace FILE.csv of
+    /// the same pool (out-of-sample).
+    #[arg(long, value_name = "trace|none|FILE.csv", default_value = "trace")]
+    pub history: String,
+
     /// Workers (concurrent builds) per instance; the executor launches
     /// ceil(size / workers_per_instance) instances.
     #[arg(long, value_name = "K", default_value_t = 1)]
@@ -145,6 +162,11 @@ pub struct SimulateArgs {
     pub output: Option<PathBuf>,
 }
 
+/// `--standby-cost`'s default: GCE list prices (us-central1), a 50 GB pd-balanced disk at
+/// $0.10 per GB-month ($5.00 a month, $0.0068 an hour) against an e2-standard-4 at $0.134 an
+/// hour: 0.051, rounded to 0.05.
+pub const DEFAULT_STANDBY_COST: f64 = 0.05;
+
 /// `--executor`: the two ways the engine applies a plan.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ExecutorKind {
@@ -216,6 +238,15 @@ pub async fn run(
     }
     let planners = Planners::from_config(&config.planners).map_err(SimulateError::new)?;
     let fleet = fleet_for(&args, &pool, config)?;
+    let history = match args.history.as_str() {
+        "trace" => Some(trace.clone()),
+        "none" => None,
+        file => {
+            let h = Trace::load(std::path::Path::new(file))
+                .map_err(|e| SimulateError::new(format!("--history: {e}")))?;
+            Some(h)
+        }
+    };
     let names: Vec<Option<String>> = if args.planners.is_empty() {
         vec![None]
     } else {
@@ -224,19 +255,53 @@ pub async fn run(
 
     let mut results = Vec::new();
     let mut outcomes = Vec::new();
+    let mut planner_setups = Vec::new();
+    let mut warnings = Vec::new();
     for name in names {
         let mut p = pool.clone();
         if let Some(n) = name {
             p.planner = Some(n);
         }
-        let label = planners
-            .lookup(&p)
-            .map_err(SimulateError::new)?
-            .name()
-            .to_string();
+        let chosen = planners.lookup(&p).map_err(SimulateError::new)?;
+        let label = chosen.name().to_string();
+        if let Some(b) = chosen.boot_seconds() {
+            if (b as f64 - args.boot_seconds).abs() > 1e-9 {
+                let w = format!(
+                    "--boot-seconds {} differs from [planners.{label}] boot_seconds = {b}: the \
+                     planner provisions for a boot the simulated fleet does not have, so the \
+                     result describes neither setup",
+                    args.boot_seconds
+                );
+                if !warnings.contains(&w) {
+                    warnings.push(w);
+                }
+            }
+        }
+        if let Some(r) = chosen.resume_seconds() {
+            if (r as f64 - args.resume_seconds).abs() > 1e-9 {
+                let w = format!(
+                    "--resume-seconds {} differs from [planners.{label}] resume_seconds = {r}",
+                    args.resume_seconds
+                );
+                if !warnings.contains(&w) {
+                    warnings.push(w);
+                }
+            }
+        }
+        planner_setups.push(report::PlannerSetup {
+            name: label.clone(),
+            settings: chosen.settings(),
+        });
         let started = std::time::Instant::now();
-        let outcome = model::simulate(&trace, &p, &fleet, &planners, args.plot.is_some())
-            .map_err(SimulateError::new)?;
+        let outcome = model::simulate_with_history(
+            &trace,
+            &p,
+            &fleet,
+            &planners,
+            args.plot.is_some(),
+            history.as_ref(),
+        )
+        .map_err(SimulateError::new)?;
         tracing::debug!(
             planner = %label,
             elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
@@ -252,9 +317,15 @@ pub async fn run(
         outcomes.push((label, outcome));
     }
 
+    for w in &warnings {
+        eprintln!("autoscaler simulate: warning: {w}");
+    }
+    let mut setup = setup(&args, path, &trace, &pool, &fleet);
+    setup.planners = planner_setups;
     let report = Report {
-        setup: setup(&args, path, &trace, &pool, &fleet),
+        setup,
         results,
+        warnings,
     };
     if let Some(svg) = &args.plot {
         let panels: Vec<plot::Panel<'_>> = outcomes
@@ -271,9 +342,15 @@ pub async fn run(
                 ),
                 series: &o.series,
                 end_ms: o.end_ms,
+                start: trace.start,
             })
             .collect();
         plot::write_svg(svg, &panels).map_err(SimulateError::new)?;
+        eprintln!(
+            "wrote the plot of {} planner(s) to {}",
+            panels.len(),
+            svg.display()
+        );
     }
     match args.report {
         ReportFormat::Table => print!("{}", report.to_table()),
@@ -428,6 +505,15 @@ fn fleet_for(
         )?,
         executor,
         max_step_up: config.max_step_up,
+        resume_ms: seconds("--resume-seconds", args.resume_seconds)?,
+        standby_cost: if args.standby_cost.is_finite() && (0.0..=1.0).contains(&args.standby_cost) {
+            args.standby_cost
+        } else {
+            return Err(SimulateError::new(format!(
+                "--standby-cost: must be a share of a running instance's price, 0 to 1, got {}",
+                args.standby_cost
+            )));
+        },
     })
 }
 
@@ -480,6 +566,10 @@ fn setup(
             build_latest: pool.build_latest,
             sleep_seconds: pool.sleep_seconds,
         },
+        resume_seconds: fleet.resume_ms as f64 / 1000.0,
+        standby_cost: fleet.standby_cost,
+        history: args.history.clone(),
+        planners: Vec::new(),
     }
 }
 

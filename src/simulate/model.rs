@@ -26,6 +26,17 @@
 //!   ends when all its workers have.
 //! - **Instances** cost from launch to termination, boot included; a launched instance
 //!   becomes `workers_per_instance` workers after `boot`.
+//! - **Standby instances** (a planner with warm capacity, `warm`, asks for them besides its
+//!   size; declarative executors only) are stopped or suspended: they cost `standby_cost` of a
+//!   running instance and come back after `resume` instead of `boot`. Scale-out resumes
+//!   standby instances first, then takes over instances still booting into standby, and
+//!   launches only the rest. Scale-in puts an instance the chooser picked into standby while
+//!   the standby target is not met (a booting one finishes its boot first, then waits in
+//!   standby), and deletes it otherwise. A standby target not met by scale-in is met by
+//!   launching instances that boot (at the running price) and then wait in standby; one above
+//!   the target is met by deleting standby instances, the longest waiting first. A changed
+//!   standby target makes a full cycle call the executor. A resumed worker's agent wakes in
+//!   the middle of its sleep: it polls `worker_poll` after the resume (the worst case).
 //! - **Workers** behave like Vespene's worker loop: a worker polls the queue when it starts
 //!   and then `worker_poll` after each empty poll or each finished build (the pool's
 //!   `sleep_seconds`); with `worker_poll` 0 an idle worker takes a build the instant it is
@@ -42,7 +53,7 @@
 
 mod idle;
 
-use crate::planner::{self, Counts, PlanInput, PlannerState, Planners};
+use crate::planner::{self, ArrivalHistory, Counts, PlanInput, PlannerState, Planners};
 use crate::simulate::trace::Trace;
 use autoscaler_executor::{Plan, WorkerPool};
 use std::cmp::Reverse;
@@ -93,6 +104,11 @@ pub struct Fleet {
     pub executor: ExecutorModel,
     /// The config file's `max_step_up` (the engine's runaway guard).
     pub max_step_up: Option<u32>,
+    /// Standby (stopped or suspended) to workers taking builds again.
+    pub resume_ms: i64,
+    /// What a standby instance costs per hour, as a share of a running one (its disks, and the
+    /// memory image of a suspended one).
+    pub standby_cost: f64,
 }
 
 /// What became of one build of the trace.
@@ -117,6 +133,8 @@ pub struct InstanceLife {
     pub ready_ms: i64,
     /// Terminated (billing stops); `None`: still there at the end.
     pub gone_ms: Option<i64>,
+    /// Time spent in standby (billed at the standby rate, not the running one).
+    pub standby_ms: i64,
 }
 
 /// The fleet and queue at one instant, for the plot.
@@ -132,6 +150,8 @@ pub struct Sample {
     pub ready_workers: u32,
     /// Workers paid for (booting ones included).
     pub provisioned_workers: u32,
+    /// Workers on standby instances (suspended or stopped, paid at the standby rate).
+    pub standby_workers: u32,
 }
 
 /// Everything a run produced; [`crate::simulate::report`] turns it into figures.
@@ -157,6 +177,10 @@ pub struct Outcome {
     pub cycles: u64,
     /// The largest plan size asked for.
     pub peak_plan: u32,
+    /// Standby instances brought back into service.
+    pub resumes: u64,
+    /// The fleet's `standby_cost`, for the report.
+    pub standby_cost: f64,
     /// State changes over time (only when asked for).
     pub series: Vec<Sample>,
 }
@@ -191,6 +215,16 @@ struct Instance {
     ready: bool,
     busy: u32,
     live_slots: u32,
+    /// Stopped or suspended, since `standby_since`.
+    standby: bool,
+    standby_since: i64,
+    standby_ms: i64,
+    /// Booting, to wait in standby once booted.
+    warming: bool,
+    /// Came back from standby at least once: its agent wakes mid-sleep.
+    resumed: bool,
+    /// Bumped on every resume, so a stale Ready event is ignored.
+    epoch: u32,
 }
 
 #[derive(Clone, Copy)]
@@ -214,8 +248,16 @@ struct Sim<'a> {
     next_arrival: usize,
     instances: Vec<Instance>,
     slots: Vec<Slot>,
-    /// Instances not terminated, in launch order.
+    /// Instances not terminated and not standby (booting, resuming or booted), in launch order.
     live: Vec<u32>,
+    /// Standby instances, in the order they entered standby.
+    standby: Vec<u32>,
+    /// Instances booting to enter standby.
+    warming: Vec<u32>,
+    /// The standby target (instances) last applied.
+    last_standby: u32,
+    /// Since when the standby has been below its target (see `apply`).
+    short_since: Option<i64>,
     /// Idle slots of booted instances (only when workers take builds at once).
     idle: BTreeSet<u32>,
     queue: VecDeque<u32>,
@@ -251,7 +293,40 @@ pub fn simulate(
     planners: &Planners,
     record_series: bool,
 ) -> Result<Outcome, ModelError> {
-    simulate_with(trace, pool, fleet, planners, record_series, true)
+    simulate_with(trace, pool, fleet, planners, record_series, true, None)
+}
+
+/// [`simulate`], with the planner's history learned from `history`'s arrivals (for planners
+/// that use one, `warm`), counted as the pool's demand over the planner's window. Passing the
+/// simulated trace itself learns from the very week being replayed (in-sample); another
+/// trace of the same pool is the out-of-sample check.
+pub fn simulate_with_history(
+    trace: &Trace,
+    pool: &WorkerPool,
+    fleet: &Fleet,
+    planners: &Planners,
+    record_series: bool,
+    history: Option<&Trace>,
+) -> Result<Outcome, ModelError> {
+    simulate_with(trace, pool, fleet, planners, record_series, true, history)
+}
+
+/// The [`ArrivalHistory`] of a trace's arrivals, keyed as the pool's demand counts them.
+pub fn trace_history(trace: &Trace, pool: &WorkerPool, window_seconds: u64) -> ArrivalHistory {
+    let projects = trace.projects.len() as u64;
+    ArrivalHistory::from_arrivals(
+        window_seconds,
+        trace.builds.iter().enumerate().map(|(i, b)| {
+            let key = match b.project {
+                Some(p) if pool.build_latest => u64::from(p),
+                _ => projects + i as u64,
+            };
+            (
+                trace.start + chrono::Duration::milliseconds(b.queued_ms),
+                key,
+            )
+        }),
+    )
 }
 
 /// [`simulate`], with the idle-time jump on or off.
@@ -262,6 +337,7 @@ pub(crate) fn simulate_with(
     planners: &Planners,
     record_series: bool,
     jump: bool,
+    history: Option<&Trace>,
 ) -> Result<Outcome, ModelError> {
     planner::validate(pool)?;
     planners.lookup(pool)?;
@@ -273,10 +349,22 @@ pub(crate) fn simulate_with(
     if fleet.sleep_ms <= 0 {
         return Err(ModelError::Fleet("--sleep must be more than 0".into()));
     }
-    if fleet.boot_ms < 0 || fleet.worker_poll_ms < 0 || fleet.poll_ms < 0 {
+    if fleet.boot_ms < 0 || fleet.worker_poll_ms < 0 || fleet.poll_ms < 0 || fleet.resume_ms < 0 {
         return Err(ModelError::Fleet(
-            "--boot-seconds, --worker-poll-seconds and --poll-seconds must not be negative".into(),
+            "--boot-seconds, --resume-seconds, --worker-poll-seconds and --poll-seconds must not \
+             be negative"
+                .into(),
         ));
+    }
+    if !fleet.standby_cost.is_finite() || !(0.0..=1.0).contains(&fleet.standby_cost) {
+        return Err(ModelError::Fleet(format!(
+            "--standby-cost: must be a share of a running instance's price, 0 to 1, got {}",
+            fleet.standby_cost
+        )));
+    }
+    let mut state = PlannerState::default();
+    if let (Some(h), Some(window)) = (history, planners.lookup(pool)?.history_window_seconds()) {
+        state.history = Some(trace_history(h, pool, window));
     }
     if fleet.executor.declarative() && pool.maximum.max(0) < fleet.workers_per_instance as i32 {
         return Err(ModelError::Fleet(format!(
@@ -297,6 +385,10 @@ pub(crate) fn simulate_with(
         instances: Vec::new(),
         slots: Vec::new(),
         live: Vec::new(),
+        standby: Vec::new(),
+        warming: Vec::new(),
+        last_standby: 0,
+        short_since: None,
         idle: BTreeSet::new(),
         queue: VecDeque::new(),
         aborted: vec![false; trace.builds.len()],
@@ -307,7 +399,7 @@ pub(crate) fn simulate_with(
         running: 0,
         ready_workers: 0,
         fates: vec![BuildFate::NeverStarted; trace.builds.len()],
-        state: PlannerState::default(),
+        state,
         last_applied: None,
         revisit: false,
         out: Outcome {
@@ -320,6 +412,8 @@ pub(crate) fn simulate_with(
             executor_calls: 0,
             cycles: 0,
             peak_plan: 0,
+            resumes: 0,
+            standby_cost: fleet.standby_cost,
             series: Vec::new(),
         },
         record: record_series,
@@ -391,7 +485,7 @@ impl Sim<'_> {
                 self.t = t;
                 match kind {
                     Kind::Finish => self.finish_build(a),
-                    Kind::Ready => self.ready(a),
+                    Kind::Ready => self.ready(a, b),
                     Kind::Poll => self.poll(a, b),
                     Kind::Cycle => {
                         let full = self.t >= self.next_full;
@@ -434,7 +528,8 @@ impl Sim<'_> {
             queued: self.queued,
             running: self.running,
             ready_workers: self.ready_workers,
-            provisioned_workers: self.live.len() as u32 * self.k,
+            provisioned_workers: (self.live.len() + self.warming.len()) as u32 * self.k,
+            standby_workers: self.standby.len() as u32 * self.k,
         };
         match self.out.series.last_mut() {
             Some(last) if last.t_ms == s.t_ms => *last = s,
@@ -444,7 +539,14 @@ impl Sim<'_> {
                     last.running,
                     last.ready_workers,
                     last.provisioned_workers,
-                ) == (s.queued, s.running, s.ready_workers, s.provisioned_workers) => {}
+                    last.standby_workers,
+                ) == (
+                    s.queued,
+                    s.running,
+                    s.ready_workers,
+                    s.provisioned_workers,
+                    s.standby_workers,
+                ) => {}
             _ => self.out.series.push(s),
         }
     }
@@ -554,8 +656,10 @@ impl Sim<'_> {
                 self.push(t + w, Kind::Poll, slot, generation);
             }
         } else {
-            // Vespene's worker sleeps `sleep_seconds` after each build before polling again.
-            let next = if self.slots[slot as usize].done == 0 {
+            // Vespene's worker sleeps `sleep_seconds` after each build before polling again; a
+            // resumed one wakes in the middle of its sleep.
+            let resumed = self.instances[(slot / self.k) as usize].resumed;
+            let next = if self.slots[slot as usize].done == 0 && !resumed {
                 t
             } else {
                 t + self.fleet.worker_poll_ms
@@ -564,9 +668,19 @@ impl Sim<'_> {
         }
     }
 
-    fn ready(&mut self, inst: u32) {
+    fn ready(&mut self, inst: u32, epoch: u32) {
+        let t = self.t;
         let i = &mut self.instances[inst as usize];
-        if i.gone.is_some() {
+        if i.gone.is_some() || i.standby || i.epoch != epoch {
+            return;
+        }
+        if i.warming {
+            // Booted into standby: it waits there.
+            i.warming = false;
+            i.standby = true;
+            i.standby_since = t;
+            self.warming.retain(|&x| x != inst);
+            self.standby.push(inst);
             return;
         }
         i.ready = true;
@@ -582,7 +696,12 @@ impl Sim<'_> {
     fn poll(&mut self, slot: u32, generation: u32) {
         let s = self.slots[slot as usize];
         let inst = &self.instances[(slot / self.k) as usize];
-        if inst.gone.is_some() || s.exited || s.build.is_some() || s.generation != generation {
+        if inst.gone.is_some()
+            || !inst.ready
+            || s.exited
+            || s.build.is_some()
+            || s.generation != generation
+        {
             return;
         }
         if !self.instant_claims() && self.queued > 0 {
@@ -621,6 +740,17 @@ impl Sim<'_> {
     }
 
     fn launch(&mut self, at: i64, boot: i64) {
+        let inst = self.launch_instance(at, boot, false);
+        self.live.push(inst);
+    }
+
+    /// Launches an instance that boots and then waits in standby.
+    fn launch_warming(&mut self, at: i64) {
+        let inst = self.launch_instance(at, self.fleet.boot_ms, true);
+        self.warming.push(inst);
+    }
+
+    fn launch_instance(&mut self, at: i64, boot: i64, warming: bool) -> u32 {
         let inst = self.instances.len() as u32;
         self.instances.push(Instance {
             launched: at,
@@ -629,6 +759,12 @@ impl Sim<'_> {
             ready: false,
             busy: 0,
             live_slots: self.k,
+            standby: false,
+            standby_since: 0,
+            standby_ms: 0,
+            warming,
+            resumed: false,
+            epoch: 0,
         });
         for _ in 0..self.k {
             self.slots.push(Slot {
@@ -639,8 +775,52 @@ impl Sim<'_> {
                 generation: 0,
             });
         }
-        self.live.push(inst);
         self.push(at + boot, Kind::Ready, inst, 0);
+        inst
+    }
+
+    /// A live instance the chooser picked goes to standby instead of away: a booted one is
+    /// stopped now, a booting one finishes its boot first (it cannot be stopped before), a
+    /// resuming one goes back.
+    fn put_in_standby(&mut self, inst: u32) {
+        let t = self.t;
+        let k = self.k;
+        let i = &mut self.instances[inst as usize];
+        debug_assert_eq!(i.busy, 0, "never stop an instance with a running build");
+        self.live.retain(|&x| x != inst);
+        if !i.ready && !i.resumed {
+            i.warming = true;
+            self.warming.push(inst);
+            return;
+        }
+        let workers = if i.ready { i.live_slots } else { 0 };
+        i.ready = false;
+        i.standby = true;
+        i.standby_since = t;
+        i.epoch = i.epoch.wrapping_add(1);
+        self.ready_workers -= workers;
+        self.standby.push(inst);
+        for slot in inst * k..(inst + 1) * k {
+            self.idle.remove(&slot);
+            let s = &mut self.slots[slot as usize];
+            s.generation = s.generation.wrapping_add(1);
+        }
+    }
+
+    /// A standby instance comes back: its workers take builds after `resume`.
+    fn resume(&mut self, inst: u32) {
+        let t = self.t;
+        let resume = self.fleet.resume_ms;
+        let i = &mut self.instances[inst as usize];
+        i.standby = false;
+        i.standby_ms += t - i.standby_since;
+        i.resumed = true;
+        i.epoch = i.epoch.wrapping_add(1);
+        let epoch = i.epoch;
+        self.standby.retain(|&x| x != inst);
+        self.live.push(inst);
+        self.out.resumes += 1;
+        self.push(t + resume, Kind::Ready, inst, epoch);
     }
 
     fn terminate(&mut self, inst: u32) {
@@ -651,6 +831,11 @@ impl Sim<'_> {
             "never terminate an instance with a running build"
         );
         i.gone = Some(t);
+        if i.standby {
+            i.standby = false;
+            i.standby_ms += t - i.standby_since;
+        }
+        i.warming = false;
         let workers = if i.ready { i.live_slots } else { 0 };
         i.live_slots = 0;
         self.ready_workers -= workers;
@@ -658,6 +843,8 @@ impl Sim<'_> {
             self.idle.remove(&slot);
         }
         self.live.retain(|&x| x != inst);
+        self.standby.retain(|&x| x != inst);
+        self.warming.retain(|&x| x != inst);
     }
 
     /// The instances a scale-in removes, chosen by the executors' own chooser, so the
@@ -738,6 +925,16 @@ impl Sim<'_> {
         );
         self.out.peak_plan = self.out.peak_plan.max(plan.size);
         let declarative = self.fleet.executor.declarative();
+        let standby = if declarative {
+            let workers = self.planners.standby(&input, &mut self.state, &plan)?;
+            let want = self.target_instances(plan.size);
+            let max_instances = self.pool.maximum.max(0) as u32 / self.k;
+            workers
+                .div_ceil(self.k)
+                .min(max_instances.saturating_sub(want))
+        } else {
+            0
+        };
         let due = crate::engine::DueCheck {
             force: false,
             full_cycle: full,
@@ -749,10 +946,14 @@ impl Sim<'_> {
             last_size: self.last_applied.map(|p| p.size),
             size: plan.size,
         }
-        .due();
+        .due()
+            || (full
+                && (standby != self.last_standby
+                    || (declarative
+                        && ((self.standby.len() + self.warming.len()) as u32) < standby)));
         if due {
             self.out.executor_calls += 1;
-            self.revisit = self.apply(plan)?;
+            self.revisit = self.apply(plan, standby)?;
             self.last_applied = Some(plan);
             self.pool.last_autoscaled = Some(now);
             self.dispatch();
@@ -764,6 +965,9 @@ impl Sim<'_> {
                 self.last_applied == Some(resting)
                     && !self.revisit
                     && self.live.len() as u32 == self.target_instances(resting.size)
+                    && self.warming.is_empty()
+                    && self.standby.len() as u32 == self.last_standby
+                    && self.short_since.is_none()
             } else {
                 self.live.is_empty()
             })
@@ -781,17 +985,36 @@ impl Sim<'_> {
         Ok(())
     }
 
-    /// Calls the executor; returns its `revisit`.
-    fn apply(&mut self, plan: Plan) -> Result<bool, ModelError> {
+    /// Calls the executor with the plan and the standby target (instances); returns its
+    /// `revisit`.
+    fn apply(&mut self, plan: Plan, standby: u32) -> Result<bool, ModelError> {
         let t = self.t;
         let boot = self.fleet.boot_ms;
         Ok(match self.fleet.executor {
             ExecutorModel::Declarative => {
                 let want = self.target_instances(plan.size) as usize;
                 let current = self.live.len();
-                if want > current {
-                    self.room_for(want - current)?;
-                    for _ in current..want {
+                let held = if want > current {
+                    let mut need = want - current;
+                    // Standby first (seconds), then instances already booting into standby,
+                    // then new ones.
+                    while need > 0 {
+                        let Some(&inst) = self.standby.last() else {
+                            break;
+                        };
+                        self.resume(inst);
+                        need -= 1;
+                    }
+                    while need > 0 {
+                        let Some(inst) = self.warming.pop() else {
+                            break;
+                        };
+                        self.instances[inst as usize].warming = false;
+                        self.live.push(inst);
+                        need -= 1;
+                    }
+                    self.room_for(need)?;
+                    for _ in 0..need {
                         self.launch(t, boot);
                     }
                     self.out.scale_out_events += 1;
@@ -804,12 +1027,55 @@ impl Sim<'_> {
                     }
                     let held = reduction - victims.len();
                     for v in victims {
-                        self.terminate(v);
+                        if ((self.standby.len() + self.warming.len()) as u32) < standby {
+                            self.put_in_standby(v);
+                        } else {
+                            self.terminate(v);
+                        }
                     }
                     held > 0
                 } else {
                     false
+                };
+                // The standby target: delete the longest waiting above it, boot new ones
+                // below it.
+                let mut extra = (self.standby.len() + self.warming.len()) as u32;
+                while extra > standby {
+                    let Some(&inst) = self.standby.first().or(self.warming.first()) else {
+                        break;
+                    };
+                    self.terminate(inst);
+                    extra -= 1;
                 }
+                // Below it: instances resumed from standby usually come back to it when their
+                // builds end, so booting replacements for them at once would pay a boot per
+                // resume. The shortfall they cover is booted for only once it has lasted a
+                // boot time (rent or buy, as the planners' hold); the rest at once.
+                if extra < standby {
+                    let short = standby - extra;
+                    let returning = self
+                        .live
+                        .iter()
+                        .filter(|&&i| self.instances[i as usize].resumed)
+                        .count() as u32;
+                    let since = *self.short_since.get_or_insert(t);
+                    let now = if t - since >= boot {
+                        short
+                    } else {
+                        short.saturating_sub(returning)
+                    };
+                    self.room_for(now as usize)?;
+                    for _ in 0..now {
+                        self.launch_warming(t);
+                    }
+                    if now == short {
+                        self.short_since = None;
+                    }
+                } else {
+                    self.short_since = None;
+                }
+                self.last_standby = standby;
+                held
             }
             ExecutorModel::Shell { .. } => {
                 let n = plan.queued_size.div_ceil(self.k);
@@ -826,6 +1092,7 @@ impl Sim<'_> {
     }
 
     fn finish(mut self) -> Outcome {
+        let end = self.out.end_ms;
         self.out.fates = self.fates;
         self.out.instances = self
             .instances
@@ -834,6 +1101,12 @@ impl Sim<'_> {
                 launched_ms: i.launched,
                 ready_ms: i.ready_at,
                 gone_ms: i.gone,
+                standby_ms: i.standby_ms
+                    + if i.standby && i.gone.is_none() {
+                        (end - i.standby_since).max(0)
+                    } else {
+                        0
+                    },
             })
             .collect();
         self.out

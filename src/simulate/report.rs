@@ -32,7 +32,7 @@ pub struct Metrics {
     /// The lower bound: the summed durations of the builds that ran (no fleet can do that
     /// work in fewer worker-hours).
     pub lower_bound_worker_hours: f64,
-    /// `worker_hours / lower_bound_worker_hours`.
+    /// `cost_worker_hours / lower_bound_worker_hours`: the standby's cost included.
     pub ratio_to_lower_bound: f64,
     /// Share of the paid worker time that ran no build (booting, idle, waiting to be
     /// removed).
@@ -57,6 +57,13 @@ pub struct Metrics {
     pub simulated_hours: f64,
     /// The run was cut off a day after the last build was queued, before coming to rest.
     pub capped: bool,
+    /// Worker time spent in standby (stopped or suspended), billed at the standby rate.
+    pub standby_worker_hours: f64,
+    /// What the fleet cost, in running-worker-hours: `worker_hours` plus the standby's
+    /// hours times its share of a running instance's price.
+    pub cost_worker_hours: f64,
+    /// Standby instances brought back into service.
+    pub resumes: u64,
 }
 
 fn round3(x: f64) -> f64 {
@@ -99,11 +106,13 @@ impl Metrics {
             }
         }
         waits.sort_unstable();
-        let (mut paid_ms, mut boot_ms) = (0i64, 0i64);
+        let (mut paid_ms, mut boot_ms, mut standby_ms) = (0i64, 0i64, 0i64);
         let mut edges: Vec<(i64, i32)> = Vec::with_capacity(outcome.instances.len() * 2);
         for i in &outcome.instances {
             let gone = i.gone_ms.unwrap_or(end).min(end).max(i.launched_ms);
-            paid_ms += gone - i.launched_ms;
+            let standby = i.standby_ms.clamp(0, gone - i.launched_ms);
+            paid_ms += gone - i.launched_ms - standby;
+            standby_ms += standby;
             boot_ms += i.ready_ms.min(gone) - i.launched_ms;
             edges.push((i.launched_ms, 1));
             edges.push((gone, -1));
@@ -116,6 +125,8 @@ impl Metrics {
             peak = peak.max(now);
         }
         let worker_hours = paid_ms as f64 * k / 3_600_000.0;
+        let standby_hours = standby_ms as f64 * k / 3_600_000.0;
+        let cost = worker_hours + outcome.standby_cost * standby_hours;
         let lower = busy_ms as f64 / 3_600_000.0;
         let mean = if waits.is_empty() {
             0.0
@@ -134,11 +145,7 @@ impl Metrics {
             wait_mean_seconds: round3(mean),
             worker_hours: round3(worker_hours),
             lower_bound_worker_hours: round3(lower),
-            ratio_to_lower_bound: round3(if lower > 0.0 {
-                worker_hours / lower
-            } else {
-                0.0
-            }),
+            ratio_to_lower_bound: round3(if lower > 0.0 { cost / lower } else { 0.0 }),
             idle_fraction: round3(if worker_hours > 0.0 {
                 1.0 - lower / worker_hours
             } else {
@@ -154,6 +161,9 @@ impl Metrics {
             cycles: outcome.cycles,
             simulated_hours: round3(end as f64 / 3_600_000.0),
             capped: outcome.capped,
+            standby_worker_hours: round3(standby_hours),
+            cost_worker_hours: round3(cost),
+            resumes: outcome.resumes,
         }
     }
 }
@@ -191,6 +201,25 @@ pub struct Setup {
     pub max_step_up: Option<u32>,
     /// The pool's settings that matter to the simulation.
     pub pool: PoolSetup,
+    /// Standby to workers taking builds.
+    pub resume_seconds: f64,
+    /// A standby instance's price as a share of a running one's.
+    pub standby_cost: f64,
+    /// Where the planners' arrival history came from: `trace` (the simulated trace itself),
+    /// `none`, or a trace file.
+    pub history: String,
+    /// Each simulated planner's own settings (`[planners.NAME]` with its defaults), in the
+    /// order of `results`.
+    pub planners: Vec<PlannerSetup>,
+}
+
+/// A simulated planner and the settings it ran with.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PlannerSetup {
+    /// Its name, as in `results`.
+    pub name: String,
+    /// Its `[planners.NAME]` settings, defaults filled in (`null`: it has none).
+    pub settings: serde_json::Value,
 }
 
 /// The pool columns the planners and the timer use, each as in `worker_pools`.
@@ -215,6 +244,9 @@ pub struct Report {
     pub setup: Setup,
     /// One entry per `--planner`, in the order given.
     pub results: Vec<Metrics>,
+    /// Settings that disagree in a way that makes the result describe no real setup (also
+    /// printed on stderr).
+    pub warnings: Vec<String>,
 }
 
 impl Report {
@@ -245,9 +277,11 @@ impl Report {
             s.pool.build_latest
         );
         out += &format!(
-            "fleet: {} executor, boot {} s, {} worker(s)/instance; autoscaler --sleep {} s{}; worker poll {} s{}{}\n\n",
+            "fleet: {} executor, boot {} s (from standby {} s, standby at {} of the running price), {} worker(s)/instance; autoscaler --sleep {} s{}; worker poll {} s{}{}\n\n",
             s.executor,
             s.boot_seconds,
+            s.resume_seconds,
+            s.standby_cost,
             s.workers_per_instance,
             s.sleep_seconds,
             if s.poll_seconds > 0.0 {
@@ -276,6 +310,8 @@ impl Report {
             "p95 s",
             "max s",
             "worker-h",
+            "standby-h",
+            "cost",
             "lower bound",
             "ratio",
             "idle",
@@ -295,6 +331,8 @@ impl Report {
                     format!("{:.0}", m.wait_p95_seconds),
                     format!("{:.0}", m.wait_max_seconds),
                     format!("{:.1}", m.worker_hours),
+                    format!("{:.1}", m.standby_worker_hours),
+                    format!("{:.1}", m.cost_worker_hours),
                     format!("{:.1}", m.lower_bound_worker_hours),
                     format!("{:.2}", m.ratio_to_lower_bound),
                     format!("{:.0}%", m.idle_fraction * 100.0),
@@ -327,6 +365,9 @@ impl Report {
         out += &line(header.to_vec());
         for r in &rows {
             out += &line(r.iter().map(String::as_str).collect());
+        }
+        for w in &self.warnings {
+            out += &format!("warning: {w}\n");
         }
         for m in &self.results {
             if m.capped {

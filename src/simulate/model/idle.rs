@@ -37,6 +37,10 @@ impl Sim<'_> {
             && self.running == 0
             && !self.revisit
             && self.last_applied == Some(resting)
+            // A standby target follows the hour of the week: a gap is stepped through so
+            // every change of it is applied and paid for.
+            && self.standby.is_empty()
+            && self.last_standby == 0
             && if declarative {
                 self.live.len() as u32 == self.target_instances(resting.size)
             } else {
@@ -141,9 +145,13 @@ mod tests {
                         worker_poll_ms,
                         executor,
                         max_step_up: None,
+                        resume_ms: 20_000,
+                        standby_cost: 0.05,
                     };
-                    let stepped = simulate_with(&t, &pool, &fleet, &planners, true, false).unwrap();
-                    let jumped = simulate_with(&t, &pool, &fleet, &planners, true, true).unwrap();
+                    let stepped =
+                        simulate_with(&t, &pool, &fleet, &planners, true, false, None).unwrap();
+                    let jumped =
+                        simulate_with(&t, &pool, &fleet, &planners, true, true, None).unwrap();
                     assert_eq!(
                         jumped, stepped,
                         "{executor:?} poll {poll_ms} worker poll {worker_poll_ms} {planner} {reevaluate}"
@@ -169,8 +177,10 @@ mod tests {
             worker_poll_ms: 10_000,
             executor: ExecutorModel::Declarative,
             max_step_up: None,
+            resume_ms: 20_000,
+            standby_cost: 0.05,
         };
-        let o = simulate_with(&t, &pool, &fleet, &Planners::default(), false, true).unwrap();
+        let o = simulate_with(&t, &pool, &fleet, &Planners::default(), false, true, None).unwrap();
         assert!(
             o.fates
                 .iter()
