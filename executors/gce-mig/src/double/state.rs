@@ -43,6 +43,8 @@ pub(super) struct Group {
     /// Standby members: `targetSize` counts running instances only (Compute's standby pools).
     pub(super) target_stopped_size: u32,
     pub(super) target_suspended_size: u32,
+    /// `standbyPolicy.mode`; `None`: absent (Compute's default, MANUAL).
+    pub(super) standby_mode: Option<String>,
     /// A GCE autoscaler attached to the group (see [`Autoscaler`]).
     pub(super) autoscaler: Option<Autoscaler>,
     /// `updatePolicy.instanceRedistributionType`; `None`: absent (Compute's default, PROACTIVE).
@@ -129,6 +131,8 @@ pub(super) enum Effect {
     FinishDelete(String, Vec<InstKey>),
     /// `setMetadata`: the instance's new items.
     SetMetadata(InstKey, Vec<(String, String)>),
+    /// A standby call's instances reach their new `status` (SUSPENDED, TERMINATED, RUNNING).
+    FinishStandby(Vec<InstKey>, String),
 }
 
 #[derive(Debug)]
@@ -260,6 +264,9 @@ impl DoubleState {
         if let Some(r) = &g.redistribution {
             v["updatePolicy"]["instanceRedistributionType"] = json!(r);
         }
+        if let Some(m) = &g.standby_mode {
+            v["standbyPolicy"] = json!({"mode": m, "initialDelaySec": 0});
+        }
         match &g.path.location {
             Location::Zone(z) => {
                 v["zone"] = json!(format!("{API}/projects/{p}/zones/{z}"));
@@ -384,6 +391,14 @@ impl DoubleState {
                     }
                 }
                 Effect::SetMetadata(key, items) => self.apply_metadata(&key, items),
+                Effect::FinishStandby(keys, status) => {
+                    for k in keys {
+                        if let Some(i) = self.instances.get_mut(&k) {
+                            i.action = "NONE".into();
+                            i.status = status.clone();
+                        }
+                    }
+                }
                 Effect::FinishDelete(g_key, keys) => {
                     for k in &keys {
                         self.instances.remove(k);
