@@ -389,6 +389,13 @@ impl ComputeDouble {
         });
     }
 
+    /// How many listings of its group (`listManagedInstances`) a suspend, stop, resume or
+    /// start stays under way after its operation is DONE (default 0): Compute marks the
+    /// operation DONE once the action is scheduled, and the instance gets there later.
+    pub fn set_standby_settle(&self, listings: u32) {
+        self.lock().standby_settle = listings;
+    }
+
     /// Every request so far, in order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.lock().requests.clone()

@@ -373,3 +373,60 @@ async fn a_drained_agent_instance_is_suspended_after_its_ack_and_resumed_undrain
         Some("RUNNING")
     );
 }
+
+/// Compute marks a suspend DONE when it is scheduled; the instance is SUSPENDING for a while
+/// after. Meanwhile it counts toward the standby target (no second instance is suspended) but
+/// is not resumed (Compute would refuse: only SUSPENDED instances can be): a scale-out then
+/// creates. Once SUSPENDED it is resumed as usual.
+#[tokio::test]
+async fn a_suspend_under_way_counts_toward_the_target_and_is_not_resumed() {
+    let (_, d) = ComputeDouble::start();
+    d.add_group(ZONAL, GOOD_LABELS);
+    for (i, n) in ["linux-r001", "linux-r002", "linux-r003"]
+        .iter()
+        .enumerate()
+    {
+        d.add_instance(ZONAL, InstanceSpec::new(n, &ts(i as u32)));
+    }
+    d.set_standby_settle(2);
+    let e = executor(&d, |_| {}).await;
+    let p = pool("linux", ZONAL, 10);
+
+    run(&e, &p, 2, 1, &Dir::default(), false).await.unwrap();
+    assert_eq!(group_posts(&d), vec!["suspendInstances"]);
+    assert_eq!(
+        d.instance_status(ZONAL, "linux-r001").as_deref(),
+        Some("SUSPENDING")
+    );
+
+    // Still suspending: a further scale-in deletes, it does not suspend another.
+    d.clear_requests();
+    run(&e, &p, 1, 1, &Dir::default(), false).await.unwrap();
+    assert_eq!(group_posts(&d), vec!["deleteInstances"]);
+    assert_eq!(d.standby_sizes(ZONAL), Some((1, 0)));
+
+    // Suspended now (second listing): a scale-out resumes it instead of creating.
+    d.clear_requests();
+    run(&e, &p, 2, 1, &Dir::default(), false).await.unwrap();
+    assert_eq!(group_posts(&d), vec!["resumeInstances"]);
+    assert_eq!(d.target_size(ZONAL), Some(2));
+    assert_eq!(d.standby_sizes(ZONAL), Some((0, 0)));
+}
+
+/// A scale-out while the only standby member is still suspending creates instead of sending
+/// a `resumeInstances` Compute would refuse.
+#[tokio::test]
+async fn a_scale_out_while_suspending_creates_instead() {
+    let (_, d) = ComputeDouble::start();
+    two_running(&d);
+    d.set_standby_settle(3);
+    let e = executor(&d, |_| {}).await;
+    let p = pool("linux", ZONAL, 10);
+    run(&e, &p, 1, 1, &Dir::default(), false).await.unwrap();
+    assert_eq!(group_posts(&d), vec!["suspendInstances"]);
+    d.clear_requests();
+    run(&e, &p, 2, 1, &Dir::default(), false).await.unwrap();
+    assert_eq!(group_posts(&d), vec!["resize"]);
+    assert_eq!(d.target_size(ZONAL), Some(2));
+    assert_eq!(d.standby_sizes(ZONAL), Some((1, 0)));
+}

@@ -133,7 +133,12 @@ pub(super) fn route(
                     let rid = param("requestId").map(str::to_string);
                     reply(st.standby_call(&g_key, m, &v, rid.as_deref()))
                 }
-                (["listManagedInstances"], &Method::POST) => reply(st.list_managed(&g_key, query)),
+                (["listManagedInstances"], &Method::POST) => {
+                    if param("pageToken").is_none() {
+                        st.settle_standby(&g_key);
+                    }
+                    reply(st.list_managed(&g_key, query))
+                }
                 (["listErrors"], &Method::GET) => reply(st.list_errors(&g_key, query)),
                 (
                     []

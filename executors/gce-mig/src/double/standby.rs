@@ -105,6 +105,24 @@ impl DoubleState {
         Ok(self.new_operation(g_key, &op_type, request_id, effects, None))
     }
 
+    /// Called on the first page of each `listManagedInstances`: standby actions still under
+    /// way after their operation move one listing closer to their end state.
+    pub(super) fn settle_standby(&mut self, g_key: &str) {
+        let keys = self.groups[g_key].members.clone();
+        for k in keys {
+            if let Some(i) = self.instances.get_mut(&k) {
+                if let Some((left, status)) = i.settling.take() {
+                    if left <= 1 {
+                        i.action = "NONE".into();
+                        i.status = status;
+                    } else {
+                        i.settling = Some((left - 1, status));
+                    }
+                }
+            }
+        }
+    }
+
     /// The group's standby sizes, for tests: (`targetSuspendedSize`, `targetStoppedSize`).
     pub(super) fn standby_sizes(&self, g_key: &str) -> Option<(u32, u32)> {
         self.groups
