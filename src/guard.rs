@@ -67,6 +67,7 @@ mod tests {
             Plan {
                 size: 50,
                 queued_size: 12,
+                standby: 0,
             },
             &pool(10),
             None,
@@ -76,7 +77,8 @@ mod tests {
             p,
             Plan {
                 size: 10,
-                queued_size: 10
+                queued_size: 10,
+                standby: 0
             }
         );
         assert_eq!(
@@ -94,6 +96,7 @@ mod tests {
             Plan {
                 size: 40,
                 queued_size: 30,
+                standby: 0,
             },
             &pool(100),
             Some(10),
@@ -103,7 +106,8 @@ mod tests {
             p,
             Plan {
                 size: 15,
-                queued_size: 5
+                queued_size: 5,
+                standby: 0
             }
         );
         assert_eq!(why.len(), 2);
@@ -112,6 +116,7 @@ mod tests {
             Plan {
                 size: 2,
                 queued_size: 0,
+                standby: 0,
             },
             &pool(100),
             Some(10),
@@ -122,7 +127,8 @@ mod tests {
             (
                 Plan {
                     size: 2,
-                    queued_size: 0
+                    queued_size: 0,
+                    standby: 0
                 },
                 0
             )
@@ -132,6 +138,7 @@ mod tests {
             Plan {
                 size: 40,
                 queued_size: 3,
+                standby: 0,
             },
             &pool(100),
             None,
@@ -141,7 +148,8 @@ mod tests {
             p,
             Plan {
                 size: 40,
-                queued_size: 3
+                queued_size: 3,
+                standby: 0
             }
         );
     }
@@ -150,7 +158,7 @@ mod tests {
         #[test]
         fn never_above_maximum_nor_the_step(size in 0u32..10_000, q in 0u32..10_000, max in 0i32..500,
                                             last in proptest::option::of(0u32..500), step in proptest::option::of(0u32..50)) {
-            let (p, _) = limit(Plan { size, queued_size: q }, &pool(max), last, step);
+            let (p, _) = limit(Plan { size, queued_size: q, standby: 0 }, &pool(max), last, step);
             prop_assert!(p.size <= max as u32 && p.queued_size <= max as u32);
             prop_assert!(p.size <= size && p.queued_size <= q);
             if let (Some(l), Some(s)) = (last, step) { prop_assert!(p.size <= l + s); }

@@ -333,6 +333,7 @@ mod tests {
                         plan: Plan {
                             size: 5,
                             queued_size: 2,
+                            standby: 0,
                         },
                         counts: Counts {
                             queued: 3,

@@ -435,6 +435,7 @@ async fn race(with_agent: bool, seed: u64) -> Report {
                 plan: Plan {
                     size,
                     queued_size: queued as u32,
+                    standby: 0,
                 },
                 dry_run: false,
                 workers: &dir,

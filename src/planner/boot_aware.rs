@@ -189,6 +189,7 @@ impl Planner for BootAware {
         Plan {
             size: fresh.max(held),
             queued_size: stock.queued_size,
+            standby: 0,
         }
     }
 }

@@ -32,6 +32,7 @@ impl Planner for Stock {
         Plan {
             size: clamp(pool, ceil_plus((q + r) * pool.multiplier, pool.excess)),
             queued_size: clamp(pool, ceil_plus(q * pool.multiplier, pool.excess)),
+            standby: 0,
         }
     }
 }
@@ -110,7 +111,8 @@ mod tests {
                 got,
                 Plan {
                     size,
-                    queued_size: qsize
+                    queued_size: qsize,
+                    standby: 0
                 },
                 "row {i}"
             );

@@ -59,6 +59,7 @@ async fn service_specific_endpoint_variables_are_honoured() {
             plan: Plan {
                 size: 2,
                 queued_size: 2,
+                standby: 0,
             },
             dry_run: false,
             workers: &FakeDirectory::default(),

@@ -52,6 +52,7 @@ async fn scale(
         plan: Plan {
             size,
             queued_size: 0,
+            standby: 0,
         },
         dry_run: false,
         workers: dir,

@@ -140,6 +140,7 @@ async fn prepare_describes_all_groups_in_batches_of_100_and_scale_reuses_it() {
             plan: Plan {
                 size: 1,
                 queued_size: 0,
+                standby: 0,
             },
             dry_run: false,
             workers: &dir,
@@ -159,6 +160,7 @@ async fn prepare_describes_all_groups_in_batches_of_100_and_scale_reuses_it() {
             plan: Plan {
                 size: 1,
                 queued_size: 0,
+                standby: 0,
             },
             dry_run: false,
             workers: &dir,
@@ -189,6 +191,7 @@ async fn prepare_describes_all_groups_in_batches_of_100_and_scale_reuses_it() {
                 plan: Plan {
                     size: 1,
                     queued_size: 0,
+                    standby: 0,
                 },
                 dry_run: false,
                 workers: &dir,

@@ -100,6 +100,7 @@ async fn cycle(
                 plan: Plan {
                     size: *size,
                     queued_size: 0,
+                    standby: 0,
                 },
                 dry_run,
                 workers: dir,

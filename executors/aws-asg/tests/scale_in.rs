@@ -78,6 +78,7 @@ impl Env {
                 plan: Plan {
                     size,
                     queued_size: 0,
+                    standby: 0,
                 },
                 dry_run: false,
                 workers: dir,

@@ -76,6 +76,12 @@ pub struct Plan {
     pub size: u32,
     /// Workers wanted for queued builds alone: what a non-declarative backend launches.
     pub queued_size: u32,
+    /// Standby workers (stopped or suspended instances, beyond `size`) the planner wants held,
+    /// so a burst is met by a resume of seconds instead of a boot; 0 = none, today's
+    /// behaviour. In workers like `size` (a backend with several workers per machine divides,
+    /// rounding up); a backend without standby ignores it.
+    #[serde(default)]
+    pub standby: u32,
 }
 
 /// A RUNNING build of a pool and the machine it runs on, as the Vespene database knows it.

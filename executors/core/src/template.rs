@@ -226,6 +226,7 @@ mod tests {
         let plan = Plan {
             size: 5,
             queued_size: 2,
+            standby: 0,
         };
         let out = render_command(
             "scale {{ worker_pool.name }} {{ worker.name }} {{ size }} {{ queued_size }} {{ worker_pool.maximum }}",
@@ -291,6 +292,7 @@ mod tests {
             Plan {
                 size: 3,
                 queued_size: 0,
+                standby: 0,
             },
         )
         .unwrap();
@@ -334,6 +336,7 @@ mod tests {
             Plan {
                 size: 500,
                 queued_size: 0,
+                standby: 0,
             },
         )
         .unwrap();
@@ -360,7 +363,7 @@ mod fuzz {
         #[test]
         fn arbitrary_templates_never_panic(t in "\\PC{0,80}", name in "\\PC{0,20}") {
             let pool = WorkerPool::with_defaults(1, &name);
-            if let Ok(out) = render_command(&t, &pool, Plan { size: 3, queued_size: 1 }) {
+            if let Ok(out) = render_command(&t, &pool, Plan { size: 3, queued_size: 1, standby: 0 }) {
                 prop_assert!(!out.trim().is_empty());
             }
         }
@@ -390,7 +393,7 @@ mod fuzz {
             for _ in 0..depth { t += "{% endfor %}"; }
             t += " end";
             let started = std::time::Instant::now();
-            let r = render_command(&t, &WorkerPool::with_defaults(1, "p"), Plan { size: 3, queued_size: 1 });
+            let r = render_command(&t, &WorkerPool::with_defaults(1, "p"), Plan { size: 3, queued_size: 1, standby: 0 });
             prop_assert!(started.elapsed() < RENDER_TIME_LIMIT + std::time::Duration::from_secs(3), "{:?}", started.elapsed());
             match r {
                 Ok(out) => prop_assert!(out.len() <= MAX_RENDERED_BYTES),

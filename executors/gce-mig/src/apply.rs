@@ -175,6 +175,15 @@ impl Applier {
         Ok(wanted.min(max_instances))
     }
 
+    /// Standby instances for a standby target of `standby` workers (rounded up), never more
+    /// than the pool's maximum in instances: a standby pool larger than the pool could ever
+    /// run is disk paid for nothing.
+    pub(crate) fn standby_instances(&self, pool: &WorkerPool, standby: u32) -> u32 {
+        let wpi = self.cfg.workers_per_instance;
+        let max_instances = (pool.maximum.max(0) as u32) / wpi;
+        standby.div_ceil(wpi).min(max_instances)
+    }
+
     /// Runs `call`, retrying throttling, 5xx, timeouts and connection errors with exponential
     /// backoff (honouring `Retry-After`). Returns the last error and how many attempts were made.
     pub(crate) async fn retry<T, F, Fut>(
@@ -342,10 +351,15 @@ impl Applier {
             .map_err(|e| self.api_error(&pool.name, "reading", &group, e))?;
         let current = info.target_size;
         self.check_setup(&pool.name, &group, &info, want < current)?;
-        let outcome = if want < current || self.may_drain(&group) {
+        let standby = self.standby_instances(pool, req.plan.standby);
+        // Standby members to bring back are found by listing the group, which its standby
+        // counts say is worth doing; with none (or no standby target) the steady state stays
+        // one `get`.
+        let resumable = standby > 0 && want > current && info.standby() > 0;
+        let outcome = if want < current || self.may_drain(&group) || resumable {
             // Draining instances: they are in the target size but take no builds, so even
             // at or above target the group is read and the drains reconciled first.
-            self.reconcile(&req, &group, current, want).await
+            self.reconcile(&req, &group, current, want, standby).await
         } else if want > current {
             self.scale_out(pool, &group, current, want, req.dry_run)
                 .await

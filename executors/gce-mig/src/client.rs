@@ -41,6 +41,54 @@ pub struct GroupInfo {
     pub redistribution: Option<String>,
     /// A regional group's `distributionPolicy.targetShape` (`EVEN` when unset), for messages.
     pub target_shape: Option<String>,
+    /// `targetSuspendedSize`: suspended members, outside `targetSize`. Read so a standby pool
+    /// is seen without listing the group, and never written: the executor only changes it
+    /// through `suspendInstances` / `resumeInstances` / `deleteInstances`, as Compute does.
+    pub target_suspended_size: u32,
+    /// `targetStoppedSize`: stopped members, outside `targetSize`; kept like
+    /// [`GroupInfo::target_suspended_size`].
+    pub target_stopped_size: u32,
+    /// `standbyPolicy.mode` (`MANUAL` when unset). With `SCALE_OUT_POOL` the group resumes or
+    /// starts standby members itself on a resize up, and refills its standby pool afterwards.
+    pub standby_mode: String,
+}
+
+impl GroupInfo {
+    /// Members in standby (stopped or suspended), by the group's own counts.
+    pub fn standby(&self) -> u32 {
+        self.target_suspended_size
+            .saturating_add(self.target_stopped_size)
+    }
+
+    /// Whether the group itself brings standby members back on a resize up.
+    pub fn scale_out_pool(&self) -> bool {
+        self.standby_mode == "SCALE_OUT_POOL"
+    }
+}
+
+/// The four standby calls of a managed instance group, each taking instance URLs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StandbyCall {
+    /// `suspendInstances`: running → SUSPENDED; `targetSize` −n, `targetSuspendedSize` +n.
+    Suspend,
+    /// `resumeInstances`: SUSPENDED → RUNNING; `targetSize` +n, `targetSuspendedSize` −n.
+    Resume,
+    /// `stopInstances`: running → TERMINATED; `targetSize` −n, `targetStoppedSize` +n.
+    Stop,
+    /// `startInstances`: TERMINATED → RUNNING; `targetSize` +n, `targetStoppedSize` −n.
+    Start,
+}
+
+impl StandbyCall {
+    /// The REST method name, for log lines, retries and error messages.
+    pub fn method(&self) -> &'static str {
+        match self {
+            StandbyCall::Suspend => "suspendInstances",
+            StandbyCall::Resume => "resumeInstances",
+            StandbyCall::Stop => "stopInstances",
+            StandbyCall::Start => "startInstances",
+        }
+    }
 }
 
 impl GroupInfo {
@@ -267,6 +315,15 @@ pub trait ComputeApi: Send + Sync {
     async fn delete_instances(
         &self,
         group: &GroupPath,
+        instance_urls: &[String],
+        request_id: &str,
+    ) -> Result<OperationInfo, ApiError>;
+    /// `…/suspendInstances`, `resumeInstances`, `stopInstances` or `startInstances` with
+    /// exactly these instance URLs (request id, so a retry is not applied twice).
+    async fn standby_instances(
+        &self,
+        group: &GroupPath,
+        call: StandbyCall,
         instance_urls: &[String],
         request_id: &str,
     ) -> Result<OperationInfo, ApiError>;

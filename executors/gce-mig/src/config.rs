@@ -75,6 +75,40 @@ pub struct Config {
     /// by itself, so a short error is no failure; builds that wait longer than this are.
     /// 0: fail as soon as an error shows.
     pub launch_failure_after_seconds: u64,
+    /// What a leaver kept for a pool's standby target (`Plan::standby`) becomes: `suspend`
+    /// (the default: memory is kept, so it resumes in seconds with its worker still running,
+    /// and you pay for memory and disk while it waits) or `stop` (only the disk is kept and
+    /// paid for; it boots again when started, slower). See docs/gce-mig.md.
+    pub standby_action: StandbyAction,
+}
+
+/// How the executor holds a standby instance: the two Compute standby states.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StandbyAction {
+    /// `suspendInstances` / `resumeInstances` (instance status SUSPENDED).
+    #[default]
+    Suspend,
+    /// `stopInstances` / `startInstances` (instance status TERMINATED).
+    Stop,
+}
+
+impl StandbyAction {
+    /// The verb for log lines and "would …" actions.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            StandbyAction::Suspend => "suspend",
+            StandbyAction::Stop => "stop",
+        }
+    }
+
+    /// The verb that brings such an instance back.
+    pub fn back_verb(&self) -> &'static str {
+        match self {
+            StandbyAction::Suspend => "resume",
+            StandbyAction::Stop => "start",
+        }
+    }
 }
 
 impl Default for Config {
@@ -96,6 +130,7 @@ impl Default for Config {
             poll_interval_ms: 1_000,
             page_size: 500,
             launch_failure_after_seconds: 300,
+            standby_action: StandbyAction::Suspend,
         }
     }
 }

@@ -10,7 +10,8 @@
 //!
 //! Routes (zonal and regional alike, under `/compute/v1/projects/{project}/`):
 //! `GET …/instanceGroupManagers/{name}`, `POST …/resize?size=N&requestId=R`,
-//! `POST …/deleteInstances?requestId=R`, `POST …/listManagedInstances`,
+//! `POST …/deleteInstances?requestId=R`, `POST …/{suspend,resume,stop,start}Instances?requestId=R`
+//! (see `standby`), `POST …/listManagedInstances`,
 //! `GET …/listErrors`, `GET zones/{z}/instances?filter=…` (filters: `name = "…"` terms joined by OR, or
 //! `labels.K = "V"` / `field != "V"` terms joined by AND or OR), `GET zones/{z}/instances/{name}`,
 //! `GET zones/{z}/operations?filter=…` (the pending `delete` operation of every instance being
@@ -43,6 +44,7 @@ mod behaviours;
 mod instances;
 mod route;
 mod spec;
+mod standby;
 mod state;
 mod wire;
 
@@ -201,6 +203,7 @@ impl ComputeDouble {
                 template_metadata: vec![("enable-guest-attributes".into(), "TRUE".into())],
                 target_stopped_size: 0,
                 target_suspended_size: 0,
+                standby_mode: None,
                 autoscaler: None,
                 redistribution: None,
                 target_shape,
@@ -386,6 +389,13 @@ impl ComputeDouble {
         });
     }
 
+    /// How many listings of its group (`listManagedInstances`) a suspend, stop, resume or
+    /// start stays under way after its operation is DONE (default 0): Compute marks the
+    /// operation DONE once the action is scheduled, and the instance gets there later.
+    pub fn set_standby_settle(&self, listings: u32) {
+        self.lock().standby_settle = listings;
+    }
+
     /// Every request so far, in order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.lock().requests.clone()
@@ -409,6 +419,27 @@ impl ComputeDouble {
     /// not count).
     pub fn mutations_applied(&self) -> u32 {
         self.lock().mutations
+    }
+
+    /// The group's (`targetSuspendedSize`, `targetStoppedSize`).
+    pub fn standby_sizes(&self, path: &str) -> Option<(u32, u32)> {
+        self.lock().standby_sizes(path)
+    }
+
+    /// `status` of group member `name` (`RUNNING`, `SUSPENDED`, `TERMINATED`, …).
+    pub fn instance_status(&self, path: &str, name: &str) -> Option<String> {
+        let st = self.lock();
+        let key = Self::member_key(&st, path, name)?;
+        st.instances.get(&key).map(|i| i.status.clone())
+    }
+
+    /// Sets the group's `standbyPolicy.mode` (`MANUAL`, `SCALE_OUT_POOL`); unset by default.
+    pub fn set_standby_mode(&self, path: &str, mode: &str) {
+        let mut st = self.lock();
+        st.groups
+            .get_mut(path)
+            .expect("group added first")
+            .standby_mode = Some(mode.into());
     }
 
     /// The group's target size.

@@ -67,6 +67,16 @@ impl ComputeApi for Counting {
         self.tick();
         self.inner.delete_instances(g, urls, id).await
     }
+    async fn standby_instances(
+        &self,
+        g: &GroupPath,
+        call: crate::client::StandbyCall,
+        urls: &[String],
+        id: &str,
+    ) -> Result<OperationInfo, ApiError> {
+        self.tick();
+        self.inner.standby_instances(g, call, urls, id).await
+    }
     async fn get_operation(&self, g: &GroupPath, op: &str) -> Result<OperationInfo, ApiError> {
         self.tick();
         self.inner.get_operation(g, op).await

@@ -19,6 +19,7 @@ pub mod config;
 pub mod inventory;
 mod launch;
 pub mod scale_in;
+mod standby;
 pub mod target;
 
 #[cfg(any(test, feature = "test-double"))]
@@ -29,10 +30,12 @@ mod group_tests;
 #[cfg(test)]
 mod scale_in_tests;
 #[cfg(test)]
+mod standby_tests;
+#[cfg(test)]
 mod tests;
 
 pub use apply::{label_value, LABEL_POOL, LABEL_WORKER};
-pub use config::{Config, CredentialsSource, ENV_CREDENTIALS, ENV_ENDPOINT};
+pub use config::{Config, CredentialsSource, StandbyAction, ENV_CREDENTIALS, ENV_ENDPOINT};
 pub use target::{GroupPath, Location};
 
 use async_trait::async_trait;

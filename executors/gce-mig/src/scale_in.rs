@@ -18,14 +18,16 @@
 use crate::apply::Applier;
 use crate::candidates::{Member, DRAIN_KEY, DRAIN_REQUESTED};
 use crate::client::ApiErrorKind;
+use crate::standby::in_standby;
 use crate::target::GroupPath;
 use autoscaler_executor::scale_in::{
     choose, Action, Blocker, Candidate, Drain, HoldReason, RemoveReason, ScaleInChoice,
     ScaleInRequest,
 };
+use autoscaler_executor::standby::split_leavers;
 use autoscaler_executor::{ErrorKind, ExecutorError, Outcome, ScaleRequest};
 use chrono::Utc;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use tracing::{info, warn};
 
 /// A RUNNING build with no worker recorded holds every instance (Vespene records the worker a
@@ -44,6 +46,7 @@ impl Applier {
         group: &GroupPath,
         current: u32,
         want: u32,
+        standby: u32,
     ) -> Result<Outcome, ExecutorError> {
         let pool = req.pool;
         let wpi = self.cfg().workers_per_instance;
@@ -53,7 +56,10 @@ impl Applier {
         let draining = candidates.iter().filter(|c| c.drain != Drain::None).count();
         if reduction == 0 && draining == 0 {
             self.remember_drains(group, false);
-            return if want > current {
+            return if want > current && standby > 0 {
+                self.grow(pool, group, &read.members, current, want, req.dry_run)
+                    .await
+            } else if want > current {
                 self.scale_out(pool, group, current, want, req.dry_run)
                     .await
             } else {
@@ -94,14 +100,31 @@ impl Applier {
             .iter()
             .map(|m| (m.candidate.id.as_str(), m))
             .collect();
+        // Idle and drained leavers fill the standby target; booting ones are always deleted.
+        let leavers: Vec<String> = choice
+            .removals()
+            .filter(|(_, r)| matches!(r, RemoveReason::Idle | RemoveReason::Drained))
+            .map(|(id, _)| id.to_string())
+            .collect();
+        let held_in_standby = read.members.iter().filter(|m| in_standby(m)).count() as u32;
+        let kept: HashSet<String> = split_leavers(&leavers, held_in_standby, standby)
+            .to_standby
+            .into_iter()
+            .collect();
         let removals: Vec<&Member> = choice
             .removals()
+            .filter(|(id, _)| !kept.contains(*id))
+            .filter_map(|(id, _)| by_id.get(id).copied())
+            .collect();
+        let to_standby: Vec<&Member> = choice
+            .removals()
+            .filter(|(id, _)| kept.contains(*id))
             .filter_map(|(id, _)| by_id.get(id).copied())
             .collect();
         let new_size = current - removals.len() as u32;
         let mut actions = Vec::new();
         if !removals.is_empty() {
-            actions.push(describe_removal(group, &choice, current, new_size));
+            actions.push(describe_removal(group, &choice, &kept, current, new_size));
         }
         for id in choice.drain_requests() {
             actions.push(format!("setMetadata {DRAIN_KEY}={DRAIN_REQUESTED} on {id} (drain agent asked to stop; deleted once it acknowledges)"));
@@ -114,7 +137,16 @@ impl Applier {
         if req.dry_run {
             let mut actions: Vec<String> =
                 actions.into_iter().map(|a| format!("would {a}")).collect();
-            if want > current {
+            actions.extend(
+                self.to_standby(&pool.name, group, &to_standby, true)
+                    .await?,
+            );
+            if want > current && standby > 0 {
+                let out = self
+                    .grow(pool, group, &read.members, current, want, true)
+                    .await?;
+                actions.extend(out.actions);
+            } else if want > current {
                 actions.push(format!(
                     "would resize {group} from {current} to {want} instances"
                 ));
@@ -145,6 +177,13 @@ impl Applier {
                 }
             }
         }
+        match self.to_standby(&pool.name, group, &to_standby, false).await {
+            Ok(line) => {
+                removed += to_standby.len() as u32;
+                actions.extend(line);
+            }
+            Err(e) => errors.push(e),
+        }
         let mut metadata_failed = false;
         let changes = choice
             .drain_requests()
@@ -171,7 +210,12 @@ impl Applier {
         let mut applied = current - removed;
         let mut revisit = choice.unfinished();
         if want > current {
-            let out = self.scale_out(pool, group, current, want, false).await?;
+            let out = if standby > 0 {
+                self.grow(pool, group, &read.members, current, want, false)
+                    .await?
+            } else {
+                self.scale_out(pool, group, current, want, false).await?
+            };
             actions.extend(out.actions);
             applied = want;
             revisit |= out.revisit;
@@ -257,7 +301,7 @@ impl Applier {
     }
 
     /// Sets (`on`) or removes metadata [`DRAIN_KEY`] on one instance, keeping its other items.
-    async fn set_drain(
+    pub(crate) async fn set_drain(
         &self,
         pool: &str,
         group: &GroupPath,
@@ -375,10 +419,14 @@ fn log_decision(pool: &str, group: &GroupPath, reduction: u32, choice: &ScaleInC
 fn describe_removal(
     group: &GroupPath,
     choice: &ScaleInChoice,
+    kept: &HashSet<String>,
     current: u32,
     new_size: u32,
 ) -> String {
-    let removals: Vec<_> = choice.removals().collect();
+    let removals: Vec<_> = choice
+        .removals()
+        .filter(|(id, _)| !kept.contains(*id))
+        .collect();
     let names: Vec<&str> = removals.iter().map(|(id, _)| *id).collect();
     let mut reasons: Vec<&str> = Vec::new();
     for (_, r) in &removals {

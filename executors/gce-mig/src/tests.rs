@@ -102,6 +102,7 @@ pub(crate) async fn run(
         plan: Plan {
             size,
             queued_size: 0,
+            standby: 0,
         },
         dry_run,
         workers: dir,

@@ -51,6 +51,7 @@ async fn environment_points_the_client_at_the_double() {
             plan: Plan {
                 size: 3,
                 queued_size: 3,
+                standby: 0,
             },
             dry_run: false,
             workers: &Idle,

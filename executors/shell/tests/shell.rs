@@ -34,6 +34,7 @@ async fn scale(
         plan: Plan {
             size: 4,
             queued_size: 1,
+            standby: 0,
         },
         dry_run,
         workers: &NoWorkers,

@@ -176,6 +176,7 @@ fn validate_rejects_size_dependent_names_and_bad_names() {
     let plan = Plan {
         size: 3,
         queued_size: 1,
+        standby: 0,
     };
     validate(
         &cfg,

@@ -52,6 +52,7 @@ pub async fn run(
         plan: Plan {
             size,
             queued_size: 0,
+            standby: 0,
         },
         dry_run,
         workers: dir,

@@ -157,6 +157,15 @@ pub(super) fn group_info(g: &model::InstanceGroupManager) -> GroupInfo {
             .filter(|a| !a.trim().is_empty()),
         redistribution,
         target_shape,
+        target_suspended_size: g.target_suspended_size.unwrap_or(0).max(0) as u32,
+        target_stopped_size: g.target_stopped_size.unwrap_or(0).max(0) as u32,
+        standby_mode: g
+            .standby_policy
+            .as_ref()
+            .and_then(|p| p.mode.as_ref())
+            .and_then(|m| m.name().map(str::to_string))
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| "MANUAL".into()),
     }
 }
 

@@ -115,13 +115,40 @@ pub(super) fn route(
                     let rid = param("requestId").map(str::to_string);
                     reply(st.delete_instances(&g_key, &v, rid.as_deref()))
                 }
-                (["listManagedInstances"], &Method::POST) => reply(st.list_managed(&g_key, query)),
+                (
+                    [m @ ("suspendInstances" | "resumeInstances" | "stopInstances"
+                    | "startInstances")],
+                    &Method::POST,
+                ) => {
+                    let v: Value = match serde_json::from_str(body) {
+                        Ok(v) => v,
+                        Err(_) => {
+                            return error_response(
+                                400,
+                                "parseError",
+                                "This API does not support parsing form-encoded input.",
+                            )
+                        }
+                    };
+                    let rid = param("requestId").map(str::to_string);
+                    reply(st.standby_call(&g_key, m, &v, rid.as_deref()))
+                }
+                (["listManagedInstances"], &Method::POST) => {
+                    if param("pageToken").is_none() {
+                        st.settle_standby(&g_key);
+                    }
+                    reply(st.list_managed(&g_key, query))
+                }
                 (["listErrors"], &Method::GET) => reply(st.list_errors(&g_key, query)),
                 (
                     []
                     | ["resize"]
                     | ["deleteInstances"]
                     | ["listManagedInstances"]
+                    | ["suspendInstances"]
+                    | ["resumeInstances"]
+                    | ["stopInstances"]
+                    | ["startInstances"]
                     | ["listErrors"],
                     _,
                 ) => wrong_method(),

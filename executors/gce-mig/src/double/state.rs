@@ -43,6 +43,8 @@ pub(super) struct Group {
     /// Standby members: `targetSize` counts running instances only (Compute's standby pools).
     pub(super) target_stopped_size: u32,
     pub(super) target_suspended_size: u32,
+    /// `standbyPolicy.mode`; `None`: absent (Compute's default, MANUAL).
+    pub(super) standby_mode: Option<String>,
     /// A GCE autoscaler attached to the group (see [`Autoscaler`]).
     pub(super) autoscaler: Option<Autoscaler>,
     /// `updatePolicy.instanceRedistributionType`; `None`: absent (Compute's default, PROACTIVE).
@@ -79,6 +81,9 @@ pub(super) struct Instance {
     pub(super) guest: BTreeMap<String, String>,
     /// `lastAttempt.errors.errors[]` (code, message) of a creation that keeps failing.
     pub(super) last_attempt: Vec<(String, String)>,
+    /// A standby call's action still under way after its operation is DONE: listings of the
+    /// group left before the instance reaches this status.
+    pub(super) settling: Option<(u32, String)>,
 }
 
 /// Metadata items of a new instance: `created-by` (when known) and then `extra`.
@@ -129,6 +134,8 @@ pub(super) enum Effect {
     FinishDelete(String, Vec<InstKey>),
     /// `setMetadata`: the instance's new items.
     SetMetadata(InstKey, Vec<(String, String)>),
+    /// A standby call's instances reach their new `status` (SUSPENDED, TERMINATED, RUNNING).
+    FinishStandby(Vec<InstKey>, String),
 }
 
 #[derive(Debug)]
@@ -151,6 +158,8 @@ pub(super) struct DoubleState {
     pub(super) op_failures: VecDeque<OpFailure>,
     pub(super) page_size: usize,
     pub(super) op_polls: u32,
+    /// Listings a standby action stays under way after its operation is DONE (default 0).
+    pub(super) standby_settle: u32,
     pub(super) next_id: u64,
     pub(super) mutations: u32,
     /// Request ids of instance calls (`setMetadata`), per instance.
@@ -170,6 +179,7 @@ impl Default for DoubleState {
             op_failures: VecDeque::new(),
             page_size: 2,
             op_polls: 1,
+            standby_settle: 0,
             next_id: 1_000_000_000_000,
             mutations: 0,
             instance_request_ids: HashMap::new(),
@@ -259,6 +269,9 @@ impl DoubleState {
         }
         if let Some(r) = &g.redistribution {
             v["updatePolicy"]["instanceRedistributionType"] = json!(r);
+        }
+        if let Some(m) = &g.standby_mode {
+            v["standbyPolicy"] = json!({"mode": m, "initialDelaySec": 0});
         }
         match &g.path.location {
             Location::Zone(z) => {
@@ -384,6 +397,19 @@ impl DoubleState {
                     }
                 }
                 Effect::SetMetadata(key, items) => self.apply_metadata(&key, items),
+                Effect::FinishStandby(keys, status) => {
+                    let settle = self.standby_settle;
+                    for k in keys {
+                        if let Some(i) = self.instances.get_mut(&k) {
+                            if settle > 0 {
+                                i.settling = Some((settle, status.clone()));
+                            } else {
+                                i.action = "NONE".into();
+                                i.status = status.clone();
+                            }
+                        }
+                    }
+                }
                 Effect::FinishDelete(g_key, keys) => {
                     for k in &keys {
                         self.instances.remove(k);
