@@ -19,6 +19,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 mod due;
+mod history;
 mod memory;
 mod record;
 mod registry;
@@ -139,6 +140,8 @@ pub struct Engine {
     planners: Planners,
     options: EngineOptions,
     memory: Mutex<HashMap<i64, Memory>>,
+    /// Arrival histories for planners that learn from them (`warm`), read at most hourly.
+    history: tokio::sync::Mutex<crate::db::HistoryCache>,
 }
 
 /// One backend's `prepare` for the pools of a cycle, awaited by each of them: `Some` holds the
@@ -168,6 +171,7 @@ impl Engine {
             planners,
             options,
             memory: Mutex::new(HashMap::new()),
+            history: tokio::sync::Mutex::new(crate::db::HistoryCache::new()),
         }
     }
 
@@ -270,6 +274,14 @@ impl Engine {
             .map(|p| p.id)
             .collect();
         let counts = locks.count_builds(&mine).await?;
+        let planned: Vec<&WorkerPool> = mine
+            .iter()
+            .filter_map(|id| rows.iter().find(|p| p.id == *id))
+            .collect();
+        self.load_histories(&planned, now, locks).await;
+        if scope == Scope::All {
+            self.retain_histories(&mine).await;
+        }
 
         let mut reports: Vec<PoolReport> = Vec::with_capacity(names.len());
         let mut jobs: Vec<Job> = Vec::new();
@@ -507,12 +519,18 @@ impl Engine {
             .plan(&input, &mut memory.planner)
             .map_err(setting)?;
         let executor = self.registry.lookup(pool).map_err(setting)?;
-        let (plan, why) = crate::guard::limit(
+        let (mut plan, why) = crate::guard::limit(
             planned,
             pool,
             memory.last_plan.map(|p| p.size),
             self.options.max_step_up,
         );
+        // Standby is planned on the size as applied (after the guard), so size and standby
+        // together stay within the pool's maximum.
+        plan.standby = self
+            .planners
+            .standby(&input, &mut memory.planner, &plan)
+            .map_err(setting)?;
         for w in why {
             tracing::warn!(pool = %pool.name, outcome = "clamped", "pool {}: {w}", pool.name);
         }

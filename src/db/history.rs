@@ -1,7 +1,8 @@
 //! A pool's arrivals by hour of the week, for the `warm` planner's standby target: one grouped
 //! query over `builds.queued_time` (no schema change, no new index), cached per pool.
 
-use super::{Database, DbError};
+use super::queries::Conn;
+use super::{Database, DbError, PoolLocks};
 use crate::planner::{ArrivalHistory, HOURS_PER_WEEK};
 use autoscaler_executor::WorkerPool;
 use chrono::{DateTime, Duration, Utc};
@@ -75,43 +76,50 @@ impl Database {
         since: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> Result<ArrivalHistory, DbError> {
+        let what = "reading the arrival history";
+        let mut c = self.acquire(what).await?;
+        let h = c
+            .conn()
+            .arrival_history(pool, window_seconds, since, until)
+            .await;
+        h.map_err(DbError::query(what))
+    }
+}
+
+impl Conn<'_> {
+    /// [`Database::arrival_history`] on a given connection (the cycle's, which holds the locks).
+    pub(super) async fn arrival_history(
+        &mut self,
+        pool: &WorkerPool,
+        window_seconds: u64,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<ArrivalHistory, sqlx::Error> {
         // A window longer than a week says nothing per hour; 1 s at least.
         let window = window_seconds.clamp(1, 7 * 86_400);
         let mut h = ArrivalHistory::new(window);
-        let what = || DbError::query("reading the arrival history");
-        match self {
-            Database::Postgres(p) => {
-                let rows = sqlx::query(&sql(true, window, pool.build_latest))
-                    .bind(pool.id as i32)
-                    .bind(since)
-                    .bind(until)
-                    .fetch_all(p)
-                    .await
-                    .map_err(what())?;
-                for r in rows {
-                    keep(
-                        &mut h,
-                        r.try_get("how").map_err(what())?,
-                        r.try_get("peak").map_err(what())?,
-                    );
-                }
-            }
-            Database::Sqlite(p) => {
-                let rows = sqlx::query(&sql(false, window, pool.build_latest))
-                    .bind(pool.id as i32)
-                    .bind(since.timestamp())
-                    .bind(until.timestamp())
-                    .fetch_all(p)
-                    .await
-                    .map_err(what())?;
-                for r in rows {
-                    keep(
-                        &mut h,
-                        r.try_get("how").map_err(what())?,
-                        r.try_get("peak").map_err(what())?,
-                    );
-                }
-            }
+        let rows = match self {
+            Conn::Postgres(c) => sqlx::query(&sql(true, window, pool.build_latest))
+                .bind(pool.id as i32)
+                .bind(since)
+                .bind(until)
+                .fetch_all(&mut **c)
+                .await?
+                .into_iter()
+                .map(|r| Ok((r.try_get("how")?, r.try_get("peak")?)))
+                .collect::<Result<Vec<(i64, i64)>, sqlx::Error>>()?,
+            Conn::Sqlite(c) => sqlx::query(&sql(false, window, pool.build_latest))
+                .bind(pool.id as i32)
+                .bind(since.timestamp())
+                .bind(until.timestamp())
+                .fetch_all(&mut **c)
+                .await?
+                .into_iter()
+                .map(|r| Ok((r.try_get("how")?, r.try_get("peak")?)))
+                .collect::<Result<Vec<(i64, i64)>, sqlx::Error>>()?,
+        };
+        for (how, peak) in rows {
+            keep(&mut h, how, peak);
         }
         Ok(h)
     }
@@ -150,26 +158,58 @@ impl HistoryCache {
         window_seconds: u64,
         now: DateTime<Utc>,
     ) -> Result<&ArrivalHistory, DbError> {
-        let fresh = self.entries.get(&pool.id).is_some_and(|e| {
+        if !self.is_fresh(pool, window_seconds, now) {
+            let since = now - Duration::weeks(HISTORY_WEEKS);
+            let history = db.arrival_history(pool, window_seconds, since, now).await?;
+            self.insert(pool, window_seconds, now, history);
+        }
+        Ok(&self.entries[&pool.id].history)
+    }
+
+    /// [`HistoryCache::get`] on the cycle's connection (the one holding the pool locks): what
+    /// the engine calls, since a process has only that one connection.
+    pub async fn get_locked(
+        &mut self,
+        locks: &PoolLocks,
+        pool: &WorkerPool,
+        window_seconds: u64,
+        now: DateTime<Utc>,
+    ) -> Result<&ArrivalHistory, DbError> {
+        if !self.is_fresh(pool, window_seconds, now) {
+            let since = now - Duration::weeks(HISTORY_WEEKS);
+            let history = locks
+                .arrival_history(pool, window_seconds, since, now)
+                .await?;
+            self.insert(pool, window_seconds, now, history);
+        }
+        Ok(&self.entries[&pool.id].history)
+    }
+
+    fn is_fresh(&self, pool: &WorkerPool, window_seconds: u64, now: DateTime<Utc>) -> bool {
+        self.entries.get(&pool.id).is_some_and(|e| {
             e.window == window_seconds
                 && e.build_latest == pool.build_latest
                 && e.read_at <= now
                 && now - e.read_at < HISTORY_MAX_AGE
-        });
-        if !fresh {
-            let since = now - Duration::weeks(HISTORY_WEEKS);
-            let history = db.arrival_history(pool, window_seconds, since, now).await?;
-            self.entries.insert(
-                pool.id,
-                Entry {
-                    read_at: now,
-                    window: window_seconds,
-                    build_latest: pool.build_latest,
-                    history,
-                },
-            );
-        }
-        Ok(&self.entries[&pool.id].history)
+        })
+    }
+
+    fn insert(
+        &mut self,
+        pool: &WorkerPool,
+        window_seconds: u64,
+        now: DateTime<Utc>,
+        history: ArrivalHistory,
+    ) {
+        self.entries.insert(
+            pool.id,
+            Entry {
+                read_at: now,
+                window: window_seconds,
+                build_latest: pool.build_latest,
+                history,
+            },
+        );
     }
 
     /// Forgets pools no longer configured, so the cache never outgrows the pool list.

@@ -214,6 +214,22 @@ impl PoolLocks {
         s.finish(busy)
     }
 
+    /// [`Database::arrival_history`] on the cycle's connection.
+    pub async fn arrival_history(
+        &self,
+        pool: &WorkerPool,
+        window_seconds: u64,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<crate::planner::ArrivalHistory, DbError> {
+        let mut s = self.statement("reading the arrival history").await?;
+        let h = s
+            .conn()
+            .arrival_history(pool, window_seconds, since, until)
+            .await;
+        s.finish(h)
+    }
+
     /// [`Database::record_successes`] on the cycle's connection.
     pub async fn record_successes(&self, done: &[(i64, DateTime<Utc>)]) -> Result<(), DbError> {
         if done.is_empty() {

@@ -108,7 +108,8 @@ fn environment() -> Environment<'static> {
 
 /// Renders a pool's `executor_command` with the variables Vespene documents: `worker_pool`
 /// (every column), `worker` (the same object, the name the docs use), `size` and
-/// `queued_size`. The result is trimmed; an all-blank result is [`TemplateError::Empty`].
+/// `queued_size`, and `standby` (the standby instances a `warm` pool's planner wants held,
+/// for a command that can keep stopped machines; 0 otherwise). The result is trimmed; an all-blank result is [`TemplateError::Empty`].
 ///
 /// Rendering is bounded (see [`TemplateError::Budget`]): it runs on a thread of its own, and
 /// the caller waits at most [`RENDER_TIME_LIMIT`].
@@ -173,6 +174,7 @@ fn render_bounded(template: &str, pool: &WorkerPool, plan: Plan) -> Result<Strin
         worker => pool_value,
         size => plan.size,
         queued_size => plan.queued_size,
+        standby => plan.standby,
     };
     let compiled = env.template_from_str(template).map_err(classify)?;
     let mut out = Capped {

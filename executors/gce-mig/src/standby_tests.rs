@@ -5,7 +5,7 @@
 
 use crate::candidates::{ACK_DONE, ACK_KEY, DRAIN_KEY};
 use crate::double::{ComputeDouble, InstanceSpec};
-use crate::tests::{executor, pool, posts, ts, Dir, GOOD_LABELS, ZONAL};
+use crate::tests::{executor, pool, posts, ts, Dir, GOOD_LABELS, REGIONAL, ZONAL};
 use crate::{GceMigExecutor, StandbyAction};
 use autoscaler_executor::{Executor, ExecutorError, Outcome, Plan, ScaleRequest, WorkerPool};
 
@@ -429,4 +429,86 @@ async fn a_scale_out_while_suspending_creates_instead() {
     assert_eq!(group_posts(&d), vec!["resize"]);
     assert_eq!(d.target_size(ZONAL), Some(2));
     assert_eq!(d.standby_sizes(ZONAL), Some((1, 0)));
+}
+
+/// A regional group (its own REST paths, the regional SDK builders): suspend and resume carry
+/// the instances' zones in their URLs, and the sizes move the same way.
+#[tokio::test]
+async fn a_regional_group_suspends_and_resumes_across_zones() {
+    let (_, d) = ComputeDouble::start();
+    d.add_group(REGIONAL, GOOD_LABELS);
+    d.set_redistribution(REGIONAL, Some("NONE"));
+    d.add_instance(
+        REGIONAL,
+        InstanceSpec::new("linux-b1", &ts(1)).zone("us-east1-b"),
+    );
+    d.add_instance(
+        REGIONAL,
+        InstanceSpec::new("linux-c1", &ts(2)).zone("us-east1-c"),
+    );
+    let e = executor(&d, |_| {}).await;
+    let p = pool("linux", REGIONAL, 10);
+
+    run(&e, &p, 0, 2, &Dir::default(), false).await.unwrap();
+    let suspend = posts(&d.requests())
+        .into_iter()
+        .find(|r| r.path.ends_with("/suspendInstances"))
+        .cloned()
+        .unwrap();
+    assert!(
+        suspend.path.contains("/regions/us-east1/"),
+        "{}",
+        suspend.path
+    );
+    assert!(
+        suspend.body.contains("zones/us-east1-b/instances/linux-b1")
+            && suspend.body.contains("zones/us-east1-c/instances/linux-c1"),
+        "{}",
+        suspend.body
+    );
+    assert!(suspend.param("requestId").is_some());
+    assert_eq!(d.standby_sizes(REGIONAL), Some((2, 0)));
+    assert_eq!(d.target_size(REGIONAL), Some(0));
+
+    d.clear_requests();
+    run(&e, &p, 1, 2, &Dir::default(), false).await.unwrap();
+    assert_eq!(group_posts(&d), vec!["resumeInstances"]);
+    assert!(body_of(&d, "resumeInstances")[0].contains("linux-b1"));
+    assert_eq!(d.standby_sizes(REGIONAL), Some((1, 0)));
+    assert_eq!(d.target_size(REGIONAL), Some(1));
+}
+
+/// A suspend whose operation ends in error fails the pool with Compute's code, naming the pool,
+/// the group and the call; nothing moved, and the next cycle tries again. A response lost
+/// after Compute applied the call is retried with the same request id and not applied twice.
+#[tokio::test]
+async fn a_failed_or_lost_standby_call_is_reported_and_never_applied_twice() {
+    let (_, d) = ComputeDouble::start();
+    two_running(&d);
+    let e = executor(&d, |_| {}).await;
+    let p = pool("linux", ZONAL, 10);
+
+    d.fail_next_operation("RESOURCE_NOT_READY", "The resource is not ready", 400);
+    let err = run(&e, &p, 1, 1, &Dir::default(), false).await.unwrap_err();
+    for want in ["suspendInstances", ZONAL, "RESOURCE_NOT_READY"] {
+        assert!(err.message.contains(want), "{want}: {}", err.message);
+    }
+    assert_eq!(err.pool, "linux");
+    assert_eq!(d.standby_sizes(ZONAL), Some((0, 0)));
+    assert_eq!(d.target_size(ZONAL), Some(2));
+    assert_eq!(d.mutations_applied(), 0);
+
+    d.fail_after_apply("POST", "/suspendInstances", 503, "backendError", 1);
+    run(&e, &p, 1, 1, &Dir::default(), false).await.unwrap();
+    assert_eq!(d.count("POST", "/suspendInstances"), 3);
+    assert_eq!(d.mutations_applied(), 1, "the retry was deduplicated");
+    assert_eq!(d.standby_sizes(ZONAL), Some((1, 0)));
+    assert_eq!(d.target_size(ZONAL), Some(1));
+
+    d.fail_after_apply("POST", "/resumeInstances", 502, "backendError", 1);
+    run(&e, &p, 2, 1, &Dir::default(), false).await.unwrap();
+    assert_eq!(d.count("POST", "/resumeInstances"), 2);
+    assert_eq!(d.mutations_applied(), 2);
+    assert_eq!(d.standby_sizes(ZONAL), Some((0, 0)));
+    assert_eq!(d.target_size(ZONAL), Some(2));
 }

@@ -58,6 +58,7 @@ impl Executor for ShellExecutor {
             ("VESPENE_POOL", pool.name.clone()),
             ("VESPENE_SIZE", request.plan.size.to_string()),
             ("VESPENE_QUEUED_SIZE", request.plan.queued_size.to_string()),
+            ("VESPENE_STANDBY", request.plan.standby.to_string()),
         ];
         let timeout = Duration::from_secs(self.config.timeout_seconds);
         let grace = Duration::from_secs(self.config.kill_grace_seconds);
