@@ -698,6 +698,14 @@ check_5() {
 	}
 	[ -n "$fh" ] && problem "FILESERVING_HOSTNAME is '$fh': workers would not register their own hostname"
 	why="$(helper can "$APP_USER" w /etc/vespene)" || problem "$why (the worker writes /etc/vespene/worker_id)"
+	# Standby (GCE stop/suspend, AWS warm pools) brings an instance back from a stop: it must
+	# come back as the same worker, so the id the worker wrote must be on the persistent disk.
+	if [ -f "$ROOT/etc/fstab" ] && awk '$1 !~ /^#/ && ($2 == "/etc/vespene" || $2 == "/etc") && $3 == "tmpfs" { f = 1 } END { exit !f }' "$ROOT/etc/fstab"; then
+		problem "/etc/vespene is on a tmpfs (/etc/fstab): an instance back from standby (stopped) would lose /etc/vespene/worker_id and register as a new worker"
+	fi
+	if [ -f "$ROOT/etc/systemd/system/etc-vespene.mount" ] && grep -qiE '^[[:space:]]*Type[[:space:]]*=[[:space:]]*tmpfs' "$ROOT/etc/systemd/system/etc-vespene.mount"; then
+		problem "/etc/vespene is a tmpfs (etc-vespene.mount): an instance back from standby (stopped) would lose /etc/vespene/worker_id and register as a new worker"
+	fi
 	if [ "$drain" != off ]; then
 		[ ${#PROBLEMS[@]} -eq 0 ] && note "$WORKER_UNIT runs the drain agent (CLOUD=$drain), $n loop(s) of '$want'"
 	else

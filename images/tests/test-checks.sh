@@ -296,6 +296,10 @@ breaking "5: a worker running as root fails point 5" "5" "runs as 'root'" \
 	"sed -i 's/^User=vespene/User=root/' \"\$R$U/vespene-worker.service\""
 breaking "5: a baked worker_id fails point 5" "5" "worker_id is baked in" \
 	'echo abc >"$R/etc/vespene/worker_id"'
+breaking "5: /etc/vespene on a tmpfs fails point 5 (a standby instance would come back as a new worker)" "5" "would lose /etc/vespene/worker_id" \
+	'echo "tmpfs /etc/vespene tmpfs defaults 0 0" >>"$R/etc/fstab"'
+breaking "5: an etc-vespene.mount of Type=tmpfs fails point 5" "5" "etc-vespene.mount" \
+	'mkdir -p "$R/etc/systemd/system" && printf "[Mount]\nWhat=tmpfs\nWhere=/etc/vespene\nType=tmpfs\n" >"$R/etc/systemd/system/etc-vespene.mount"'
 breaking "5: a fixed FILESERVING_HOSTNAME fails point 5" "5" "FILESERVING_HOSTNAME is 'build-vm'" \
 	"sed -i 's/^FILESERVING_HOSTNAME = .*/FILESERVING_HOSTNAME = \"build-vm\"/' \"\$R$S/workers.py\""
 breaking "5: a missing ssh-agent fails points 5 and 10" "5 10" "/usr/bin/ssh-agent is missing" \

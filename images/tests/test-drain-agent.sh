@@ -68,7 +68,18 @@ events, queue, pid = os.environ["FAKE_EVENTS"], os.environ["FAKE_QUEUE"], os.get
 def rec(kind, detail):
     with open(events, "a") as fh:
         fh.write("%.3f %s %d %s\n" % (time.time(), kind, pid, detail))
+# Like Vespene's worker, it registers once and keeps its id in a file (/etc/vespene/worker_id
+# on an image): an instance that comes back from standby must serve as the same worker.
+idf = os.environ.get("FAKE_WORKER_ID_FILE")
+wid = "-"
+if idf:
+    if not os.path.exists(idf):
+        with open(idf, "w") as fh:
+            fh.write("%d\n" % (int(time.time() * 1000) % 1000000))
+    wid = open(idf).read().strip()
 rec("start", " ".join(sys.argv[1:]) + " ssh_agent=" + ("yes" if os.environ.get("SSH_AUTH_SOCK") else "no"))
+if idf:
+    rec("id", wid)
 build = None
 with open(queue + ".lock", "a") as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
@@ -582,6 +593,101 @@ for delay in 0.3 0.7 1.1 1.6 2.2; do
 	stop_agent "TERM after ${delay}s"
 	stop_server
 done
+
+# --- 14. Standby: a drained instance suspended or stopped, then brought back ----------------------------
+# The executors keep drained instances in standby (GCE suspend/stop, AWS warm pools; see
+# docs/gce-mig.md and docs/aws-asg.md). Suspended or hibernated, the agent's processes are frozen
+# mid-call and thawed as they were (SIGSTOP/SIGCONT here); stopped, the instance boots again and
+# the agent starts afresh. Either way it must serve again, as the same worker (worker_id kept on
+# disk), and never while the drain signal still stands.
+ids_seen() { awk '$2 == "id" { print "worker_id=" $4 }' "$S/events" | sort -u; }
+# freeze / thaw: the agent and everything under it (a metadata request in flight, workers),
+# stopped and continued as a suspend and a resume do to a whole VM.
+tree_pids() {
+	local p
+	for p in $(pgrep -P "$1"); do
+		echo "$p"
+		tree_pids "$p"
+	done
+}
+freeze() {
+	local _ p
+	for _ in 1 2; do for p in $(tree_pids "$AGENT_PID"); do kill -STOP "$p" 2>/dev/null || true; done; done
+}
+thaw() {
+	local p
+	for p in $(tree_pids "$AGENT_PID"); do kill -CONT "$p" 2>/dev/null || true; done
+}
+
+scenario gce-suspend
+start_server fake_gce_metadata.py
+write_conf gce
+start_agent FAKE_WORKER_ID_FILE="$S/worker_id"
+wait_for 20 has_events exit 1 || true
+control PUT /_control/drain requested
+wait_for 20 guest_is "done" || true
+check "gce suspend: drained and acknowledged before the suspend" guest_is "done"
+freeze
+sleep 2 # suspended, a wait_for_change request in flight
+t_frozen="$(now)"
+check "gce suspend: nothing starts while suspended" test "$(starts_after "$t_frozen")" = 0
+control DELETE /_control/drain # the executor calls the drain off, then resumes
+t_resume="$(now)"
+thaw
+wait_for 20 bash -c "awk -v t=$t_resume '\$2 == \"start\" && \$1 > t' '$S/events' | grep -q ." || true
+t_start="$(awk -v t="$t_resume" '$2 == "start" && $1 > t { print $1; exit }' "$S/events")"
+t_running="$(guest_put_time running "$t_resume")"
+DIAG="resume $t_resume, running written ${t_running:-never}, first start ${t_start:-never}, ids $(ids_seen | tr '\n' ' ')"
+check "gce suspend: after the resume vespene/drain=running is written, then a worker starts" \
+	bash -c "python3 -c 'import sys; a, b, c = map(float, sys.argv[1:]); sys.exit(0 if a < b < c else 1)' $t_resume ${t_running:-0} ${t_start:-0}"
+check "gce suspend: the resumed worker is the same worker (one worker_id)" test "$(ids_seen | wc -l)" = 1
+MEASURED+=("gce, suspended then resumed: resume->first worker $(secs "$t_resume" "${t_start:-$t_resume}") s")
+stop_agent
+stop_server
+
+scenario aws-warm-hibernated
+start_server fake_imds.py
+write_conf aws
+start_agent FAKE_WORKER_ID_FILE="$S/worker_id"
+wait_for 20 has_events exit 1 || true
+control PUT /_control/lifecycle-state Warmed:Hibernated
+wait_for 20 aws_has complete-lifecycle-action 1 || true
+check "aws warm pool (hibernate): drained and acknowledged on Warmed:Hibernated" aws_has complete-lifecycle-action 1
+freeze
+sleep 2
+control PUT /_control/lifecycle-state InService # drawn from the warm pool
+t_resume="$(now)"
+thaw
+wait_for 20 bash -c "awk -v t=$t_resume '\$2 == \"start\" && \$1 > t' '$S/events' | grep -q ." || true
+t_start="$(awk -v t="$t_resume" '$2 == "start" && $1 > t { print $1; exit }' "$S/events")"
+DIAG="resume $t_resume, first start ${t_start:-never}, ids $(ids_seen | tr '\n' ' ')"
+check "aws warm pool (hibernate): back InService, a worker starts again" test -n "$t_start"
+check "aws warm pool (hibernate): the same worker (one worker_id)" test "$(ids_seen | wc -l)" = 1
+check "aws warm pool (hibernate): logged as a drain that ended" agent_says "drain cancelled after the acknowledgement"
+MEASURED+=("aws, hibernated then drawn from the warm pool: InService->first worker $(secs "$t_resume" "${t_start:-$t_resume}") s")
+stop_agent
+stop_server
+
+# Stopped: the instance powers off (systemd stops the unit: SIGTERM) and boots again later.
+S_KEEP="$S"
+scenario aws-warm-stopped
+cp "$S_KEEP/worker_id" "$S/worker_id"
+start_server fake_imds.py --state Warmed:Stopped
+write_conf aws
+start_agent FAKE_WORKER_ID_FILE="$S/worker_id"
+wait_for 10 agent_says "drain requested" || true
+check "aws warm pool (stop): a boot while still Warmed:* starts no worker" test "$(count_events start)" = 0
+stop_agent "the instance stops"
+control PUT /_control/lifecycle-state InService
+t_boot="$(now)"
+start_agent FAKE_WORKER_ID_FILE="$S/worker_id"
+wait_for 20 has_events start 1 || true
+DIAG="ids before $(cat "$S_KEEP/worker_id"), now $(ids_seen | tr '\n' ' ')"
+check "aws warm pool (stop): booted InService, the worker starts as the same worker" \
+	test "$(ids_seen)" = "worker_id=$(cat "$S_KEEP/worker_id")"
+MEASURED+=("aws, stopped then started: agent start->first worker $(secs "$t_boot" "$(event_time start worker)") s")
+stop_agent
+stop_server
 
 printf '\nmeasured (POLL_SECONDS=1; fake worker idle pass 1 s):\n'
 for m in "${MEASURED[@]}"; do printf '  %s\n' "$m"; done
