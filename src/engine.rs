@@ -267,17 +267,13 @@ impl Engine {
         };
         let by_name: HashMap<&str, &WorkerPool> =
             rows.iter().map(|p| (p.name.as_str(), p)).collect();
-        let mine: Vec<i64> = names
+        let planned: Vec<&WorkerPool> = names
             .iter()
-            .filter_map(|n| by_name.get(n.as_str()))
+            .filter_map(|n| by_name.get(n.as_str()).copied())
             .filter(|p| p.autoscaling_enabled && locks.holds(p.id))
-            .map(|p| p.id)
             .collect();
+        let mine: Vec<i64> = planned.iter().map(|p| p.id).collect();
         let counts = locks.count_builds(&mine).await?;
-        let planned: Vec<&WorkerPool> = mine
-            .iter()
-            .filter_map(|id| rows.iter().find(|p| p.id == *id))
-            .collect();
         self.load_histories(&planned, now, locks).await;
         if scope == Scope::All {
             self.retain_histories(&mine).await;

@@ -214,6 +214,7 @@ impl HistoryCache {
 
     /// Forgets pools no longer configured, so the cache never outgrows the pool list.
     pub fn retain(&mut self, pool_ids: &[i64]) {
-        self.entries.retain(|id, _| pool_ids.contains(id));
+        let keep: std::collections::HashSet<i64> = pool_ids.iter().copied().collect();
+        self.entries.retain(|id, _| keep.contains(id));
     }
 }
