@@ -24,10 +24,11 @@ pub mod launch;
 pub mod policy;
 mod protect;
 mod scale_in;
+mod warm_pool;
 
 pub use apply::{Clock, ScaleInStats, SystemClock};
 pub use client::{ApiError, AsgApi, SdkAsgApi};
-pub use config::{Config, HostnameMatch, PoolOverride};
+pub use config::{Config, HostnameMatch, PoolOverride, WarmPoolState};
 pub use policy::{
     decide, group_name, hostname_matches, missing_tags, target_instances, unsupported_capacity,
     wanted_termination_policies, Clamp, Decision, DrainState, Target, OLDEST_INSTANCE,

@@ -147,6 +147,7 @@ async fn scale_out_steady_state_dry_run_and_scale_in_against_moto() {
             "arm".to_string(),
             PoolOverride {
                 workers_per_instance: Some(2),
+                ..PoolOverride::default()
             },
         )]
         .into(),
