@@ -451,3 +451,49 @@ async fn the_group_max_size_clamps_the_warm_pool() {
         ]
     );
 }
+
+#[tokio::test]
+async fn the_audit_lists_warm_instances_as_members_never_as_capacity() {
+    let f = FakeAsg::with_group(G, 0, 10, 3);
+    f.put_default_hook(G);
+    let (exec, fake, _clock) = setup(Config::default(), f);
+    let dir = FakeDirectory::default();
+    let p = linux(10);
+    // 3 -> 2 with standby 2: i-1 goes back to the warm pool and waits on the hook, still
+    // running and tagged vespene_worker=true; AWS then launches one more into the warm pool.
+    run_standby(&exec, &p, 2, 2, &dir, false).await.unwrap();
+    let (launched, _) = fake.maintain_warm_pool(G);
+    assert_eq!(launched, vec!["i-4"]);
+    assert_eq!(
+        fake.warm_states(G),
+        pairs(&[("i-1", "Warmed:Pending:Wait"), ("i-4", "Warmed:Stopped")])
+    );
+    fake.take_calls();
+
+    let snap = exec.inventory().unwrap().inventory(&[&p]).await.unwrap();
+    assert!(
+        fake.calls().contains(&"DescribeWarmPool vespene-linux".to_string()),
+        "{:?}",
+        fake.calls()
+    );
+    let g = snap.pools[0].group.as_ref().unwrap();
+    assert_eq!(g.desired, 2);
+    let mut members = g.members.clone();
+    members.sort();
+    assert_eq!(members, vec!["i-1", "i-2", "i-3", "i-4"], "warm ones are the group's");
+    let state = |id: &str| {
+        let i = snap.instances.iter().find(|i| i.id == id).unwrap();
+        (i.state, i.raw_state.clone())
+    };
+    use autoscaler_executor::InstanceState;
+    assert_eq!(
+        state("i-1"),
+        (InstanceState::Stopped, "running/Warmed:Pending:Wait".to_string()),
+        "not capacity, though EC2 still runs it"
+    );
+    assert_eq!(
+        state("i-4"),
+        (InstanceState::Stopped, "stopped/Warmed:Stopped".to_string())
+    );
+    assert_eq!(state("i-2").0, InstanceState::Running);
+}

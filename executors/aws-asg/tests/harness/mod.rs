@@ -1,5 +1,6 @@
 //! The executor on a manual clock over the in-memory group: what the drain and group tests
 //! share.
+#![allow(dead_code)] // each test binary uses its own part
 
 use crate::common::{pool, FakeDirectory};
 use crate::fake::FakeAsg;
