@@ -397,7 +397,10 @@ impl Applier {
             all.instances.extend(returning);
             std::borrow::Cow::Owned(all)
         };
-        let waiting = members.instances.iter().any(|i| i.is_waiting_to_terminate());
+        let waiting = members
+            .instances
+            .iter()
+            .any(|i| i.is_waiting_to_terminate());
 
         // Names, tags and launch times of every member, once, when a drain or a scale-in needs
         // them; `None` when EC2 could not say (the failure is reported, nothing is removed).

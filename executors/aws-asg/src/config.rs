@@ -382,7 +382,10 @@ mod tests {
         .unwrap();
         assert_eq!(c.warm_pool_state_for("other"), WarmPoolState::Hibernated);
         assert_eq!(c.warm_pool_state_for("big"), WarmPoolState::Stopped);
-        assert_eq!(Config::default().warm_pool_state_for("x").aws_name(), "Stopped");
+        assert_eq!(
+            Config::default().warm_pool_state_for("x").aws_name(),
+            "Stopped"
+        );
         let err = serde_json::from_str::<Config>(r#"{"warm_pool_state":"running"}"#).unwrap_err();
         assert!(
             err.to_string().contains("stopped") && err.to_string().contains("hibernated"),

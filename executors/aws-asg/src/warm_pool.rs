@@ -81,8 +81,7 @@ impl Applier {
         };
         let wpi = self.cfg.workers_per_instance_for(&run.pool.name);
         let state = self.cfg.warm_pool_state_for(&run.pool.name);
-        let decision: WarmPlan =
-            decide_warm_pool(plan.standby, wpi, state, target, group, current);
+        let decision: WarmPlan = decide_warm_pool(plan.standby, wpi, state, target, group, current);
         if let Some(why) = &decision.clamp {
             tracing::warn!(pool = %run.pool.name, group = %run.group, "{why}");
         }

@@ -612,7 +612,10 @@ async fn warm_pool_is_put_and_described_over_the_wire_and_a_second_cycle_makes_n
     assert_eq!(param(put, "MinSize"), Some("3"));
     assert_eq!(param(put, "MaxGroupPreparedCapacity"), Some("3"));
     assert_eq!(param(put, "PoolState"), Some("Stopped"));
-    assert_eq!(param(put, "InstanceReusePolicy.ReuseOnScaleIn"), Some("true"));
+    assert_eq!(
+        param(put, "InstanceReusePolicy.ReuseOnScaleIn"),
+        Some("true")
+    );
     // Read back through the crate's own DescribeWarmPool: moto kept every setting.
     let want = WarmPoolConfig {
         min_size: 3,
@@ -632,7 +635,10 @@ async fn warm_pool_is_put_and_described_over_the_wire_and_a_second_cycle_makes_n
     assert_eq!(g.desired, 2);
     // DescribeAutoScalingGroups carries it too: what tells the executor a group has a warm
     // pool, so a group without one costs no DescribeWarmPool.
-    let described = api.describe_groups(&["vespene-linux".into()]).await.unwrap();
+    let described = api
+        .describe_groups(&["vespene-linux".into()])
+        .await
+        .unwrap();
     assert_eq!(described[0].warm_pool.as_ref(), Some(&want));
 
     // Cycle 2, same plan: the warm pool already matches, so no PutWarmPool (nor any other

@@ -164,7 +164,10 @@ async fn scale_in_with_standby_returns_leavers_to_the_warm_pool_through_the_drai
     );
     assert_eq!(
         fake.warm_states(G),
-        pairs(&[("i-1", "Warmed:Pending:Wait"), ("i-2", "Warmed:Pending:Wait")])
+        pairs(&[
+            ("i-1", "Warmed:Pending:Wait"),
+            ("i-2", "Warmed:Pending:Wait")
+        ])
     );
     assert_eq!(fake.group(G).desired_capacity, 2);
 
@@ -188,7 +191,8 @@ async fn scale_in_with_standby_returns_leavers_to_the_warm_pool_through_the_drai
     assert!(
         out.actions
             .iter()
-            .any(|a| a.contains("InstanceId=i-1 (build 42 RUNNING on worker ip-10-0-0-1.ec2.internal)")),
+            .any(|a| a
+                .contains("InstanceId=i-1 (build 42 RUNNING on worker ip-10-0-0-1.ec2.internal)")),
         "{:?}",
         out.actions
     );
@@ -213,10 +217,13 @@ async fn scale_in_with_standby_returns_leavers_to_the_warm_pool_through_the_drai
         clock.advance(1200);
         fake.advance(1200);
         run_standby(&exec, &p, 2, 2, &dir, false).await.unwrap();
-        assert!(fake
-            .take_calls()
-            .contains(&"RecordLifecycleActionHeartbeat vespene-linux vespene-drain i-1".to_string()));
-        assert!(fake.expire_waits().is_empty(), "heartbeats keep the wait alive");
+        assert!(fake.take_calls().contains(
+            &"RecordLifecycleActionHeartbeat vespene-linux vespene-drain i-1".to_string()
+        ));
+        assert!(
+            fake.expire_waits().is_empty(),
+            "heartbeats keep the wait alive"
+        );
     }
 
     // The build ends: i-1 is completed and stops in the warm pool. Nothing ever terminated.
@@ -297,7 +304,11 @@ async fn scale_out_draws_from_the_warm_pool_and_launches_only_the_rest() {
         ]
     );
     let st = exec.status(&p).await.unwrap().unwrap();
-    assert_eq!((st.desired, st.current), (5, 5), "warm instances are not capacity");
+    assert_eq!(
+        (st.desired, st.current),
+        (5, 5),
+        "warm instances are not capacity"
+    );
 }
 
 #[tokio::test]
@@ -361,10 +372,7 @@ async fn dry_run_makes_no_mutating_call() {
 
     let out = run_standby(&exec, &p, 2, 2, &dir, true).await.unwrap();
     let calls = fake.take_calls();
-    assert!(
-        calls.iter().all(|c| c.starts_with("Describe")),
-        "{calls:?}"
-    );
+    assert!(calls.iter().all(|c| c.starts_with("Describe")), "{calls:?}");
     assert!(calls.contains(&"DescribeWarmPool vespene-linux".to_string()));
     assert!(
         out.actions.iter().any(|a| a.starts_with(
@@ -406,7 +414,11 @@ async fn standby_zero_empties_the_executors_warm_pool_and_leaves_a_hand_made_one
     );
     assert!(out.actions[0].ends_with("(no standby planned: the executor's warm pool keeps none)"));
     let (_, ended) = fake.maintain_warm_pool(G);
-    assert_eq!(ended.len(), 2, "AWS ends what the warm pool no longer holds");
+    assert_eq!(
+        ended.len(),
+        2,
+        "AWS ends what the warm pool no longer holds"
+    );
     run_standby(&exec, &p, 2, 0, &dir, false).await.unwrap();
     assert_eq!(
         fake.take_calls(),
@@ -472,7 +484,8 @@ async fn the_audit_lists_warm_instances_as_members_never_as_capacity() {
 
     let snap = exec.inventory().unwrap().inventory(&[&p]).await.unwrap();
     assert!(
-        fake.calls().contains(&"DescribeWarmPool vespene-linux".to_string()),
+        fake.calls()
+            .contains(&"DescribeWarmPool vespene-linux".to_string()),
         "{:?}",
         fake.calls()
     );
@@ -480,7 +493,11 @@ async fn the_audit_lists_warm_instances_as_members_never_as_capacity() {
     assert_eq!(g.desired, 2);
     let mut members = g.members.clone();
     members.sort();
-    assert_eq!(members, vec!["i-1", "i-2", "i-3", "i-4"], "warm ones are the group's");
+    assert_eq!(
+        members,
+        vec!["i-1", "i-2", "i-3", "i-4"],
+        "warm ones are the group's"
+    );
     let state = |id: &str| {
         let i = snap.instances.iter().find(|i| i.id == id).unwrap();
         (i.state, i.raw_state.clone())
@@ -488,7 +505,10 @@ async fn the_audit_lists_warm_instances_as_members_never_as_capacity() {
     use autoscaler_executor::InstanceState;
     assert_eq!(
         state("i-1"),
-        (InstanceState::Stopped, "running/Warmed:Pending:Wait".to_string()),
+        (
+            InstanceState::Stopped,
+            "running/Warmed:Pending:Wait".to_string()
+        ),
         "not capacity, though EC2 still runs it"
     );
     assert_eq!(

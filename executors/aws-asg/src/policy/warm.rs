@@ -257,7 +257,14 @@ mod tests {
         assert!(!p.tag);
         assert!(p.clamp.is_some());
         // No room and a warm pool: it is brought to 0.
-        let p = decide_warm_pool(4, 1, S, 10, &group(10, true), Some(&cfg(2, "Stopped", true)));
+        let p = decide_warm_pool(
+            4,
+            1,
+            S,
+            10,
+            &group(10, true),
+            Some(&cfg(2, "Stopped", true)),
+        );
         assert_eq!(p.put, Some(cfg(0, "Stopped", true)));
     }
 
@@ -268,7 +275,14 @@ mod tests {
         assert_eq!(p.put, Some(cfg(0, "Hibernated", false)));
         assert!(!p.tag);
         // Already empty: no call.
-        let p = decide_warm_pool(0, 1, S, 3, &group(10, true), Some(&cfg(0, "Hibernated", false)));
+        let p = decide_warm_pool(
+            0,
+            1,
+            S,
+            3,
+            &group(10, true),
+            Some(&cfg(0, "Hibernated", false)),
+        );
         assert_eq!(p.put, None);
         // A hand-made one is never touched by a plan without standby.
         let p = decide_warm_pool(0, 1, S, 3, &group(10, false), Some(&c));

@@ -477,7 +477,14 @@ impl AsgApi for FakeAsg {
                 .map(|i| i.instance_id.clone())
                 .collect();
             for id in victims {
-                start_leaving(&mut s, group, &id, hook, "scale-in by desired capacity", true);
+                start_leaving(
+                    &mut s,
+                    group,
+                    &id,
+                    hook,
+                    "scale-in by desired capacity",
+                    true,
+                );
             }
         }
         s.groups.get_mut(group).unwrap().desired_capacity = desired;
@@ -671,7 +678,9 @@ impl AsgApi for FakeAsg {
         s.calls.push(format!("DescribeWarmPool {group}"));
         check(&mut s, "DescribeWarmPool")?;
         if !s.groups.contains_key(group) {
-            return Err(validation(format!("AutoScalingGroup name not found - {group}")));
+            return Err(validation(format!(
+                "AutoScalingGroup name not found - {group}"
+            )));
         }
         Ok(s.warm.get(group).cloned().unwrap_or_default())
     }

@@ -7,9 +7,7 @@
 //! defaulting to the group's `MaxSize`, kept by AWS in the background.
 
 use super::{launch, validation, FakeAsg, State, Wait};
-use autoscaler_aws_asg::client::{
-    ApiError, GroupInstance, WarmPoolConfig, WARMED_PENDING_WAIT,
-};
+use autoscaler_aws_asg::client::{ApiError, GroupInstance, WarmPoolConfig, WARMED_PENDING_WAIT};
 
 fn parked(cfg: &WarmPoolConfig) -> String {
     format!("Warmed:{}", cfg.pool_state)
