@@ -85,6 +85,9 @@ pub(crate) struct Run<'a> {
     pub(crate) held_reported: bool,
     /// Leavers of this cycle's scale-in go back to the warm pool (`ReuseOnScaleIn`).
     pub(crate) to_warm_pool: bool,
+    /// `DescribeWarmPool` failed this cycle: instances going back to the warm pool are not
+    /// listed, so the drain must not forget them.
+    pub(crate) warm_unread: bool,
 }
 
 impl Run<'_> {
@@ -365,6 +368,7 @@ impl Applier {
             errors: Vec::new(),
             held_reported: false,
             to_warm_pool: false,
+            warm_unread: false,
         };
         let now = self.clock.now();
         let wpi = self.cfg.workers_per_instance_for(&pool.name);
@@ -389,6 +393,7 @@ impl Applier {
         // for the decision below, and its instances going back to it on the termination hook
         // (`Warmed:Pending:Wait`), which the drain handles with the group's own.
         let warm = self.read_warm_pool(&mut run, &group, req.plan).await;
+        run.warm_unread = matches!(warm, crate::warm_pool::WarmRead::Failed);
         let returning = warm.waiting();
         let members: std::borrow::Cow<'_, GroupInfo> = if returning.is_empty() {
             std::borrow::Cow::Borrowed(&group)

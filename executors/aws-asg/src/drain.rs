@@ -34,10 +34,13 @@ impl Applier {
             .iter()
             .filter(|i| i.is_waiting_to_terminate())
             .collect();
+        // Without this cycle's warm-pool listing, an instance absent from `group` may still be
+        // waiting there: its drain clock is kept, not restarted.
+        let keep_unlisted = run.warm_unread;
         let states: Vec<(String, DrainState)> = {
             let mut drains = self.drains.lock().unwrap();
             drains.retain(|(g, id), _| {
-                g != run.group || waiting.iter().any(|i| &i.instance_id == id)
+                g != run.group || keep_unlisted || waiting.iter().any(|i| &i.instance_id == id)
             });
             waiting
                 .iter()

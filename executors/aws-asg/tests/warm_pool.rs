@@ -517,3 +517,102 @@ async fn the_audit_lists_warm_instances_as_members_never_as_capacity() {
     );
     assert_eq!(state("i-2").0, InstanceState::Running);
 }
+
+#[tokio::test]
+async fn an_instance_launching_into_the_warm_pool_on_the_users_hook_is_not_the_drains() {
+    let f = FakeAsg::with_group(G, 0, 10, 2);
+    f.put_default_hook(G);
+    f.add_warm_pool(G, warm_cfg(2, true), 1); // i-3, stopped
+    mark_managed(&f);
+    let booting = f.launch_into_pool_on_launch_hook(G); // i-4
+    let (exec, fake, _clock) = setup(capacity_only(), f);
+    let dir = FakeDirectory::default();
+    let p = linux(10);
+
+    // It waits in Warmed:Pending:Wait like a returning instance, so the drain tries it; AWS
+    // answers that the executor's hook holds no action on it: a warning, no failure, and it
+    // is left to its own hook.
+    let out = run_standby(&exec, &p, 2, 2, &dir, false).await.unwrap();
+    assert_eq!(
+        fake.take_calls(),
+        vec![
+            "DescribeAutoScalingGroups vespene-linux".to_string(),
+            "DescribeWarmPool vespene-linux".to_string(),
+            format!("DescribeInstances i-1,i-2,{booting}"),
+            format!("CompleteLifecycleAction vespene-linux vespene-drain {booting} CONTINUE"),
+        ]
+    );
+    assert!(!out.revisit);
+    assert_eq!(
+        fake.warm_states(G),
+        pairs(&[("i-3", "Warmed:Stopped"), ("i-4", "Warmed:Pending:Wait")])
+    );
+    assert!(fake.terminated().is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_describe_warm_pool_is_reported_and_keeps_the_drain_clock() {
+    let cfg = Config {
+        max_drain_seconds: 3600,
+        ..Config::default()
+    };
+    let f = FakeAsg::with_group(G, 0, 10, 3);
+    f.put_default_hook(G);
+    let (exec, fake, clock) = setup(cfg, f);
+    let dir = FakeDirectory::default();
+    let p = linux(10);
+
+    // i-1 goes back to the warm pool; a build lands on it before its drain starts.
+    run_standby(&exec, &p, 2, 1, &dir, false).await.unwrap();
+    assert_eq!(
+        fake.warm_states(G),
+        pairs(&[("i-1", "Warmed:Pending:Wait")])
+    );
+    dir.set(&[("ip-10-0-0-1.ec2.internal", 42)]);
+    run_standby(&exec, &p, 2, 1, &dir, false).await.unwrap();
+    assert!(fake
+        .take_calls()
+        .contains(&"RecordLifecycleActionHeartbeat vespene-linux vespene-drain i-1".to_string()));
+
+    // The warm pool cannot be read: the pool fails naming the call, nothing is written to the
+    // warm pool, and the capacity still changes.
+    clock.advance(1300);
+    fake.fail_next(
+        "DescribeWarmPool",
+        ApiError::service("Throttling", "Rate exceeded", 400),
+    );
+    let err = run_standby(&exec, &p, 3, 1, &dir, false).await.unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Throttled);
+    assert!(
+        err.message.starts_with(
+            "Auto Scaling group vespene-linux: DescribeWarmPool: Throttling: Rate exceeded"
+        ),
+        "{}",
+        err.message
+    );
+    let calls = fake.take_calls();
+    assert!(
+        calls.contains(&"SetDesiredCapacity vespene-linux 3".to_string()),
+        "{calls:?}"
+    );
+    assert!(
+        !calls.iter().any(|c| c.starts_with("PutWarmPool")),
+        "{calls:?}"
+    );
+
+    // max_drain_seconds after the drain began (not after the failed read), i-1 is released.
+    clock.advance(3600 - 1300);
+    fake.boot_pending(G);
+    let out = run_standby(&exec, &p, 3, 1, &dir, false).await.unwrap();
+    assert!(
+        fake.take_calls().contains(
+            &"CompleteLifecycleAction vespene-linux vespene-drain i-1 CONTINUE".to_string()
+        ),
+        "{:?}",
+        out.actions
+    );
+    assert!(out
+        .actions
+        .iter()
+        .any(|a| a.contains("max_drain_seconds=3600 reached with build 42")));
+}

@@ -76,6 +76,8 @@ pub struct State {
     next_activity: u32,
     /// Per group, its warm pool: settings and instances (never in the group's `instances`).
     pub warm: HashMap<String, WarmPool>,
+    /// Warm-pool instances in `Warmed:Pending:Wait` on a launching hook (not the executor's).
+    pub launch_waits: std::collections::HashSet<String>,
 }
 
 impl State {

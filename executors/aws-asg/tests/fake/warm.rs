@@ -76,6 +76,9 @@ pub(super) fn return_to_pool(s: &mut State, group: &str, id: &str, hook: bool) {
 }
 
 pub(super) fn is_returning(s: &State, group: &str, id: &str) -> bool {
+    if s.launch_waits.contains(id) {
+        return false;
+    }
     s.warm.get(group).is_some_and(|w| {
         w.instances
             .iter()
@@ -90,6 +93,7 @@ pub(super) fn returning(s: &State, group: &str) -> Vec<String> {
             w.instances
                 .iter()
                 .filter(|i| i.lifecycle_state == WARMED_PENDING_WAIT)
+                .filter(|i| !s.launch_waits.contains(&i.instance_id))
                 .map(|i| i.instance_id.clone())
                 .collect()
         })
@@ -147,6 +151,22 @@ impl FakeAsg {
         for _ in 0..ready {
             launch_into_pool(&mut s, group);
         }
+    }
+
+    /// An instance launching into the warm pool, held in `Warmed:Pending:Wait` by a
+    /// launching hook of the user's: lifecycle calls naming the executor's termination hook are
+    /// refused for it ("No active Lifecycle Action"), as AWS refuses a hook that is not the
+    /// one the instance waits on.
+    pub fn launch_into_pool_on_launch_hook(&self, group: &str) -> String {
+        let mut s = self.state.lock().unwrap();
+        let id = launch_into_pool(&mut s, group);
+        let w = s.warm.get_mut(group).unwrap();
+        w.instances.last_mut().unwrap().lifecycle_state = WARMED_PENDING_WAIT.into();
+        if let Some(e) = s.ec2.get_mut(&id) {
+            e.state = "running".into();
+        }
+        s.launch_waits.insert(id.clone());
+        id
     }
 
     /// The warm pool's instances and their lifecycle states.
