@@ -1,6 +1,6 @@
 //! The warm pool the executor keeps for a plan's standby target: which `PutWarmPool` call (if
-//! any) brings the group's warm pool to it. Pure: [`crate::apply`] reads the group and its
-//! warm pool, asks [`decide_warm_pool`], and makes the one call it names.
+//! any) brings the group's warm pool to it. Pure: the applier reads the group and its warm
+//! pool, asks [`decide_warm_pool`], and makes the one call it names.
 //!
 //! AWS sizes a warm pool as `max(MinSize, MaxGroupPreparedCapacity - DesiredCapacity)` (with
 //! `MaxGroupPreparedCapacity` unset it stands for the group's `MaxSize`, and a negative
