@@ -83,6 +83,11 @@ pub(crate) struct Run<'a> {
     pub(crate) errors: Vec<ExecutorError>,
     /// A [`ErrorKind::Held`] failure is among `errors` already.
     pub(crate) held_reported: bool,
+    /// Leavers of this cycle's scale-in go back to the warm pool (`ReuseOnScaleIn`).
+    pub(crate) to_warm_pool: bool,
+    /// `DescribeWarmPool` failed this cycle: instances going back to the warm pool are not
+    /// listed, so the drain must not forget them.
+    pub(crate) warm_unread: bool,
 }
 
 impl Run<'_> {
@@ -97,6 +102,21 @@ impl Run<'_> {
     /// Records a failed call that concerns the whole group.
     pub(crate) fn api_error(&mut self, e: ApiError) {
         let err = self.fail(e);
+        self.errors.push(err);
+    }
+
+    /// Records a failed call that concerns the whole group, naming the call (an SDK error
+    /// names it already; a double's may not).
+    pub(crate) fn call_error(&mut self, call: &str, e: ApiError) {
+        let msg = e
+            .message
+            .strip_prefix(&format!("{call}: "))
+            .unwrap_or(&e.message);
+        let err = ExecutorError::new(
+            &self.pool.name,
+            e.kind,
+            format!("Auto Scaling group {}: {call}: {msg}", self.group),
+        );
         self.errors.push(err);
     }
 
@@ -347,6 +367,8 @@ impl Applier {
             outcome: Outcome::default(),
             errors: Vec::new(),
             held_reported: false,
+            to_warm_pool: false,
+            warm_unread: false,
         };
         let now = self.clock.now();
         let wpi = self.cfg.workers_per_instance_for(&pool.name);
@@ -366,12 +388,29 @@ impl Applier {
             .filter(|i| i.counts_as_capacity())
             .count() as u32;
         let reduce = reduction(group.desired_capacity, capacity, target.instances);
-        let waiting = group.instances.iter().any(|i| i.is_waiting_to_terminate());
+
+        // The warm pool, only when the group has one or the plan wants standby: its settings
+        // for the decision below, and its instances going back to it on the termination hook
+        // (`Warmed:Pending:Wait`), which the drain handles with the group's own.
+        let warm = self.read_warm_pool(&mut run, &group, req.plan).await;
+        run.warm_unread = matches!(warm, crate::warm_pool::WarmRead::Failed);
+        let returning = warm.waiting();
+        let members: std::borrow::Cow<'_, GroupInfo> = if returning.is_empty() {
+            std::borrow::Cow::Borrowed(&group)
+        } else {
+            let mut all = group.clone();
+            all.instances.extend(returning);
+            std::borrow::Cow::Owned(all)
+        };
+        let waiting = members
+            .instances
+            .iter()
+            .any(|i| i.is_waiting_to_terminate());
 
         // Names, tags and launch times of every member, once, when a drain or a scale-in needs
         // them; `None` when EC2 could not say (the failure is reported, nothing is removed).
         let ec2 = if waiting || reduce > 0 {
-            self.describe_members(&mut run, &group).await
+            self.describe_members(&mut run, &members).await
         } else {
             Some(HashMap::new())
         };
@@ -379,7 +418,7 @@ impl Applier {
         // The drain first, whatever fails after it: an instance waiting on the hook must get
         // its heartbeat or its completion every cycle, or AWS's default result ends it.
         let still_waiting = self
-            .drain(&mut run, &group, ec2.as_ref(), req.workers, now)
+            .drain(&mut run, &members, ec2.as_ref(), req.workers, now)
             .await;
 
         // A group that counts capacity in vCPUs, memory or weights: any size set would be
@@ -411,6 +450,11 @@ impl Applier {
         } else {
             true
         };
+
+        // The warm pool before the capacity: leavers of this cycle's scale-in go back to it.
+        run.to_warm_pool = self
+            .ensure_warm_pool(&mut run, &group, &warm, req.plan, target.instances)
+            .await;
 
         // Below the desired capacity and still wanting more than it has: AWS accepted a size
         // it has not launched. Only then are its scaling activities read.

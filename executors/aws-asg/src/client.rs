@@ -48,7 +48,43 @@ pub struct GroupInfo {
     /// carries a weight: with weights other than 1 the desired capacity counts weight units,
     /// not instances.
     pub instance_weights: Vec<(String, String)>,
+    /// `WarmPoolConfiguration` as `DescribeAutoScalingGroups` reports it: `None` when the
+    /// group has no warm pool, which is how a group without one costs no `DescribeWarmPool`.
+    pub warm_pool: Option<WarmPoolConfig>,
 }
+
+/// A warm pool's settings (`WarmPoolConfiguration`), in the executor's terms. The same type is
+/// what `PutWarmPool` sends, so "wanted" and "described" compare field by field.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WarmPoolConfig {
+    /// `MinSize`: the fewest instances AWS keeps in the warm pool.
+    pub min_size: u32,
+    /// `MaxGroupPreparedCapacity`: most instances in the group and its warm pool together
+    /// (`None` = unset, AWS then uses the group's `MaxSize`; `-1` clears it).
+    pub max_group_prepared_capacity: Option<i32>,
+    /// `PoolState`: `Stopped`, `Hibernated` or `Running`.
+    pub pool_state: String,
+    /// `InstanceReusePolicy.ReuseOnScaleIn`: instances leaving the group in a scale-in go back
+    /// to the warm pool instead of being terminated.
+    pub reuse_on_scale_in: bool,
+    /// `Status`: `PendingDelete` while the warm pool is being deleted, else `None`. Only
+    /// described, never sent.
+    pub status: Option<String>,
+}
+
+/// What `DescribeWarmPool` says: the settings (`None` when the group has no warm pool) and the
+/// warm pool's instances (never part of the group's `Instances`, never capacity).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WarmPool {
+    /// The settings, or `None`.
+    pub config: Option<WarmPoolConfig>,
+    /// Every instance of the warm pool, with its `Warmed:*` lifecycle state.
+    pub instances: Vec<GroupInstance>,
+}
+
+/// Most `DescribeWarmPool` pages followed (100 instances each): a warm pool larger than that
+/// is far beyond any standby target, and a read stays bounded whatever AWS answers.
+pub const WARM_POOL_PAGES: usize = 10;
 
 /// One member of a group.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -68,6 +104,13 @@ pub struct GroupInstance {
 /// drains.
 pub const TERMINATING_WAIT: &str = "Terminating:Wait";
 
+/// The lifecycle state in which an instance going back to the warm pool (a scale-in with
+/// `ReuseOnScaleIn`) waits on the termination hook: drained exactly like
+/// [`TERMINATING_WAIT`]. An instance launched into the warm pool waits in it too, on a
+/// launching hook; the executor's calls on such an instance are answered "no active lifecycle
+/// action", which the drain already treats as not its business.
+pub const WARMED_PENDING_WAIT: &str = "Warmed:Pending:Wait";
+
 impl GroupInstance {
     /// True for members that exist or are being made and are not on their way out: what the
     /// group counts as capacity (booting ones included).
@@ -76,9 +119,11 @@ impl GroupInstance {
         s == "InService" || s.starts_with("Pending")
     }
 
-    /// True while the instance waits on a termination lifecycle hook.
+    /// True while the instance waits on a termination lifecycle hook: on its way out
+    /// (`Terminating:Wait`) or back to the warm pool (`Warmed:Pending:Wait`, only ever listed
+    /// by `DescribeWarmPool`). Either way a build on it would die when the wait ends.
     pub fn is_waiting_to_terminate(&self) -> bool {
-        self.lifecycle_state == TERMINATING_WAIT
+        self.lifecycle_state == TERMINATING_WAIT || self.lifecycle_state == WARMED_PENDING_WAIT
     }
 }
 
@@ -255,6 +300,11 @@ pub trait AsgApi: Send + Sync {
         instance_id: &str,
         decrement_desired: bool,
     ) -> Result<(), ApiError>;
+    /// `DescribeWarmPool`, following `NextToken` (at most [`WARM_POOL_PAGES`] pages): the
+    /// settings and the instances of the group's warm pool.
+    async fn describe_warm_pool(&self, group: &str) -> Result<WarmPool, ApiError>;
+    /// `PutWarmPool` (creates or updates) with every setting of `cfg` but `status`.
+    async fn put_warm_pool(&self, group: &str, cfg: &WarmPoolConfig) -> Result<(), ApiError>;
     /// `RecordLifecycleActionHeartbeat` by instance id.
     async fn record_lifecycle_action_heartbeat(
         &self,

@@ -81,6 +81,9 @@ pub struct Config {
     /// instance; one still unassigned after this long was left by a worker that died in
     /// between and no longer counts. 0: it always counts.
     pub unassigned_grace_seconds: u64,
+    /// The state instances wait in while the group's warm pool holds them for a plan's
+    /// standby target (`PutWarmPool` `PoolState`): see [`WarmPoolState`].
+    pub warm_pool_state: WarmPoolState,
     /// Per-pool overrides, keyed by the pool's name (`worker_pools.name`).
     pub pools: BTreeMap<String, PoolOverride>,
 }
@@ -91,6 +94,33 @@ pub struct Config {
 pub struct PoolOverride {
     /// Overrides [`Config::workers_per_instance`] for this pool.
     pub workers_per_instance: Option<u32>,
+    /// Overrides [`Config::warm_pool_state`] for this pool.
+    pub warm_pool_state: Option<WarmPoolState>,
+}
+
+/// How a warm-pool instance waits: the trade-off between what it costs while it waits and how
+/// fast it serves a scale-out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WarmPoolState {
+    /// Stopped: only its volumes (and Elastic IPs) are paid for; leaving the pool boots the
+    /// operating system and the worker again, still much faster than a new instance.
+    #[default]
+    Stopped,
+    /// Hibernated: its memory is saved to its (encrypted, large enough) root volume, so
+    /// leaving the pool resumes the running worker; it pays for that larger volume, and the
+    /// instance type and image must support hibernation.
+    Hibernated,
+}
+
+impl WarmPoolState {
+    /// The `PoolState` word AWS uses.
+    pub fn aws_name(self) -> &'static str {
+        match self {
+            WarmPoolState::Stopped => "Stopped",
+            WarmPoolState::Hibernated => "Hibernated",
+        }
+    }
 }
 
 /// Which of an instance's names the worker on it reports as `workers.hostname`.
@@ -135,6 +165,7 @@ impl Default for Config {
             max_attempts: 4,
             require_drain_agent: false,
             unassigned_grace_seconds: 600,
+            warm_pool_state: WarmPoolState::Stopped,
             pools: BTreeMap::new(),
         }
     }
@@ -237,6 +268,14 @@ impl Config {
             .max(1)
     }
 
+    /// The warm pool state for `pool`, its override winning.
+    pub fn warm_pool_state_for(&self, pool: &str) -> WarmPoolState {
+        self.pools
+            .get(pool)
+            .and_then(|o| o.warm_pool_state)
+            .unwrap_or(self.warm_pool_state)
+    }
+
     /// How long AWS itself lets an instance wait, however many heartbeats it gets.
     pub fn aws_global_timeout_seconds(&self) -> u64 {
         (100 * u64::from(self.heartbeat_timeout_seconds)).min(AWS_MAX_LIFECYCLE_SECONDS)
@@ -336,6 +375,25 @@ mod tests {
     }
 
     #[test]
+    fn warm_pool_state_parses_with_a_pool_override_and_rejects_others() {
+        let c: Config = serde_json::from_str(
+            r#"{"warm_pool_state":"hibernated","pools":{"big":{"warm_pool_state":"stopped"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.warm_pool_state_for("other"), WarmPoolState::Hibernated);
+        assert_eq!(c.warm_pool_state_for("big"), WarmPoolState::Stopped);
+        assert_eq!(
+            Config::default().warm_pool_state_for("x").aws_name(),
+            "Stopped"
+        );
+        let err = serde_json::from_str::<Config>(r#"{"warm_pool_state":"running"}"#).unwrap_err();
+        assert!(
+            err.to_string().contains("stopped") && err.to_string().contains("hibernated"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn the_documented_example_parses() {
         // docs/aws-asg.md documents this section; its example must stay true.
         let readme = include_str!("../../../docs/aws-asg.md");
@@ -424,6 +482,7 @@ mod tests {
                         "big".to_string(),
                         PoolOverride {
                             workers_per_instance: Some(0),
+                            ..PoolOverride::default()
                         },
                     )]
                     .into(),

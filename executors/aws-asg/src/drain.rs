@@ -1,4 +1,5 @@
-//! The drain of instances waiting in `Terminating:Wait`, run first in every cycle and whatever
+//! The drain of instances waiting on the termination hook (`Terminating:Wait`, or
+//! `Warmed:Pending:Wait` on their way back to the warm pool), run first in every cycle and whatever
 //! fails elsewhere: each waiting instance gets its heartbeat or its completion, one instance's
 //! failed call never skips the others, and every failure is reported.
 //!
@@ -17,7 +18,8 @@ use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 
 impl Applier {
-    /// Handles every instance in `Terminating:Wait`; returns how many are still waiting after
+    /// Handles every instance waiting on the hook (`group` lists the warm pool's returning
+    /// instances with the members); returns how many are still waiting after
     /// this cycle (so the pool is revisited next cycle).
     pub(crate) async fn drain(
         &self,
@@ -32,10 +34,13 @@ impl Applier {
             .iter()
             .filter(|i| i.is_waiting_to_terminate())
             .collect();
+        // Without this cycle's warm-pool listing, an instance absent from `group` may still be
+        // waiting there: its drain clock is kept, not restarted.
+        let keep_unlisted = run.warm_unread;
         let states: Vec<(String, DrainState)> = {
             let mut drains = self.drains.lock().unwrap();
             drains.retain(|(g, id), _| {
-                g != run.group || waiting.iter().any(|i| &i.instance_id == id)
+                g != run.group || keep_unlisted || waiting.iter().any(|i| &i.instance_id == id)
             });
             waiting
                 .iter()
@@ -61,7 +66,7 @@ impl Applier {
                 run.error(
                     ErrorKind::Directory,
                     format!(
-                        "{e}; {} instance(s) in Terminating:Wait kept waiting",
+                        "{e}; {} instance(s) waiting on the termination hook kept waiting",
                         states.len()
                     ),
                 );
@@ -79,7 +84,7 @@ impl Applier {
             run.error(
                 ErrorKind::Held,
                 format!(
-                    "{b}; {} instance(s) in Terminating:Wait kept waiting",
+                    "{b}; {} instance(s) waiting on the termination hook kept waiting",
                     states.len()
                 ),
             );

@@ -5,8 +5,9 @@
 //! filtered on `tag:vespene_worker=true` and `instance-state-name` pending/running (one more per
 //! page); and, only for group members that lack the tag (or are stopped), one `DescribeInstances`
 //! by `instance-id` per 200 of them; per group below its desired capacity, one
-//! `DescribeScalingActivities` for its failing launches ([`crate::launch`]). Nothing is ever
-//! written.
+//! `DescribeScalingActivities` for its failing launches ([`crate::launch`]); per group with a
+//! warm pool, one `DescribeWarmPool` (its instances are listed as the group's members, in
+//! `Warmed:*` states that are never capacity). Nothing is ever written.
 
 use crate::apply::Applier;
 use crate::client::{ApiError, AsgApi, Ec2Instance, GroupInfo, GroupInstance, DESCRIBE_BATCH};
@@ -27,13 +28,23 @@ pub const TAG_GROUP: &str = "aws:autoscaling:groupName";
 /// way out).
 pub fn instance_state(ec2_state: &str, lifecycle: Option<&str>) -> InstanceState {
     if let Some(l) = lifecycle {
-        if l.starts_with("Pending") || l.starts_with("Warmed:Pending") {
+        // In the warm pool (only `DescribeWarmPool` lists these): never capacity, so never
+        // running or pending for the audit's drift, whatever EC2 says of the machine (one going
+        // back to the warm pool still runs while it drains on the hook).
+        if let Some(w) = l.strip_prefix("Warmed:") {
+            return if w.starts_with("Terminat") {
+                InstanceState::Terminating
+            } else {
+                InstanceState::Stopped
+            };
+        }
+        if l.starts_with("Pending") {
             return InstanceState::Pending;
         }
         if l.starts_with("Terminating") || l == "Terminated" || l.starts_with("Detach") {
             return InstanceState::Terminating;
         }
-        if l.contains("Standby") || l == "Warmed:Stopped" || l == "Warmed:Hibernated" {
+        if l.contains("Standby") {
             return InstanceState::Stopped;
         }
     }
@@ -134,6 +145,28 @@ impl Applier {
                     for n in chunk {
                         groups.insert(n.clone(), Err(e.clone()));
                     }
+                }
+            }
+        }
+
+        // A group's warm pool belongs to it: its instances are listed as members (in
+        // `Warmed:*` states, never capacity), or one going back to the warm pool, still
+        // running and tagged, would look like an instance no group manages.
+        let with_warm: Vec<String> = groups
+            .iter()
+            .filter(|(_, g)| g.as_ref().is_ok_and(|g| g.warm_pool.is_some()))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for n in with_warm {
+            calls += 1;
+            match api.describe_warm_pool(&n).await {
+                Ok(w) => {
+                    if let Some(Ok(g)) = groups.get_mut(&n) {
+                        g.instances.extend(w.instances);
+                    }
+                }
+                Err(e) => {
+                    groups.insert(n, Err(e));
                 }
             }
         }
@@ -316,6 +349,21 @@ mod tests {
             InstanceState::Running
         );
         assert_eq!(instance_state("weird", None), InstanceState::Other);
+        // The warm pool: never running or pending, whatever EC2 says of the machine.
+        for (ec2, l) in [
+            ("stopped", "Warmed:Stopped"),
+            ("stopped", "Warmed:Hibernated"),
+            ("running", "Warmed:Pending"),
+            ("running", "Warmed:Pending:Wait"),
+            ("running", "Warmed:Pending:Proceed"),
+            ("running", "Warmed:Running"),
+        ] {
+            assert_eq!(instance_state(ec2, Some(l)), InstanceState::Stopped, "{l}");
+        }
+        assert_eq!(
+            instance_state("running", Some("Warmed:Terminating:Wait")),
+            InstanceState::Terminating
+        );
     }
 
     #[test]

@@ -12,6 +12,11 @@
 //! `Terminating:Wait`: an instance with the drain agent completes it itself after its worker
 //! exited; one without is released when no RUNNING build matches it, and kept alive with
 //! heartbeats while one does (up to `max_drain_seconds`).
+//!
+//! A plan with standby workers keeps the group's warm pool at that many instances (see
+//! [`policy::warm`]); instances going back to it wait in `Warmed:Pending:Wait` and go through
+//! the same drain. A plan without standby on a group without a warm pool costs exactly the
+//! calls above.
 
 #![warn(missing_docs)]
 
@@ -24,10 +29,11 @@ pub mod launch;
 pub mod policy;
 mod protect;
 mod scale_in;
+mod warm_pool;
 
 pub use apply::{Clock, ScaleInStats, SystemClock};
 pub use client::{ApiError, AsgApi, SdkAsgApi};
-pub use config::{Config, HostnameMatch, PoolOverride};
+pub use config::{Config, HostnameMatch, PoolOverride, WarmPoolState};
 pub use policy::{
     decide, group_name, hostname_matches, missing_tags, target_instances, unsupported_capacity,
     wanted_termination_policies, Clamp, Decision, DrainState, Target, OLDEST_INSTANCE,

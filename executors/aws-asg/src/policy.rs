@@ -14,6 +14,8 @@ use autoscaler_executor::{render_command, BusyWorker, ErrorKind, ExecutorError, 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use std::collections::HashMap;
 
+pub mod warm;
+
 /// The first termination policy the executor keeps on every group: when AWS itself picks which
 /// instances leave (AZ rebalancing, a desired capacity lowered by someone else), the oldest go
 /// first (Vespene's own advice). The executor's own scale-in names its instances.

@@ -138,9 +138,14 @@ impl Applier {
                 return;
             }
         }
+        let whither = if run.to_warm_pool {
+            "; the group's warm pool has ReuseOnScaleIn"
+        } else {
+            ""
+        };
         run.action(format!(
             "TerminateInstanceInAutoScalingGroup InstanceId={id} \
-             ShouldDecrementDesiredCapacity=true ({why})"
+             ShouldDecrementDesiredCapacity=true ({why}{whither})"
         ));
     }
 }

@@ -147,6 +147,7 @@ async fn scale_out_steady_state_dry_run_and_scale_in_against_moto() {
             "arm".to_string(),
             PoolOverride {
                 workers_per_instance: Some(2),
+                ..PoolOverride::default()
             },
         )]
         .into(),
@@ -538,4 +539,130 @@ async fn inventory_lists_groups_members_and_orphans_read_only() {
     assert_eq!(orphan.group, None);
     assert_eq!(orphan.raw_state, "running");
     assert!(!snap.instances.iter().any(|i| i.name == "database"));
+}
+
+/// One cycle of one pool whose plan asks for `standby` workers besides `size`.
+async fn cycle_standby(
+    exec: &AwsAsgExecutor,
+    p: &WorkerPool,
+    size: u32,
+    standby: u32,
+    dir: &FakeDirectory,
+    dry_run: bool,
+) -> Result<Outcome, ExecutorError> {
+    exec.prepare(&[p], dry_run).await.unwrap();
+    exec.scale(ScaleRequest {
+        pool: p,
+        plan: Plan {
+            size,
+            queued_size: 0,
+            standby,
+        },
+        dry_run,
+        workers: dir,
+    })
+    .await
+}
+
+#[tokio::test]
+async fn warm_pool_is_put_and_described_over_the_wire_and_a_second_cycle_makes_no_put() {
+    use autoscaler_aws_asg::client::{AsgApi, SdkAsgApi, WarmPoolConfig};
+    let moto = Moto::start();
+    let sdk = sdk_config(&moto.url, 3).await;
+    create_group(&sdk, "vespene-linux", 1, &["OldestInstance"]).await;
+    let exec = AwsAsgExecutor::from_sdk_config(Config::default(), &sdk).unwrap();
+    let api = SdkAsgApi::new(&sdk, std::time::Duration::from_secs(20));
+    let dir = FakeDirectory::default();
+    let p = pool(1, "linux", "vespene-{{ worker_pool.name }}", 10);
+
+    // No warm pool yet: DescribeWarmPool answers with none.
+    let none = api.describe_warm_pool("vespene-linux").await.unwrap();
+    assert_eq!(none.config, None);
+    assert!(none.instances.is_empty());
+
+    // A dry run with standby says what it would do and sends nothing that changes anything.
+    moto.clear_log();
+    let out = cycle_standby(&exec, &p, 2, 3, &dir, true).await.unwrap();
+    let counts = moto.counts();
+    assert_eq!(mutating(&counts), 0, "{counts:?}");
+    assert_eq!(counts.get("DescribeWarmPool"), Some(&1), "{counts:?}");
+    assert!(
+        out.actions.iter().any(|a| a.starts_with(
+            "would PutWarmPool AutoScalingGroupName=vespene-linux MinSize=3 MaxGroupPreparedCapacity=3"
+        )),
+        "{:?}",
+        out.actions
+    );
+
+    // Cycle 1: standby 3 workers = 3 instances: one PutWarmPool with all four settings.
+    moto.clear_log();
+    cycle_standby(&exec, &p, 2, 3, &dir, false).await.unwrap();
+    let counts = moto.counts();
+    report("warm pool, first cycle", &counts);
+    assert_eq!(counts.get("PutWarmPool"), Some(&1), "{counts:?}");
+    assert_eq!(counts.get("DescribeWarmPool"), Some(&1), "{counts:?}");
+    let put: Vec<Vec<(String, String)>> = moto
+        .log()
+        .into_iter()
+        .filter(|(a, _)| a == "PutWarmPool")
+        .map(|(_, p)| p)
+        .collect();
+    let put = &put[0];
+    assert_eq!(param(put, "AutoScalingGroupName"), Some("vespene-linux"));
+    assert_eq!(param(put, "MinSize"), Some("3"));
+    assert_eq!(param(put, "MaxGroupPreparedCapacity"), Some("3"));
+    assert_eq!(param(put, "PoolState"), Some("Stopped"));
+    assert_eq!(
+        param(put, "InstanceReusePolicy.ReuseOnScaleIn"),
+        Some("true")
+    );
+    // Read back through the crate's own DescribeWarmPool: moto kept every setting.
+    let want = WarmPoolConfig {
+        min_size: 3,
+        max_group_prepared_capacity: Some(3),
+        pool_state: "Stopped".into(),
+        reuse_on_scale_in: true,
+        status: None,
+    };
+    let read = api.describe_warm_pool("vespene-linux").await.unwrap();
+    assert_eq!(read.config.as_ref(), Some(&want));
+    // The group is marked as keeping the executor's warm pool (not propagated).
+    let g = group(&sdk, "vespene-linux").await;
+    assert_eq!(
+        g.tags.get("vespene_warm_pool"),
+        Some(&("managed".to_string(), false))
+    );
+    assert_eq!(g.desired, 2);
+    // DescribeAutoScalingGroups carries it too: what tells the executor a group has a warm
+    // pool, so a group without one costs no DescribeWarmPool.
+    let described = api
+        .describe_groups(&["vespene-linux".into()])
+        .await
+        .unwrap();
+    assert_eq!(described[0].warm_pool.as_ref(), Some(&want));
+
+    // Cycle 2, same plan: the warm pool already matches, so no PutWarmPool (nor any other
+    // change): the group and its warm pool read, nothing written.
+    moto.clear_log();
+    cycle_standby(&exec, &p, 2, 3, &dir, false).await.unwrap();
+    let counts = moto.counts();
+    report("warm pool, steady state", &counts);
+    assert_eq!(counts.get("PutWarmPool"), None, "{counts:?}");
+    assert_eq!(mutating(&counts), 0, "{counts:?}");
+
+    // The plan drops its standby: the executor's own warm pool is brought to MinSize 0.
+    moto.clear_log();
+    cycle_standby(&exec, &p, 2, 0, &dir, false).await.unwrap();
+    let counts = moto.counts();
+    assert_eq!(counts.get("PutWarmPool"), Some(&1), "{counts:?}");
+    let read = api.describe_warm_pool("vespene-linux").await.unwrap();
+    assert_eq!(
+        read.config,
+        Some(WarmPoolConfig {
+            min_size: 0,
+            max_group_prepared_capacity: Some(0),
+            reuse_on_scale_in: false,
+            ..want
+        })
+    );
 }

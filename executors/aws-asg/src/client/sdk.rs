@@ -3,7 +3,8 @@
 use super::ec2::Ec2Client;
 use super::{
     error::map_sdk_error, ApiError, AsgApi, Ec2Instance, GroupInfo, GroupInstance, GroupTag,
-    HookInfo, ScalingActivity, ACTIVITY_PAGES, DESCRIBE_BATCH,
+    HookInfo, ScalingActivity, WarmPool, WarmPoolConfig, ACTIVITY_PAGES, DESCRIBE_BATCH,
+    WARM_POOL_PAGES,
 };
 use async_trait::async_trait;
 use aws_sdk_autoscaling::error::{ProvideErrorMetadata, SdkError};
@@ -52,6 +53,35 @@ fn nonneg(v: Option<i32>) -> u32 {
     v.unwrap_or(0).max(0) as u32
 }
 
+fn member(i: &aws_sdk_autoscaling::types::Instance) -> GroupInstance {
+    GroupInstance {
+        instance_id: i.instance_id().unwrap_or_default().to_string(),
+        lifecycle_state: i
+            .lifecycle_state()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_default(),
+        health_status: i.health_status().unwrap_or_default().to_string(),
+        protected_from_scale_in: i.protected_from_scale_in().unwrap_or(false),
+    }
+}
+
+fn warm_config(c: &aws_sdk_autoscaling::types::WarmPoolConfiguration) -> WarmPoolConfig {
+    WarmPoolConfig {
+        min_size: nonneg(c.min_size()),
+        max_group_prepared_capacity: c.max_group_prepared_capacity(),
+        // AWS leaves PoolState out for the default, Stopped.
+        pool_state: c
+            .pool_state()
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_else(|| "Stopped".to_string()),
+        reuse_on_scale_in: c
+            .instance_reuse_policy()
+            .and_then(|r| r.reuse_on_scale_in())
+            .unwrap_or(false),
+        status: c.status().map(|s| s.as_str().to_string()),
+    }
+}
+
 fn i32_of(v: u32) -> i32 {
     i32::try_from(v).unwrap_or(i32::MAX)
 }
@@ -81,19 +111,7 @@ impl AsgApi for SdkAsgApi {
                     min_size: nonneg(g.min_size()),
                     max_size: nonneg(g.max_size()),
                     desired_capacity: nonneg(g.desired_capacity()),
-                    instances: g
-                        .instances()
-                        .iter()
-                        .map(|i| GroupInstance {
-                            instance_id: i.instance_id().unwrap_or_default().to_string(),
-                            lifecycle_state: i
-                                .lifecycle_state()
-                                .map(|s| s.as_str().to_string())
-                                .unwrap_or_default(),
-                            health_status: i.health_status().unwrap_or_default().to_string(),
-                            protected_from_scale_in: i.protected_from_scale_in().unwrap_or(false),
-                        })
-                        .collect(),
+                    instances: g.instances().iter().map(member).collect(),
                     tags: g
                         .tags()
                         .iter()
@@ -116,6 +134,7 @@ impl AsgApi for SdkAsgApi {
                             Some((o.instance_type().unwrap_or("-").to_string(), w.to_string()))
                         })
                         .collect(),
+                    warm_pool: g.warm_pool_configuration().map(warm_config),
                 });
             }
             match resp.next_token() {
@@ -285,6 +304,50 @@ impl AsgApi for SdkAsgApi {
             .send()
             .await
             .map_err(|e| self.err("TerminateInstanceInAutoScalingGroup", e))?;
+        Ok(())
+    }
+
+    async fn describe_warm_pool(&self, group: &str) -> Result<WarmPool, ApiError> {
+        let mut out = WarmPool::default();
+        let mut token: Option<String> = None;
+        for _ in 0..WARM_POOL_PAGES {
+            let resp = self
+                .asg
+                .describe_warm_pool()
+                .auto_scaling_group_name(group)
+                .max_records(100)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| self.err("DescribeWarmPool", e))?;
+            if let Some(c) = resp.warm_pool_configuration() {
+                out.config = Some(warm_config(c));
+            }
+            out.instances.extend(resp.instances().iter().map(member));
+            match resp.next_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    async fn put_warm_pool(&self, group: &str, cfg: &WarmPoolConfig) -> Result<(), ApiError> {
+        use aws_sdk_autoscaling::types::{InstanceReusePolicy, WarmPoolState};
+        self.asg
+            .put_warm_pool()
+            .auto_scaling_group_name(group)
+            .min_size(i32_of(cfg.min_size))
+            .set_max_group_prepared_capacity(cfg.max_group_prepared_capacity)
+            .pool_state(WarmPoolState::from(cfg.pool_state.as_str()))
+            .instance_reuse_policy(
+                InstanceReusePolicy::builder()
+                    .reuse_on_scale_in(cfg.reuse_on_scale_in)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| self.err("PutWarmPool", e))?;
         Ok(())
     }
 

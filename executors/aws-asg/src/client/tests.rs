@@ -72,4 +72,19 @@ fn capacity_states() {
     assert!(!i("Standby").counts_as_capacity());
     assert!(i("Terminating:Wait").is_waiting_to_terminate());
     assert!(!i("Terminating:Proceed").is_waiting_to_terminate());
+    // Going back to the warm pool on the termination hook: drained like a termination, and
+    // never capacity; nor is any other warm-pool state.
+    assert!(i("Warmed:Pending:Wait").is_waiting_to_terminate());
+    for s in [
+        "Warmed:Pending",
+        "Warmed:Pending:Wait",
+        "Warmed:Pending:Proceed",
+        "Warmed:Stopped",
+        "Warmed:Hibernated",
+        "Warmed:Running",
+        "Warmed:Terminating",
+    ] {
+        assert!(!i(s).counts_as_capacity(), "{s}");
+    }
+    assert!(!i("Warmed:Stopped").is_waiting_to_terminate());
 }

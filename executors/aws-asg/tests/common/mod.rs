@@ -199,6 +199,7 @@ pub const MUTATING: &[&str] = &[
     "RecordLifecycleActionHeartbeat",
     "CreateTags",
     "TerminateInstanceInAutoScalingGroup",
+    "PutWarmPool",
 ];
 
 fn http_get(port: u16, path: &str) -> Option<String> {

@@ -8,18 +8,26 @@
 //! retried by [`FakeAsg::retry_launches`]; and capacity counted in weights (`WeightedCapacity`,
 //! `DesiredCapacityType` vcpu), where one instance is several units of desired capacity. An observer hears of every instance the moment it is terminated, so a
 //! harness can tell which builds were running on it.
+//!
+//! Warm pools (see [`warm`]): `PutWarmPool` / `DescribeWarmPool`; with `ReuseOnScaleIn` an
+//! instance leaving in a scale-in goes back to the warm pool, waiting in `Warmed:Pending:Wait`
+//! on the termination hook (the user guide's lifecycle) and then `Warmed:Stopped` (or
+//! `Warmed:Hibernated`); a raised desired capacity takes ready warm instances first
+//! (`Warmed:Stopped` -> `Pending`) and launches only the rest; [`FakeAsg::maintain_warm_pool`]
+//! is AWS's asynchronous upkeep of the warm pool's size.
 #![allow(dead_code)]
 
 use async_trait::async_trait;
 use autoscaler_aws_asg::client::{
     ApiError, AsgApi, Ec2Instance, GroupInfo, GroupInstance, GroupTag, HookInfo, ScalingActivity,
-    TERMINATING_TRANSITION, TERMINATING_WAIT,
+    WarmPool, WarmPoolConfig, TERMINATING_TRANSITION, TERMINATING_WAIT,
 };
 use chrono::{DateTime, Duration, Utc};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 mod launches;
+mod warm;
 use launches::fill;
 
 /// Called with (group, instance id) when an instance is terminated (gone for good).
@@ -66,6 +74,10 @@ pub struct State {
     /// Groups whose launches AWS has accepted but not started yet (no activity so far).
     pub stalled: std::collections::HashSet<String>,
     next_activity: u32,
+    /// Per group, its warm pool: settings and instances (never in the group's `instances`).
+    pub warm: HashMap<String, WarmPool>,
+    /// Warm-pool instances in `Warmed:Pending:Wait` on a launching hook (not the executor's).
+    pub launch_waits: std::collections::HashSet<String>,
 }
 
 impl State {
@@ -209,6 +221,14 @@ impl FakeAsg {
                     ended.push(id);
                 }
             }
+            // Going back to the warm pool: the default result lets it stop there.
+            for id in warm::returning(&s, &g) {
+                let w = s.waits[&id];
+                if now - w.last_heartbeat >= Duration::seconds(i64::from(timeout)) {
+                    warm::settle(&mut s, &g, &id);
+                    ended.push(id);
+                }
+            }
         }
         ended
     }
@@ -328,8 +348,18 @@ fn end(s: &mut State, group: &str, id: &str, how: &str) {
     }
 }
 
-/// The instance starts leaving: `Terminating:Wait` when a termination hook exists, else gone.
+/// The instance starts leaving: `Terminating:Wait` when a termination hook exists, else gone;
+/// in a scale-in of a group whose warm pool has `ReuseOnScaleIn`, back to the warm pool instead
+/// (`Warmed:Pending:Wait` on the hook, else straight to its pool state).
 fn start_termination(s: &mut State, group: &str, id: &str, hook: bool, how: &str) {
+    start_leaving(s, group, id, hook, how, false)
+}
+
+fn start_leaving(s: &mut State, group: &str, id: &str, hook: bool, how: &str, scale_in: bool) {
+    if scale_in && warm::reuses(s, group) {
+        warm::return_to_pool(s, group, id, hook);
+        return;
+    }
     if hook {
         let now = s.now();
         let g = s.groups.get_mut(group).unwrap();
@@ -380,7 +410,11 @@ impl AsgApi for FakeAsg {
         assert!(names.len() <= 100, "MaxRecords is 100");
         Ok(names
             .iter()
-            .filter_map(|n| s.groups.get(n).cloned())
+            .filter_map(|n| {
+                let mut g = s.groups.get(n).cloned()?;
+                g.warm_pool = s.warm.get(n).and_then(|w| w.config.clone());
+                Some(g)
+            })
             .collect())
     }
 
@@ -431,6 +465,8 @@ impl AsgApi for FakeAsg {
             * unit;
         if desired > active {
             s.groups.get_mut(group).unwrap().desired_capacity = desired;
+            // Ready warm instances first; launches only for the rest.
+            warm::draw(&mut s, group, ((desired - active) / unit) as usize);
             fill(&mut s, group);
         } else {
             // OldestInstance: the first launched go first; protected ones are skipped.
@@ -443,7 +479,14 @@ impl AsgApi for FakeAsg {
                 .map(|i| i.instance_id.clone())
                 .collect();
             for id in victims {
-                start_termination(&mut s, group, &id, hook, "scale-in by desired capacity");
+                start_leaving(
+                    &mut s,
+                    group,
+                    &id,
+                    hook,
+                    "scale-in by desired capacity",
+                    true,
+                );
             }
         }
         s.groups.get_mut(group).unwrap().desired_capacity = desired;
@@ -526,6 +569,10 @@ impl AsgApi for FakeAsg {
             "CompleteLifecycleAction {group} {hook} {instance_id} {result}"
         ));
         check(&mut s, "CompleteLifecycleAction")?;
+        if warm::is_returning(&s, group, instance_id) {
+            warm::settle(&mut s, group, instance_id);
+            return Ok(());
+        }
         let g = s.groups.get_mut(group).unwrap();
         if !g
             .instances
@@ -552,10 +599,11 @@ impl AsgApi for FakeAsg {
         ));
         check(&mut s, "RecordLifecycleActionHeartbeat")?;
         let g = &s.groups[group];
-        if !g
-            .instances
-            .iter()
-            .any(|i| i.instance_id == instance_id && i.is_waiting_to_terminate())
+        if !warm::is_returning(&s, group, instance_id)
+            && !g
+                .instances
+                .iter()
+                .any(|i| i.instance_id == instance_id && i.is_waiting_to_terminate())
         {
             return Err(validation(format!(
                 "No active Lifecycle Action found with instance ID {instance_id}"
@@ -610,17 +658,43 @@ impl AsgApi for FakeAsg {
         if decrement_desired {
             s.groups.get_mut(&group).unwrap().desired_capacity -= 1;
         }
-        start_termination(
+        // With ShouldDecrementDesiredCapacity the group shrinks: a scale-in, which
+        // ReuseOnScaleIn turns into a return to the warm pool. Without it the instance is
+        // replaced, and ends.
+        start_leaving(
             &mut s,
             &group,
             instance_id,
             hook,
             "TerminateInstanceInAutoScalingGroup",
+            decrement_desired,
         );
         if !decrement_desired {
             fill(&mut s, &group);
         }
         Ok(())
+    }
+
+    async fn describe_warm_pool(&self, group: &str) -> Result<WarmPool, ApiError> {
+        let mut s = self.state.lock().unwrap();
+        s.calls.push(format!("DescribeWarmPool {group}"));
+        check(&mut s, "DescribeWarmPool")?;
+        if !s.groups.contains_key(group) {
+            return Err(validation(format!(
+                "AutoScalingGroup name not found - {group}"
+            )));
+        }
+        Ok(s.warm.get(group).cloned().unwrap_or_default())
+    }
+
+    async fn put_warm_pool(&self, group: &str, cfg: &WarmPoolConfig) -> Result<(), ApiError> {
+        let mut s = self.state.lock().unwrap();
+        s.calls.push(format!(
+            "PutWarmPool {group} min={} max_prepared={:?} {} reuse={}",
+            cfg.min_size, cfg.max_group_prepared_capacity, cfg.pool_state, cfg.reuse_on_scale_in
+        ));
+        check(&mut s, "PutWarmPool")?;
+        warm::put(&mut s, group, cfg)
     }
 
     async fn describe_instances(&self, ids: &[String]) -> Result<Vec<Ec2Instance>, ApiError> {

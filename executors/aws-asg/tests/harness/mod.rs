@@ -1,5 +1,6 @@
 //! The executor on a manual clock over the in-memory group: what the drain and group tests
 //! share.
+#![allow(dead_code)] // each test binary uses its own part
 
 use crate::common::{pool, FakeDirectory};
 use crate::fake::FakeAsg;
@@ -46,13 +47,25 @@ pub async fn run(
     dir: &FakeDirectory,
     dry_run: bool,
 ) -> Result<Outcome, ExecutorError> {
+    run_standby(exec, p, size, 0, dir, dry_run).await
+}
+
+/// One cycle whose plan also asks for `standby` workers.
+pub async fn run_standby(
+    exec: &AwsAsgExecutor,
+    p: &WorkerPool,
+    size: u32,
+    standby: u32,
+    dir: &FakeDirectory,
+    dry_run: bool,
+) -> Result<Outcome, ExecutorError> {
     exec.prepare(&[p], dry_run).await.unwrap();
     exec.scale(ScaleRequest {
         pool: p,
         plan: Plan {
             size,
             queued_size: 0,
-            standby: 0,
+            standby,
         },
         dry_run,
         workers: dir,
