@@ -17,54 +17,6 @@ use tracing::{debug, info, warn};
 /// Longest pause between operation polls.
 const MAX_POLL: Duration = Duration::from_secs(5);
 
-/// The label every worker instance should carry, so fleets can be found and billed.
-pub const LABEL_WORKER: &str = "vespene_worker";
-/// The label naming the instance's pool (value: [`label_value`] of the pool name).
-pub const LABEL_POOL: &str = "vespene_pool";
-
-/// GCE label values allow only lowercase letters, digits, `_` and `-`, up to 63 characters; a
-/// Vespene pool name may hold anything, so the expected `vespene_pool` value is the pool name
-/// lowercased with every other character replaced by `_` and cut to 63 characters.
-pub fn label_value(pool_name: &str) -> String {
-    pool_name
-        .to_lowercase()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(63)
-        .collect()
-}
-
-pub(crate) fn render_hostname(
-    template: &str,
-    name: &str,
-    zone: &str,
-    project: &str,
-) -> Result<String, String> {
-    let mut env = minijinja::Environment::new();
-    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-    env.render_str(
-        template,
-        minijinja::context! { name => name, zone => zone, project => project },
-    )
-    .map(|s| s.trim().to_ascii_lowercase())
-    .map_err(|e| e.to_string())
-}
-
-/// Checks `hostname_match` renders for a sample instance, so a typo fails at start-up.
-pub(crate) fn check_hostname_template(template: &str) -> Result<(), String> {
-    let out = render_hostname(template, "worker-abcd", "us-central1-a", "my-project")?;
-    if out.is_empty() {
-        return Err(format!("{template:?} renders to nothing"));
-    }
-    Ok(())
-}
-
 fn shorten(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         s.to_string()
@@ -203,7 +155,7 @@ impl Applier {
         loop {
             match call().await {
                 Ok(v) => return Ok(v),
-                Err(e) if e.retryable() && attempt < self.cfg.retry_attempts => {
+                Err(e) if e.retryable() && attempt < self.cfg.max_attempts => {
                     let pause = e.retry_after.unwrap_or(delay).min(max);
                     let pause = jitter(pause);
                     warn!(pool, group = %group, call = what, attempt, error = %e.detail(), pause_ms = pause.as_millis() as u64, "retrying Compute call");
@@ -273,7 +225,7 @@ impl Applier {
         what: &str,
         mut op: OperationInfo,
     ) -> Result<(), ExecutorError> {
-        let timeout = Duration::from_secs(self.cfg.operation_timeout_secs);
+        let timeout = Duration::from_secs(self.cfg.operation_timeout_seconds);
         let deadline = Instant::now() + timeout;
         let mut interval = Duration::from_millis(self.cfg.poll_interval_ms.max(1));
         loop {
@@ -310,7 +262,7 @@ impl Applier {
                     pool,
                     ErrorKind::Timeout,
                     format!(
-                        "{what} of {group}: operation {} still {} after {}s (operation_timeout_secs); \
+                        "{what} of {group}: operation {} still {} after {}s (operation_timeout_seconds); \
                          it may yet finish, the next cycle reads the group again",
                         op.name,
                         op.status,
@@ -469,33 +421,6 @@ fn jitter(d: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn label_values_are_gce_safe() {
-        assert_eq!(label_value("linux"), "linux");
-        assert_eq!(label_value("Linux Builders/2"), "linux_builders_2");
-        assert_eq!(label_value(&"x".repeat(80)).len(), 63);
-    }
-
-    #[test]
-    fn hostname_templates_render_and_typos_fail() {
-        assert_eq!(
-            render_hostname("{{ name }}", "W-abcd", "z", "p").unwrap(),
-            "w-abcd"
-        );
-        assert_eq!(
-            render_hostname(
-                "{{ name }}.{{ zone }}.c.{{ project }}.internal",
-                "w-1",
-                "z-a",
-                "p"
-            )
-            .unwrap(),
-            "w-1.z-a.c.p.internal"
-        );
-        assert!(check_hostname_template("{{ nam }}").is_err());
-        assert!(check_hostname_template("{{ '' }}").is_err());
-    }
 
     #[test]
     fn jitter_stays_near() {

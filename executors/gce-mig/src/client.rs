@@ -245,7 +245,7 @@ pub enum ApiErrorKind {
     Unavailable,
     /// No token could be made, or 401.
     Credentials,
-    /// An attempt outlived `request_timeout_secs`.
+    /// An attempt outlived `request_timeout_seconds`.
     Timeout,
     /// 412 `conditionNotMet`: a fingerprint no longer matches (someone else changed the
     /// resource); read it again and retry with the new fingerprint.

@@ -8,14 +8,16 @@
 //! date the deletion), and one `listErrors` per group that has members failing to launch (to
 //! date the failure). Nothing is ever written.
 
-use crate::apply::{label_value, render_hostname, Applier, LABEL_WORKER};
+use crate::apply::Applier;
 use crate::client::{
     ApiError, ComputeApi, GroupError, GroupInfo, InstanceInfo, ManagedInstanceInfo, OperationInfo,
     Page, ZoneOperationInfo,
 };
+use crate::names::{label_value, render_hostname};
 use crate::target::{valid_name, GroupPath, Location};
 use crate::GceMigExecutor;
 use async_trait::async_trait;
+use autoscaler_executor::inventory::TAG_WORKER;
 use autoscaler_executor::{
     ExecutorError, InstanceState, Inventory, InventoryGroup, InventoryInstance, InventorySnapshot,
     LaunchFailure, Plan, PoolInventory, WorkerPool,
@@ -328,7 +330,7 @@ impl GceMigExecutor {
             .iter()
             .map(|((project, zone), (pool, group))| async move {
                 let doing = format!(
-                    "listing instances labelled {LABEL_WORKER}=true in zone {zone} (project {project}) near"
+                    "listing instances labelled {TAG_WORKER}=true in zone {zone} (project {project}) near"
                 );
                 let items = Self::list_all(applier, pool, group, &doing, |t| async move {
                     api.list_instances(project, zone, WORKER_FILTER, t.as_deref())

@@ -12,12 +12,15 @@
 //! (see `launch`), and groups that would undo the executor's choices (an attached autoscaler,
 //! proactive redistribution) are refused.
 
+#![deny(missing_docs)]
+
 mod apply;
 pub mod candidates;
 pub mod client;
 pub mod config;
 pub mod inventory;
 mod launch;
+mod names;
 pub mod scale_in;
 mod standby;
 pub mod target;
@@ -34,8 +37,8 @@ mod standby_tests;
 #[cfg(test)]
 mod tests;
 
-pub use apply::{label_value, LABEL_POOL, LABEL_WORKER};
 pub use config::{Config, CredentialsSource, StandbyAction, ENV_CREDENTIALS, ENV_ENDPOINT};
+pub use names::label_value;
 pub use target::{GroupPath, Location};
 
 use async_trait::async_trait;
@@ -103,7 +106,7 @@ pub struct GceMigExecutor {
 impl GceMigExecutor {
     /// Builds the executor from the config file's section, with [`ENV_ENDPOINT`] and
     /// [`ENV_CREDENTIALS`] from the process environment taking precedence. Proves the
-    /// credentials yield a token (bounded by `credentials_timeout_secs`) so a machine without
+    /// credentials yield a token (bounded by `credentials_timeout_seconds`) so a machine without
     /// credentials fails here, in seconds.
     pub async fn from_config(cfg: Config) -> Result<GceMigExecutor, GceMigError> {
         Self::from_config_with_env(cfg, &|k| std::env::var(k).ok()).await

@@ -29,7 +29,7 @@ impl SdkCompute {
     /// executor's retry loop is the only one) and a per-attempt timeout.
     pub(crate) async fn new(resolved: &Resolved) -> Result<SdkCompute, GceMigError> {
         let credentials = build_credentials(resolved).await?;
-        let attempt_timeout = Duration::from_secs(resolved.config.request_timeout_secs);
+        let attempt_timeout = Duration::from_secs(resolved.config.request_timeout_seconds);
         let endpoint_desc = resolved
             .endpoint
             .clone()
@@ -61,7 +61,7 @@ impl SdkCompute {
     }
 }
 
-/// Makes the credentials and proves they yield a token within `credentials_timeout_secs`, so a
+/// Makes the credentials and proves they yield a token within `credentials_timeout_seconds`, so a
 /// machine without credentials is told so at start-up, in seconds.
 async fn build_credentials(resolved: &Resolved) -> Result<Credentials, GceMigError> {
     use google_cloud_auth::credentials::{anonymous, mds, service_account, Builder};
@@ -102,7 +102,7 @@ async fn build_credentials(resolved: &Resolved) -> Result<Credentials, GceMigErr
             }
         }
     };
-    let limit = Duration::from_secs(resolved.config.credentials_timeout_secs);
+    let limit = Duration::from_secs(resolved.config.credentials_timeout_seconds);
     match tokio::time::timeout(limit, creds.headers(http::Extensions::new())).await {
         Ok(Ok(_)) => Ok(creds),
         Ok(Err(e)) => Err(cred_err(format!(

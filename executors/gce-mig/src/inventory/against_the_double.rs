@@ -26,7 +26,7 @@ async fn executor(d: &ComputeDouble, retry_attempts: u32) -> GceMigExecutor {
         endpoint: Some(d.endpoint()),
         credentials: Some("anonymous".into()),
         project: Some("proj-1".into()),
-        retry_attempts,
+        max_attempts: retry_attempts,
         retry_initial_backoff_ms: 5,
         retry_max_backoff_ms: 20,
         workers_per_instance: 2,
