@@ -1,8 +1,11 @@
-//! Bringing one managed instance group to a plan: the shared parts (checks, retries, error
-//! classification, operation waits) and scale-out. Scale-in lives in [`crate::scale_in`], the
-//! reading of a group's instances in [`crate::candidates`].
+//! Bringing one managed instance group to a plan: the shared parts (checks, operation waits)
+//! and scale-out. Retries and error classification are the client's ([`crate::client`]),
+//! scale-in lives in [`crate::scale_in`], the reading of a group's instances in
+//! [`crate::candidates`].
 
-use crate::client::{ApiError, ApiErrorKind, ComputeApi, OperationInfo};
+use crate::client::{
+    api_error, operation_error_kind, ApiError, ComputeApi, Failed, OperationInfo, RetryPolicy,
+};
 use crate::config::Config;
 use crate::target::{GroupPath, EXPECTED_FORMS};
 use autoscaler_executor::{
@@ -12,7 +15,7 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 /// Longest pause between operation polls.
 const MAX_POLL: Duration = Duration::from_secs(5);
@@ -29,6 +32,8 @@ fn shorten(s: &str, max: usize) -> String {
 pub(crate) struct Applier {
     api: Arc<dyn ComputeApi>,
     cfg: Config,
+    /// The client's retry loop, set from `cfg`.
+    retry: RetryPolicy,
     /// Pools already warned about missing labels: the warning is useful once, noise after.
     pub(crate) labels_warned: Mutex<HashSet<String>>,
     /// Per group: whether some instance may be draining (`false` only once a listing showed
@@ -73,6 +78,7 @@ impl Applier {
     pub(crate) fn new(api: Arc<dyn ComputeApi>, cfg: Config) -> Applier {
         Applier {
             api,
+            retry: RetryPolicy::from_config(&cfg),
             cfg,
             labels_warned: Mutex::new(HashSet::new()),
             may_drain: Mutex::new(HashMap::new()),
@@ -136,72 +142,30 @@ impl Applier {
         standby.div_ceil(wpi).min(max_instances)
     }
 
-    /// Runs `call`, retrying throttling, 5xx, timeouts and connection errors with exponential
-    /// backoff (honouring `Retry-After`). Returns the last error and how many attempts were made.
+    /// Runs `call` through the client's retry loop ([`RetryPolicy::run`]).
     pub(crate) async fn retry<T, F, Fut>(
         &self,
         pool: &str,
         what: &str,
         group: &GroupPath,
-        mut call: F,
-    ) -> Result<T, (ApiError, u32)>
+        call: F,
+    ) -> Result<T, Failed>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, ApiError>>,
     {
-        let max = Duration::from_millis(self.cfg.retry_max_backoff_ms);
-        let mut delay = Duration::from_millis(self.cfg.retry_initial_backoff_ms);
-        let mut attempt = 1;
-        loop {
-            match call().await {
-                Ok(v) => return Ok(v),
-                Err(e) if e.retryable() && attempt < self.cfg.max_attempts => {
-                    let pause = e.retry_after.unwrap_or(delay).min(max);
-                    let pause = jitter(pause);
-                    warn!(pool, group = %group, call = what, attempt, error = %e.detail(), pause_ms = pause.as_millis() as u64, "retrying Compute call");
-                    tokio::time::sleep(pause).await;
-                    delay = (delay * 2).min(max);
-                    attempt += 1;
-                }
-                Err(e) => return Err((e, attempt)),
-            }
-        }
+        self.retry.run(pool, what, group, call).await
     }
 
+    /// The pool's error for a call that failed for good (the client's [`api_error`]).
     pub(crate) fn api_error(
         &self,
         pool: &str,
         doing: &str,
         group: &GroupPath,
-        (e, attempts): (ApiError, u32),
+        failed: Failed,
     ) -> ExecutorError {
-        let kind = match e.kind {
-            ApiErrorKind::NotFound => ErrorKind::NotFound,
-            ApiErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
-            ApiErrorKind::Throttled => ErrorKind::Throttled,
-            ApiErrorKind::Unavailable => ErrorKind::Unavailable,
-            ApiErrorKind::Credentials => ErrorKind::Credentials,
-            ApiErrorKind::Timeout => ErrorKind::Timeout,
-            ApiErrorKind::Rejected | ApiErrorKind::Conflict => ErrorKind::Backend,
-        };
-        let tries = if attempts > 1 {
-            format!(" (after {attempts} attempts)")
-        } else {
-            String::new()
-        };
-        let hint = match e.kind {
-            ApiErrorKind::NotFound => "; check the pool's executor_command names an existing group",
-            ApiErrorKind::PermissionDenied => {
-                "; the account needs roles/compute.instanceAdmin.v1 on the project (see docs/gce-mig.md)"
-            }
-            ApiErrorKind::Credentials => "; check the GCE credentials",
-            _ => "",
-        };
-        ExecutorError::new(
-            pool,
-            kind,
-            format!("{doing} {group}: {}{tries}{hint}", e.detail()),
-        )
+        api_error(pool, doing, group, failed)
     }
 
     /// Waits for an operation of the group (resize, deleteInstances) to finish.
@@ -231,13 +195,7 @@ impl Applier {
         loop {
             if op.done() {
                 let Some(f) = op.error else { return Ok(()) };
-                let kind = match (f.http_status, f.code.as_deref()) {
-                    (_, Some("RATE_LIMIT_EXCEEDED")) | (Some(429), _) => ErrorKind::Throttled,
-                    (Some(403), _) => ErrorKind::PermissionDenied,
-                    (Some(404), _) | (_, Some("RESOURCE_NOT_FOUND")) => ErrorKind::NotFound,
-                    (Some(s), _) if s >= 500 => ErrorKind::Unavailable,
-                    _ => ErrorKind::Backend,
-                };
+                let kind = operation_error_kind(&f);
                 return Err(ExecutorError::new(
                     pool,
                     kind,
@@ -405,31 +363,5 @@ impl Applier {
             desired: info.target_size * wpi,
             current: info.instances_present.unwrap_or(info.target_size) * wpi,
         }))
-    }
-}
-
-/// Spreads retries of concurrent pools apart (±20 %), without a random-number dependency.
-fn jitter(d: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|t| t.subsec_nanos())
-        .unwrap_or(0);
-    let factor = 0.8 + (nanos % 400) as f64 / 1000.0;
-    d.mul_f64(factor)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn jitter_stays_near() {
-        for _ in 0..100 {
-            let j = jitter(Duration::from_millis(1000));
-            assert!(
-                j >= Duration::from_millis(800) && j <= Duration::from_millis(1200),
-                "{j:?}"
-            );
-        }
     }
 }

@@ -7,9 +7,13 @@
 //! credentials error, while here mutating calls carry a request id and are safe to retry.
 
 mod convert;
+mod errors;
+mod retry;
 mod sdk;
 
 pub(crate) use convert::classify;
+pub(crate) use errors::{api_error, operation_error_kind};
+pub(crate) use retry::{Failed, RetryPolicy};
 pub use sdk::SdkCompute;
 
 use crate::target::GroupPath;
