@@ -25,8 +25,10 @@ pub mod scale_in;
 mod standby;
 pub mod target;
 
-#[cfg(any(test, feature = "test-double"))]
-pub mod double;
+/// The in-process Compute REST double (crate `autoscaler-gce-double`), under its old path for
+/// the main package's tests; only the `test-double` feature, which only tests turn on, has it.
+#[cfg(feature = "test-double")]
+pub use autoscaler_gce_double as double;
 
 #[cfg(test)]
 mod group_tests;

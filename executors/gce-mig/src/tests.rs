@@ -1,12 +1,12 @@
 //! The executor end to end in-process: real SDK client, real HTTP, the Compute double.
 
-use crate::double::{ComputeDouble, InstanceSpec, RecordedRequest};
 use crate::{Config, GceMigExecutor};
 use async_trait::async_trait;
 use autoscaler_executor::{
     BusyWorker, DirectoryError, ErrorKind, Executor, ExecutorError, Outcome, Plan, ScaleRequest,
     WorkerDirectory, WorkerPool,
 };
+use autoscaler_gce_double::{ComputeDouble, InstanceSpec, RecordedRequest};
 use std::sync::{Arc, Mutex};
 
 pub(crate) const ZONAL: &str = "projects/proj-1/zones/us-central1-a/instanceGroupManagers/linux";

@@ -1,8 +1,8 @@
 //! The audit's read-only fleet description against the Compute double.
 
 use super::*;
-use crate::double::{ComputeDouble, InstanceSpec};
 use crate::Config;
+use autoscaler_gce_double::{ComputeDouble, InstanceSpec};
 
 const ZONAL: &str = "projects/proj-1/zones/us-central1-a/instanceGroupManagers/linux";
 const OTHER: &str = "projects/proj-1/zones/us-central1-a/instanceGroupManagers/gpu";
