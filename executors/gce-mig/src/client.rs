@@ -7,6 +7,7 @@
 //! credentials error, while here mutating calls carry a request id and are safe to retry.
 
 mod convert;
+mod credentials;
 mod errors;
 mod retry;
 mod sdk;

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::Config;
+use autoscaler_executor::{InstanceState, InventoryInstance, LaunchFailure};
 use autoscaler_gce_double::{ComputeDouble, InstanceSpec};
 
 const ZONAL: &str = "projects/proj-1/zones/us-central1-a/instanceGroupManagers/linux";
