@@ -15,13 +15,13 @@
 #![deny(missing_docs)]
 
 mod apply;
-pub mod candidates;
+mod candidates;
 pub mod client;
 pub mod config;
-pub mod inventory;
+mod inventory;
 mod launch;
 mod names;
-pub mod scale_in;
+mod scale_in;
 mod standby;
 pub mod target;
 
@@ -183,7 +183,7 @@ impl Executor for GceMigExecutor {
         self.applier.status(pool).await
     }
 
-    /// Groups and labelled instances, read-only, for `autoscaler audit` (see [`inventory`]).
+    /// Groups and labelled instances, read-only, for `autoscaler audit` (see `inventory.rs`).
     fn inventory(&self) -> Option<&dyn Inventory> {
         Some(self)
     }
