@@ -263,61 +263,81 @@ impl Config {
         crate::names::check_hostname_template(&cfg.hostname_match)
             .map_err(|e| bad("hostname_match", e))?;
 
-        let endpoint = match lookup(ENV_ENDPOINT).filter(|v| !v.trim().is_empty()) {
-            Some(v) => Some((v.trim().to_string(), ENV_ENDPOINT)),
-            None => cfg
-                .endpoint
-                .clone()
-                .map(|v| (v.trim().to_string(), "endpoint")),
-        };
-        if let Some((url, from)) = &endpoint {
-            let setting = if *from == "endpoint" {
-                "endpoint"
-            } else {
-                ENV_ENDPOINT
-            };
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(bad(
-                    setting,
-                    format!("{url:?} must start with http:// or https://"),
-                ));
-            }
-            let rest = url.split_once("://").map(|(_, r)| r).unwrap_or("");
-            if rest.is_empty() || rest.starts_with('/') {
-                return Err(bad(setting, format!("{url:?} has no host")));
-            }
-        }
-
-        let credentials = match lookup(ENV_CREDENTIALS).filter(|v| !v.trim().is_empty()) {
-            Some(v) => CredentialsSource::parse(&v).map_err(|e| match e {
-                GceMigError::Config { message, .. } => bad(ENV_CREDENTIALS, message),
-                other => other,
-            })?,
-            None => CredentialsSource::parse(cfg.credentials.as_deref().unwrap_or("adc"))?,
-        };
-
-        // A bearer token must not travel in clear text to anything but this machine.
-        if let Some((url, _)) = &endpoint {
-            if url.starts_with("http://")
-                && credentials != CredentialsSource::Anonymous
-                && !is_loopback_url(url)
-            {
-                return Err(bad(
-                    "endpoint",
-                    format!(
-                        "{url:?} is plain http to a remote host; use https, or credentials = \"anonymous\" \
-                         for an endpoint that needs no token"
-                    ),
-                ));
-            }
-        }
-
+        let endpoint = endpoint_of(&cfg, lookup)?;
+        let credentials = credentials_of(&cfg, lookup, endpoint.as_deref())?;
         Ok(Resolved {
-            endpoint: endpoint.map(|(u, _)| u.trim_end_matches('/').to_string()),
+            endpoint: endpoint.map(|u| u.trim_end_matches('/').to_string()),
             credentials,
             config: cfg,
         })
     }
+}
+
+/// The endpoint in use, [`ENV_ENDPOINT`] first, checked to be an `http(s)://` URL with a host;
+/// a bad value names the variable or the setting it came from.
+fn endpoint_of(
+    cfg: &Config,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<String>, GceMigError> {
+    let bad = |setting: &'static str, message: String| GceMigError::Config { setting, message };
+    let endpoint = match lookup(ENV_ENDPOINT).filter(|v| !v.trim().is_empty()) {
+        Some(v) => Some((v.trim().to_string(), ENV_ENDPOINT)),
+        None => cfg
+            .endpoint
+            .clone()
+            .map(|v| (v.trim().to_string(), "endpoint")),
+    };
+    if let Some((url, from)) = &endpoint {
+        let setting = if *from == "endpoint" {
+            "endpoint"
+        } else {
+            ENV_ENDPOINT
+        };
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(bad(
+                setting,
+                format!("{url:?} must start with http:// or https://"),
+            ));
+        }
+        let rest = url.split_once("://").map(|(_, r)| r).unwrap_or("");
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(bad(setting, format!("{url:?} has no host")));
+        }
+    }
+    Ok(endpoint.map(|(url, _)| url))
+}
+
+/// The credentials in use, [`ENV_CREDENTIALS`] first; refused with a token over plain http
+/// to anything but this machine, so a token never crosses a network in clear text.
+fn credentials_of(
+    cfg: &Config,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    endpoint: Option<&str>,
+) -> Result<CredentialsSource, GceMigError> {
+    let bad = |setting: &'static str, message: String| GceMigError::Config { setting, message };
+    let credentials = match lookup(ENV_CREDENTIALS).filter(|v| !v.trim().is_empty()) {
+        Some(v) => CredentialsSource::parse(&v).map_err(|e| match e {
+            GceMigError::Config { message, .. } => bad(ENV_CREDENTIALS, message),
+            other => other,
+        })?,
+        None => CredentialsSource::parse(cfg.credentials.as_deref().unwrap_or("adc"))?,
+    };
+    // A bearer token must not travel in clear text to anything but this machine.
+    if let Some(url) = endpoint {
+        if url.starts_with("http://")
+            && credentials != CredentialsSource::Anonymous
+            && !is_loopback_url(url)
+        {
+            return Err(bad(
+                "endpoint",
+                format!(
+                    "{url:?} is plain http to a remote host; use https, or credentials = \"anonymous\" \
+                     for an endpoint that needs no token"
+                ),
+            ));
+        }
+    }
+    Ok(credentials)
 }
 
 fn is_loopback_url(url: &str) -> bool {
