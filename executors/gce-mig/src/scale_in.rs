@@ -173,12 +173,8 @@ impl Applier {
         sizes: Sizes,
         dry_run: bool,
     ) -> Result<Outcome, ExecutorError> {
-        let Sizes {
-            current,
-            want,
-            standby,
-        } = sizes;
-        if want > current && standby > 0 {
+        let (current, want) = (sizes.current, sizes.want);
+        if want > current && sizes.standby > 0 {
             self.grow(pool, group, members, current, want, dry_run)
                 .await
         } else if want > current {
@@ -227,17 +223,13 @@ impl Applier {
         planned: Vec<String>,
         sizes: Sizes,
     ) -> Result<Outcome, ExecutorError> {
-        let Sizes {
-            current,
-            want,
-            standby,
-        } = sizes;
+        let (current, want) = (sizes.current, sizes.want);
         let mut actions: Vec<String> = planned.into_iter().map(|a| format!("would {a}")).collect();
         actions.extend(
             self.to_standby(&pool.name, group, &leavers.to_standby, true)
                 .await?,
         );
-        if want > current && standby > 0 {
+        if want > current && sizes.standby > 0 {
             let out = self.grow(pool, group, members, current, want, true).await?;
             actions.extend(out.actions);
         } else if want > current {

@@ -173,6 +173,14 @@ mod tests {
         (out, text)
     }
 
+    /// The four renamed settings as both files below set them.
+    fn assert_read(cfg: &Config) {
+        assert_eq!(cfg.operation_timeout_seconds, 7);
+        assert_eq!(cfg.request_timeout_seconds, 8);
+        assert_eq!(cfg.credentials_timeout_seconds, 9);
+        assert_eq!(cfg.max_attempts, 2);
+    }
+
     #[test]
     fn old_names_still_work_and_warn() {
         let (cfg, logs) = logs_of(|| {
@@ -182,10 +190,7 @@ mod tests {
             )
             .unwrap()
         });
-        assert_eq!(cfg.operation_timeout_seconds, 7);
-        assert_eq!(cfg.request_timeout_seconds, 8);
-        assert_eq!(cfg.credentials_timeout_seconds, 9);
-        assert_eq!(cfg.max_attempts, 2);
+        assert_read(&cfg);
         for (new, old) in RENAMED {
             assert_eq!(
                 logs.matches(&format!("{old} is deprecated: rename it to {new}"))
@@ -205,10 +210,7 @@ mod tests {
             )
             .unwrap()
         });
-        assert_eq!(cfg.operation_timeout_seconds, 7);
-        assert_eq!(cfg.request_timeout_seconds, 8);
-        assert_eq!(cfg.credentials_timeout_seconds, 9);
-        assert_eq!(cfg.max_attempts, 2);
+        assert_read(&cfg);
         assert!(!logs.contains("deprecated"), "{logs}");
         // Unset, each takes its default.
         let empty: Config = toml::from_str("").unwrap();
