@@ -134,118 +134,78 @@ impl ComputeApi for SdkCompute {
         // operation is DONE once the actions are scheduled (the instances then go through
         // SUSPENDING / STOPPING / RESUMING / STARTING, seen in `listManagedInstances`).
         let urls = instance_urls.to_vec();
+        // The same request on either client, each call with its own body type.
+        macro_rules! send {
+            ($client:ident, $method:ident, $set_location:ident, $location:expr, $body:ident) => {
+                self.$client
+                    .$method()
+                    .set_project(&group.project)
+                    .$set_location($location)
+                    .set_instance_group_manager(&group.name)
+                    .set_request_id(request_id)
+                    .set_body(model::$body::new().set_instances(urls))
+                    .send()
+                    .await
+            };
+        }
+        use StandbyCall::*;
         let op = match (call, &group.location) {
-            (StandbyCall::Suspend, Location::Zone(z)) => {
-                self.zonal
-                    .suspend_instances()
-                    .set_project(&group.project)
-                    .set_zone(z)
-                    .set_instance_group_manager(&group.name)
-                    .set_request_id(request_id)
-                    .set_body(
-                        model::InstanceGroupManagersSuspendInstancesRequest::new()
-                            .set_instances(urls),
-                    )
-                    .send()
-                    .await
-            }
-            (StandbyCall::Suspend, Location::Region(r)) => {
-                self.regional
-                    .suspend_instances()
-                    .set_project(&group.project)
-                    .set_region(r)
-                    .set_instance_group_manager(&group.name)
-                    .set_request_id(request_id)
-                    .set_body(
-                        model::RegionInstanceGroupManagersSuspendInstancesRequest::new()
-                            .set_instances(urls),
-                    )
-                    .send()
-                    .await
-            }
-            (StandbyCall::Resume, Location::Zone(z)) => {
-                self.zonal
-                    .resume_instances()
-                    .set_project(&group.project)
-                    .set_zone(z)
-                    .set_instance_group_manager(&group.name)
-                    .set_request_id(request_id)
-                    .set_body(
-                        model::InstanceGroupManagersResumeInstancesRequest::new()
-                            .set_instances(urls),
-                    )
-                    .send()
-                    .await
-            }
-            (StandbyCall::Resume, Location::Region(r)) => {
-                self.regional
-                    .resume_instances()
-                    .set_project(&group.project)
-                    .set_region(r)
-                    .set_instance_group_manager(&group.name)
-                    .set_request_id(request_id)
-                    .set_body(
-                        model::RegionInstanceGroupManagersResumeInstancesRequest::new()
-                            .set_instances(urls),
-                    )
-                    .send()
-                    .await
-            }
-            (StandbyCall::Stop, Location::Zone(z)) => {
-                self.zonal
-                    .stop_instances()
-                    .set_project(&group.project)
-                    .set_zone(z)
-                    .set_instance_group_manager(&group.name)
-                    .set_request_id(request_id)
-                    .set_body(
-                        model::InstanceGroupManagersStopInstancesRequest::new().set_instances(urls),
-                    )
-                    .send()
-                    .await
-            }
-            (StandbyCall::Stop, Location::Region(r)) => {
-                self.regional
-                    .stop_instances()
-                    .set_project(&group.project)
-                    .set_region(r)
-                    .set_instance_group_manager(&group.name)
-                    .set_request_id(request_id)
-                    .set_body(
-                        model::RegionInstanceGroupManagersStopInstancesRequest::new()
-                            .set_instances(urls),
-                    )
-                    .send()
-                    .await
-            }
-            (StandbyCall::Start, Location::Zone(z)) => {
-                self.zonal
-                    .start_instances()
-                    .set_project(&group.project)
-                    .set_zone(z)
-                    .set_instance_group_manager(&group.name)
-                    .set_request_id(request_id)
-                    .set_body(
-                        model::InstanceGroupManagersStartInstancesRequest::new()
-                            .set_instances(urls),
-                    )
-                    .send()
-                    .await
-            }
-            (StandbyCall::Start, Location::Region(r)) => {
-                self.regional
-                    .start_instances()
-                    .set_project(&group.project)
-                    .set_region(r)
-                    .set_instance_group_manager(&group.name)
-                    .set_request_id(request_id)
-                    .set_body(
-                        model::RegionInstanceGroupManagersStartInstancesRequest::new()
-                            .set_instances(urls),
-                    )
-                    .send()
-                    .await
-            }
+            (Suspend, Location::Zone(z)) => send!(
+                zonal,
+                suspend_instances,
+                set_zone,
+                z,
+                InstanceGroupManagersSuspendInstancesRequest
+            ),
+            (Suspend, Location::Region(r)) => send!(
+                regional,
+                suspend_instances,
+                set_region,
+                r,
+                RegionInstanceGroupManagersSuspendInstancesRequest
+            ),
+            (Resume, Location::Zone(z)) => send!(
+                zonal,
+                resume_instances,
+                set_zone,
+                z,
+                InstanceGroupManagersResumeInstancesRequest
+            ),
+            (Resume, Location::Region(r)) => send!(
+                regional,
+                resume_instances,
+                set_region,
+                r,
+                RegionInstanceGroupManagersResumeInstancesRequest
+            ),
+            (Stop, Location::Zone(z)) => send!(
+                zonal,
+                stop_instances,
+                set_zone,
+                z,
+                InstanceGroupManagersStopInstancesRequest
+            ),
+            (Stop, Location::Region(r)) => send!(
+                regional,
+                stop_instances,
+                set_region,
+                r,
+                RegionInstanceGroupManagersStopInstancesRequest
+            ),
+            (Start, Location::Zone(z)) => send!(
+                zonal,
+                start_instances,
+                set_zone,
+                z,
+                InstanceGroupManagersStartInstancesRequest
+            ),
+            (Start, Location::Region(r)) => send!(
+                regional,
+                start_instances,
+                set_region,
+                r,
+                RegionInstanceGroupManagersStartInstancesRequest
+            ),
         }
         .map_err(|e| classify(&e))?;
         Ok(operation_info(op))
