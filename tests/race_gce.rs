@@ -30,7 +30,7 @@
 
 mod common;
 
-use autoscaler_gce_mig::double::{ComputeDouble, DeletedInstance};
+use autoscaler_gce_double::{ComputeDouble, DeletedInstance};
 use common::{shell_pool, TestDb};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;

@@ -1,8 +1,11 @@
-//! Bringing one managed instance group to a plan: the shared parts (checks, retries, error
-//! classification, operation waits) and scale-out. Scale-in lives in [`crate::scale_in`], the
-//! reading of a group's instances in [`crate::candidates`].
+//! Bringing one managed instance group to a plan: the shared parts (checks, operation waits)
+//! and scale-out. Retries and error classification are the client's ([`crate::client`]),
+//! scale-in lives in [`crate::scale_in`], the reading of a group's instances in
+//! [`crate::candidates`].
 
-use crate::client::{ApiError, ApiErrorKind, ComputeApi, OperationInfo};
+use crate::client::{
+    api_error, operation_error_kind, ApiError, ComputeApi, Failed, OperationInfo, RetryPolicy,
+};
 use crate::config::Config;
 use crate::target::{GroupPath, EXPECTED_FORMS};
 use autoscaler_executor::{
@@ -12,58 +15,10 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 /// Longest pause between operation polls.
 const MAX_POLL: Duration = Duration::from_secs(5);
-
-/// The label every worker instance should carry, so fleets can be found and billed.
-pub const LABEL_WORKER: &str = "vespene_worker";
-/// The label naming the instance's pool (value: [`label_value`] of the pool name).
-pub const LABEL_POOL: &str = "vespene_pool";
-
-/// GCE label values allow only lowercase letters, digits, `_` and `-`, up to 63 characters; a
-/// Vespene pool name may hold anything, so the expected `vespene_pool` value is the pool name
-/// lowercased with every other character replaced by `_` and cut to 63 characters.
-pub fn label_value(pool_name: &str) -> String {
-    pool_name
-        .to_lowercase()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(63)
-        .collect()
-}
-
-pub(crate) fn render_hostname(
-    template: &str,
-    name: &str,
-    zone: &str,
-    project: &str,
-) -> Result<String, String> {
-    let mut env = minijinja::Environment::new();
-    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-    env.render_str(
-        template,
-        minijinja::context! { name => name, zone => zone, project => project },
-    )
-    .map(|s| s.trim().to_ascii_lowercase())
-    .map_err(|e| e.to_string())
-}
-
-/// Checks `hostname_match` renders for a sample instance, so a typo fails at start-up.
-pub(crate) fn check_hostname_template(template: &str) -> Result<(), String> {
-    let out = render_hostname(template, "worker-abcd", "us-central1-a", "my-project")?;
-    if out.is_empty() {
-        return Err(format!("{template:?} renders to nothing"));
-    }
-    Ok(())
-}
 
 fn shorten(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
@@ -77,6 +32,8 @@ fn shorten(s: &str, max: usize) -> String {
 pub(crate) struct Applier {
     api: Arc<dyn ComputeApi>,
     cfg: Config,
+    /// The client's retry loop, set from `cfg`.
+    retry: RetryPolicy,
     /// Pools already warned about missing labels: the warning is useful once, noise after.
     pub(crate) labels_warned: Mutex<HashSet<String>>,
     /// Per group: whether some instance may be draining (`false` only once a listing showed
@@ -121,6 +78,7 @@ impl Applier {
     pub(crate) fn new(api: Arc<dyn ComputeApi>, cfg: Config) -> Applier {
         Applier {
             api,
+            retry: RetryPolicy::from_config(&cfg),
             cfg,
             labels_warned: Mutex::new(HashSet::new()),
             may_drain: Mutex::new(HashMap::new()),
@@ -184,72 +142,30 @@ impl Applier {
         standby.div_ceil(wpi).min(max_instances)
     }
 
-    /// Runs `call`, retrying throttling, 5xx, timeouts and connection errors with exponential
-    /// backoff (honouring `Retry-After`). Returns the last error and how many attempts were made.
+    /// Runs `call` through the client's retry loop ([`RetryPolicy::run`]).
     pub(crate) async fn retry<T, F, Fut>(
         &self,
         pool: &str,
         what: &str,
         group: &GroupPath,
-        mut call: F,
-    ) -> Result<T, (ApiError, u32)>
+        call: F,
+    ) -> Result<T, Failed>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, ApiError>>,
     {
-        let max = Duration::from_millis(self.cfg.retry_max_backoff_ms);
-        let mut delay = Duration::from_millis(self.cfg.retry_initial_backoff_ms);
-        let mut attempt = 1;
-        loop {
-            match call().await {
-                Ok(v) => return Ok(v),
-                Err(e) if e.retryable() && attempt < self.cfg.retry_attempts => {
-                    let pause = e.retry_after.unwrap_or(delay).min(max);
-                    let pause = jitter(pause);
-                    warn!(pool, group = %group, call = what, attempt, error = %e.detail(), pause_ms = pause.as_millis() as u64, "retrying Compute call");
-                    tokio::time::sleep(pause).await;
-                    delay = (delay * 2).min(max);
-                    attempt += 1;
-                }
-                Err(e) => return Err((e, attempt)),
-            }
-        }
+        self.retry.run(pool, what, group, call).await
     }
 
+    /// The pool's error for a call that failed for good (the client's [`api_error`]).
     pub(crate) fn api_error(
         &self,
         pool: &str,
         doing: &str,
         group: &GroupPath,
-        (e, attempts): (ApiError, u32),
+        failed: Failed,
     ) -> ExecutorError {
-        let kind = match e.kind {
-            ApiErrorKind::NotFound => ErrorKind::NotFound,
-            ApiErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
-            ApiErrorKind::Throttled => ErrorKind::Throttled,
-            ApiErrorKind::Unavailable => ErrorKind::Unavailable,
-            ApiErrorKind::Credentials => ErrorKind::Credentials,
-            ApiErrorKind::Timeout => ErrorKind::Timeout,
-            ApiErrorKind::Rejected | ApiErrorKind::Conflict => ErrorKind::Backend,
-        };
-        let tries = if attempts > 1 {
-            format!(" (after {attempts} attempts)")
-        } else {
-            String::new()
-        };
-        let hint = match e.kind {
-            ApiErrorKind::NotFound => "; check the pool's executor_command names an existing group",
-            ApiErrorKind::PermissionDenied => {
-                "; the account needs roles/compute.instanceAdmin.v1 on the project (see docs/gce-mig.md)"
-            }
-            ApiErrorKind::Credentials => "; check the GCE credentials",
-            _ => "",
-        };
-        ExecutorError::new(
-            pool,
-            kind,
-            format!("{doing} {group}: {}{tries}{hint}", e.detail()),
-        )
+        api_error(pool, doing, group, failed)
     }
 
     /// Waits for an operation of the group (resize, deleteInstances) to finish.
@@ -273,19 +189,13 @@ impl Applier {
         what: &str,
         mut op: OperationInfo,
     ) -> Result<(), ExecutorError> {
-        let timeout = Duration::from_secs(self.cfg.operation_timeout_secs);
+        let timeout = Duration::from_secs(self.cfg.operation_timeout_seconds);
         let deadline = Instant::now() + timeout;
         let mut interval = Duration::from_millis(self.cfg.poll_interval_ms.max(1));
         loop {
             if op.done() {
                 let Some(f) = op.error else { return Ok(()) };
-                let kind = match (f.http_status, f.code.as_deref()) {
-                    (_, Some("RATE_LIMIT_EXCEEDED")) | (Some(429), _) => ErrorKind::Throttled,
-                    (Some(403), _) => ErrorKind::PermissionDenied,
-                    (Some(404), _) | (_, Some("RESOURCE_NOT_FOUND")) => ErrorKind::NotFound,
-                    (Some(s), _) if s >= 500 => ErrorKind::Unavailable,
-                    _ => ErrorKind::Backend,
-                };
+                let kind = operation_error_kind(&f);
                 return Err(ExecutorError::new(
                     pool,
                     kind,
@@ -310,7 +220,7 @@ impl Applier {
                     pool,
                     ErrorKind::Timeout,
                     format!(
-                        "{what} of {group}: operation {} still {} after {}s (operation_timeout_secs); \
+                        "{what} of {group}: operation {} still {} after {}s (operation_timeout_seconds); \
                          it may yet finish, the next cycle reads the group again",
                         op.name,
                         op.status,
@@ -453,58 +363,5 @@ impl Applier {
             desired: info.target_size * wpi,
             current: info.instances_present.unwrap_or(info.target_size) * wpi,
         }))
-    }
-}
-
-/// Spreads retries of concurrent pools apart (±20 %), without a random-number dependency.
-fn jitter(d: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|t| t.subsec_nanos())
-        .unwrap_or(0);
-    let factor = 0.8 + (nanos % 400) as f64 / 1000.0;
-    d.mul_f64(factor)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn label_values_are_gce_safe() {
-        assert_eq!(label_value("linux"), "linux");
-        assert_eq!(label_value("Linux Builders/2"), "linux_builders_2");
-        assert_eq!(label_value(&"x".repeat(80)).len(), 63);
-    }
-
-    #[test]
-    fn hostname_templates_render_and_typos_fail() {
-        assert_eq!(
-            render_hostname("{{ name }}", "W-abcd", "z", "p").unwrap(),
-            "w-abcd"
-        );
-        assert_eq!(
-            render_hostname(
-                "{{ name }}.{{ zone }}.c.{{ project }}.internal",
-                "w-1",
-                "z-a",
-                "p"
-            )
-            .unwrap(),
-            "w-1.z-a.c.p.internal"
-        );
-        assert!(check_hostname_template("{{ nam }}").is_err());
-        assert!(check_hostname_template("{{ '' }}").is_err());
-    }
-
-    #[test]
-    fn jitter_stays_near() {
-        for _ in 0..100 {
-            let j = jitter(Duration::from_millis(1000));
-            assert!(
-                j >= Duration::from_millis(800) && j <= Duration::from_millis(1200),
-                "{j:?}"
-            );
-        }
     }
 }

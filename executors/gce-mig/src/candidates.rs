@@ -4,9 +4,11 @@
 //! to drain, their agent's answer (`getGuestAttributes`). The result is the shared chooser's
 //! [`Candidate`]s, so the steady state costs no extra request.
 
-use crate::apply::{label_value, render_hostname, Applier, LABEL_POOL, LABEL_WORKER};
+use crate::apply::Applier;
 use crate::client::{InstanceInfo, ManagedInstanceInfo};
+use crate::names::{label_value, render_hostname};
 use crate::target::{valid_name, GroupPath};
+use autoscaler_executor::inventory::{TAG_POOL, TAG_WORKER};
 use autoscaler_executor::scale_in::{
     Candidate, CandidateState, Drain, DRAIN_AGENT_VERSION, TAG_DRAIN_AGENT,
 };
@@ -284,8 +286,8 @@ impl Applier {
         let mut bad: Vec<&str> = Vec::new();
         for i in instances {
             total += 1;
-            let ok = i.labels.get(LABEL_WORKER).map(String::as_str) == Some("true")
-                && i.labels.get(LABEL_POOL) == Some(&want_pool);
+            let ok = i.labels.get(TAG_WORKER).map(String::as_str) == Some("true")
+                && i.labels.get(TAG_POOL) == Some(&want_pool);
             if !ok {
                 bad.push(&i.name);
             }
@@ -301,7 +303,7 @@ impl Applier {
         warn!(
             pool,
             group = %group,
-            "{} of {} instances lack the labels {LABEL_WORKER}=true and {LABEL_POOL}={want_pool} (e.g. {examples}); \
+            "{} of {} instances lack the labels {TAG_WORKER}=true and {TAG_POOL}={want_pool} (e.g. {examples}); \
              set them in the group's instance template (see examples/). This warning is shown once per pool.",
             bad.len(),
             total

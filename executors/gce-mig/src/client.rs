@@ -7,9 +7,14 @@
 //! credentials error, while here mutating calls carry a request id and are safe to retry.
 
 mod convert;
+mod credentials;
+mod errors;
+mod retry;
 mod sdk;
 
 pub(crate) use convert::classify;
+pub(crate) use errors::{api_error, operation_error_kind};
+pub(crate) use retry::{Failed, RetryPolicy};
 pub use sdk::SdkCompute;
 
 use crate::target::GroupPath;
@@ -245,7 +250,7 @@ pub enum ApiErrorKind {
     Unavailable,
     /// No token could be made, or 401.
     Credentials,
-    /// An attempt outlived `request_timeout_secs`.
+    /// An attempt outlived `request_timeout_seconds`.
     Timeout,
     /// 412 `conditionNotMet`: a fingerprint no longer matches (someone else changed the
     /// resource); read it again and retry with the new fingerprint.

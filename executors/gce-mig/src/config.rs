@@ -1,6 +1,8 @@
 //! The `[executors.gce-mig]` section of the config file, and the two environment variables that
 //! override it.
 
+mod file;
+
 use crate::GceMigError;
 use serde::{Deserialize, Serialize};
 
@@ -21,8 +23,12 @@ pub const MAX_LAUNCH_FAILURE_AFTER: u64 = 7 * 24 * 3600;
 /// Everything has a default so an empty section (or none) works on a GCE VM with a service
 /// account; unknown keys are an error because a misspelt `workers_per_instance` silently left at
 /// 1 would over-provision by the factor the user meant to divide by.
+///
+/// Read through [`file::ConfigFile`], which also accepts the pre-rename names
+/// (`operation_timeout_secs`, `request_timeout_secs`, `credentials_timeout_secs`,
+/// `retry_attempts`) with a deprecation warning, so existing config files keep working.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(try_from = "file::ConfigFile")]
 pub struct Config {
     /// Project for the short group forms `zones/Z/instanceGroupManagers/NAME` and
     /// `regions/R/instanceGroupManagers/NAME`, so pools need not repeat it.
@@ -51,16 +57,20 @@ pub struct Config {
     /// Warn (once per pool) when the group's instances lack `vespene_worker=true` and
     /// `vespene_pool=<pool>`; checked whenever instances are listed (on scale-in).
     pub check_labels: bool,
-    /// How long to wait for a resize or deleteInstances operation to reach DONE.
-    pub operation_timeout_secs: u64,
-    /// Per HTTP attempt; a hung connection must not stall the pool's cycle.
-    pub request_timeout_secs: u64,
+    /// How long to wait for a resize or deleteInstances operation to reach DONE
+    /// (was `operation_timeout_secs`, still accepted).
+    pub operation_timeout_seconds: u64,
+    /// Per HTTP attempt; a hung connection must not stall the pool's cycle
+    /// (was `request_timeout_secs`, still accepted).
+    pub request_timeout_seconds: u64,
     /// How long construction may spend proving the credentials yield a token, so a machine with
-    /// no credentials fails in seconds instead of after a minute of metadata-server retries.
-    pub credentials_timeout_secs: u64,
+    /// no credentials fails in seconds instead of after a minute of metadata-server retries
+    /// (was `credentials_timeout_secs`, still accepted).
+    pub credentials_timeout_seconds: u64,
     /// Attempts per call (first try included) on 429, 5xx, `rateLimitExceeded`, timeouts and
-    /// connection errors. Mutating calls are retried too: they carry a request id.
-    pub retry_attempts: u32,
+    /// connection errors. Mutating calls are retried too: they carry a request id. The same
+    /// name as aws-asg's (was `retry_attempts`, still accepted).
+    pub max_attempts: u32,
     /// First pause between attempts; doubles each time up to `retry_max_backoff_ms`.
     pub retry_initial_backoff_ms: u64,
     /// Longest pause between attempts (a `Retry-After` header is honoured up to this).
@@ -121,10 +131,10 @@ impl Default for Config {
             hostname_match: "{{ name }}".to_string(),
             require_drain_agent: false,
             check_labels: true,
-            operation_timeout_secs: 300,
-            request_timeout_secs: 30,
-            credentials_timeout_secs: 10,
-            retry_attempts: 5,
+            operation_timeout_seconds: 300,
+            request_timeout_seconds: 30,
+            credentials_timeout_seconds: 10,
+            max_attempts: 5,
             retry_initial_backoff_ms: 500,
             retry_max_backoff_ms: 10_000,
             poll_interval_ms: 1_000,
@@ -197,18 +207,27 @@ impl Config {
         if cfg.workers_per_instance == 0 {
             return Err(bad("workers_per_instance", "must be at least 1".into()));
         }
-        if cfg.operation_timeout_secs == 0 {
-            return Err(bad("operation_timeout_secs", "must be at least 1".into()));
-        }
-        if cfg.request_timeout_secs == 0 {
-            return Err(bad("request_timeout_secs", "must be at least 1".into()));
-        }
-        if cfg.credentials_timeout_secs == 0 {
-            return Err(bad("credentials_timeout_secs", "must be at least 1".into()));
-        }
-        if cfg.retry_attempts == 0 {
+        if cfg.operation_timeout_seconds == 0 {
             return Err(bad(
-                "retry_attempts",
+                "operation_timeout_seconds (was operation_timeout_secs)",
+                "must be at least 1".into(),
+            ));
+        }
+        if cfg.request_timeout_seconds == 0 {
+            return Err(bad(
+                "request_timeout_seconds (was request_timeout_secs)",
+                "must be at least 1".into(),
+            ));
+        }
+        if cfg.credentials_timeout_seconds == 0 {
+            return Err(bad(
+                "credentials_timeout_seconds (was credentials_timeout_secs)",
+                "must be at least 1".into(),
+            ));
+        }
+        if cfg.max_attempts == 0 {
+            return Err(bad(
+                "max_attempts (was retry_attempts)",
                 "must be at least 1 (the first try)".into(),
             ));
         }
@@ -241,64 +260,84 @@ impl Config {
                 return Err(bad("project", format!("{p:?} is not a GCE project id")));
             }
         }
-        crate::apply::check_hostname_template(&cfg.hostname_match)
+        crate::names::check_hostname_template(&cfg.hostname_match)
             .map_err(|e| bad("hostname_match", e))?;
 
-        let endpoint = match lookup(ENV_ENDPOINT).filter(|v| !v.trim().is_empty()) {
-            Some(v) => Some((v.trim().to_string(), ENV_ENDPOINT)),
-            None => cfg
-                .endpoint
-                .clone()
-                .map(|v| (v.trim().to_string(), "endpoint")),
-        };
-        if let Some((url, from)) = &endpoint {
-            let setting = if *from == "endpoint" {
-                "endpoint"
-            } else {
-                ENV_ENDPOINT
-            };
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(bad(
-                    setting,
-                    format!("{url:?} must start with http:// or https://"),
-                ));
-            }
-            let rest = url.split_once("://").map(|(_, r)| r).unwrap_or("");
-            if rest.is_empty() || rest.starts_with('/') {
-                return Err(bad(setting, format!("{url:?} has no host")));
-            }
-        }
-
-        let credentials = match lookup(ENV_CREDENTIALS).filter(|v| !v.trim().is_empty()) {
-            Some(v) => CredentialsSource::parse(&v).map_err(|e| match e {
-                GceMigError::Config { message, .. } => bad(ENV_CREDENTIALS, message),
-                other => other,
-            })?,
-            None => CredentialsSource::parse(cfg.credentials.as_deref().unwrap_or("adc"))?,
-        };
-
-        // A bearer token must not travel in clear text to anything but this machine.
-        if let Some((url, _)) = &endpoint {
-            if url.starts_with("http://")
-                && credentials != CredentialsSource::Anonymous
-                && !is_loopback_url(url)
-            {
-                return Err(bad(
-                    "endpoint",
-                    format!(
-                        "{url:?} is plain http to a remote host; use https, or credentials = \"anonymous\" \
-                         for an endpoint that needs no token"
-                    ),
-                ));
-            }
-        }
-
+        let endpoint = endpoint_of(&cfg, lookup)?;
+        let credentials = credentials_of(&cfg, lookup, endpoint.as_deref())?;
         Ok(Resolved {
-            endpoint: endpoint.map(|(u, _)| u.trim_end_matches('/').to_string()),
+            endpoint: endpoint.map(|u| u.trim_end_matches('/').to_string()),
             credentials,
             config: cfg,
         })
     }
+}
+
+/// The endpoint in use, [`ENV_ENDPOINT`] first, checked to be an `http(s)://` URL with a host;
+/// a bad value names the variable or the setting it came from.
+fn endpoint_of(
+    cfg: &Config,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<String>, GceMigError> {
+    let bad = |setting: &'static str, message: String| GceMigError::Config { setting, message };
+    let endpoint = match lookup(ENV_ENDPOINT).filter(|v| !v.trim().is_empty()) {
+        Some(v) => Some((v.trim().to_string(), ENV_ENDPOINT)),
+        None => cfg
+            .endpoint
+            .clone()
+            .map(|v| (v.trim().to_string(), "endpoint")),
+    };
+    if let Some((url, from)) = &endpoint {
+        let setting = if *from == "endpoint" {
+            "endpoint"
+        } else {
+            ENV_ENDPOINT
+        };
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(bad(
+                setting,
+                format!("{url:?} must start with http:// or https://"),
+            ));
+        }
+        let rest = url.split_once("://").map(|(_, r)| r).unwrap_or("");
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(bad(setting, format!("{url:?} has no host")));
+        }
+    }
+    Ok(endpoint.map(|(url, _)| url))
+}
+
+/// The credentials in use, [`ENV_CREDENTIALS`] first; refused with a token over plain http
+/// to anything but this machine, so a token never crosses a network in clear text.
+fn credentials_of(
+    cfg: &Config,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    endpoint: Option<&str>,
+) -> Result<CredentialsSource, GceMigError> {
+    let bad = |setting: &'static str, message: String| GceMigError::Config { setting, message };
+    let credentials = match lookup(ENV_CREDENTIALS).filter(|v| !v.trim().is_empty()) {
+        Some(v) => CredentialsSource::parse(&v).map_err(|e| match e {
+            GceMigError::Config { message, .. } => bad(ENV_CREDENTIALS, message),
+            other => other,
+        })?,
+        None => CredentialsSource::parse(cfg.credentials.as_deref().unwrap_or("adc"))?,
+    };
+    // A bearer token must not travel in clear text to anything but this machine.
+    if let Some(url) = endpoint {
+        if url.starts_with("http://")
+            && credentials != CredentialsSource::Anonymous
+            && !is_loopback_url(url)
+        {
+            return Err(bad(
+                "endpoint",
+                format!(
+                    "{url:?} is plain http to a remote host; use https, or credentials = \"anonymous\" \
+                     for an endpoint that needs no token"
+                ),
+            ));
+        }
+    }
+    Ok(credentials)
 }
 
 fn is_loopback_url(url: &str) -> bool {
@@ -385,10 +424,17 @@ mod tests {
         );
         check(
             Config {
-                retry_attempts: 0,
+                max_attempts: 0,
                 ..Config::default()
             },
             "retry_attempts",
+        );
+        check(
+            Config {
+                max_attempts: 0,
+                ..Config::default()
+            },
+            "max_attempts",
         );
         check(
             Config {

@@ -3,9 +3,9 @@
 //! an attached GCE autoscaler, and standby VMs. Each test says how the code before failed it.
 
 use crate::candidates::{ACK_DONE, ACK_KEY, DRAIN_KEY, DRAIN_REQUESTED};
-use crate::double::{ComputeDouble, InstanceSpec};
 use crate::tests::{executor, pool, posts, run, ts, Dir, GOOD_LABELS, REGIONAL, ZONAL};
 use autoscaler_executor::ErrorKind;
+use autoscaler_gce_double::{ComputeDouble, InstanceSpec};
 use std::sync::{Arc, Mutex};
 
 const QUOTA: &str = "Quota 'CPUS' exceeded.  Limit: 8.0 in region us-central1.";

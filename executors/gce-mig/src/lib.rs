@@ -12,18 +12,23 @@
 //! (see `launch`), and groups that would undo the executor's choices (an attached autoscaler,
 //! proactive redistribution) are refused.
 
+#![deny(missing_docs)]
+
 mod apply;
-pub mod candidates;
+mod candidates;
 pub mod client;
 pub mod config;
-pub mod inventory;
+mod inventory;
 mod launch;
-pub mod scale_in;
+mod names;
+mod scale_in;
 mod standby;
 pub mod target;
 
-#[cfg(any(test, feature = "test-double"))]
-pub mod double;
+/// The in-process Compute REST double (crate `autoscaler-gce-double`), under its old path for
+/// the main package's tests; only the `test-double` feature, which only tests turn on, has it.
+#[cfg(feature = "test-double")]
+pub use autoscaler_gce_double as double;
 
 #[cfg(test)]
 mod group_tests;
@@ -34,8 +39,8 @@ mod standby_tests;
 #[cfg(test)]
 mod tests;
 
-pub use apply::{label_value, LABEL_POOL, LABEL_WORKER};
 pub use config::{Config, CredentialsSource, StandbyAction, ENV_CREDENTIALS, ENV_ENDPOINT};
+pub use names::label_value;
 pub use target::{GroupPath, Location};
 
 use async_trait::async_trait;
@@ -103,7 +108,7 @@ pub struct GceMigExecutor {
 impl GceMigExecutor {
     /// Builds the executor from the config file's section, with [`ENV_ENDPOINT`] and
     /// [`ENV_CREDENTIALS`] from the process environment taking precedence. Proves the
-    /// credentials yield a token (bounded by `credentials_timeout_secs`) so a machine without
+    /// credentials yield a token (bounded by `credentials_timeout_seconds`) so a machine without
     /// credentials fails here, in seconds.
     pub async fn from_config(cfg: Config) -> Result<GceMigExecutor, GceMigError> {
         Self::from_config_with_env(cfg, &|k| std::env::var(k).ok()).await
@@ -178,7 +183,7 @@ impl Executor for GceMigExecutor {
         self.applier.status(pool).await
     }
 
-    /// Groups and labelled instances, read-only, for `autoscaler audit` (see [`inventory`]).
+    /// Groups and labelled instances, read-only, for `autoscaler audit` (see `inventory.rs`).
     fn inventory(&self) -> Option<&dyn Inventory> {
         Some(self)
     }

@@ -15,19 +15,21 @@
 //! off (the chooser answers `CancelDrain` for every drain beyond the reduction) and resizes
 //! for the rest.
 
+mod policy;
+
 use crate::apply::Applier;
 use crate::candidates::{Member, DRAIN_KEY, DRAIN_REQUESTED};
 use crate::client::ApiErrorKind;
-use crate::standby::in_standby;
 use crate::target::GroupPath;
 use autoscaler_executor::scale_in::{
-    choose, Action, Blocker, Candidate, Drain, HoldReason, RemoveReason, ScaleInChoice,
-    ScaleInRequest,
+    choose, Action, Candidate, Drain, ScaleInChoice, ScaleInRequest,
 };
-use autoscaler_executor::standby::split_leavers;
-use autoscaler_executor::{ErrorKind, ExecutorError, Outcome, ScaleRequest};
+use autoscaler_executor::{
+    BusyWorker, ErrorKind, ExecutorError, Outcome, ScaleRequest, WorkerPool,
+};
 use chrono::Utc;
-use std::collections::{HashMap, HashSet};
+use policy::{log_decision, outcome_or_error, planned_actions, split_leavers_of, Leavers};
+use std::collections::HashMap;
 use tracing::{info, warn};
 
 /// A RUNNING build with no worker recorded holds every instance (Vespene records the worker a
@@ -37,6 +39,17 @@ pub const UNASSIGNED_GRACE_SECS: i64 = 600;
 
 /// Attempts at `setMetadata` when the fingerprint keeps changing under us (412).
 const METADATA_ATTEMPTS: u32 = 3;
+
+/// The sizes one reconcile works with, in instances.
+#[derive(Clone, Copy)]
+struct Sizes {
+    /// The group's target size now.
+    current: u32,
+    /// The plan's target size.
+    want: u32,
+    /// The plan's standby target.
+    standby: u32,
+}
 
 impl Applier {
     /// Brings the group to `want` instances when it may hold draining instances or must shrink.
@@ -48,42 +61,23 @@ impl Applier {
         want: u32,
         standby: u32,
     ) -> Result<Outcome, ExecutorError> {
+        let sizes = Sizes {
+            current,
+            want,
+            standby,
+        };
         let pool = req.pool;
-        let wpi = self.cfg().workers_per_instance;
         let reduction = current.saturating_sub(want);
         let read = self.read_group(&pool.name, group).await?;
         let candidates: Vec<Candidate> = read.members.iter().map(|m| m.candidate.clone()).collect();
         let draining = candidates.iter().filter(|c| c.drain != Drain::None).count();
         if reduction == 0 && draining == 0 {
             self.remember_drains(group, false);
-            return if want > current && standby > 0 {
-                self.grow(pool, group, &read.members, current, want, req.dry_run)
-                    .await
-            } else if want > current {
-                self.scale_out(pool, group, current, want, req.dry_run)
-                    .await
-            } else {
-                Ok(Outcome {
-                    actions: Vec::new(),
-                    applied: Some(current * wpi),
-                    revisit: false,
-                })
-            };
+            return self
+                .grow_to(pool, group, &read.members, sizes, req.dry_run)
+                .await;
         }
-        // Read the database last, as close to the removal as possible. With nothing to remove
-        // (only drains to call off) the busy workers do not matter, and a database outage must
-        // not stop a scale-out.
-        let busy = if reduction > 0 {
-            req.workers.busy_workers(pool).await.map_err(|e| {
-                ExecutorError::new(
-                    &pool.name,
-                    ErrorKind::Directory,
-                    format!("{e}; not scaling in {group}"),
-                )
-            })?
-        } else {
-            Vec::new()
-        };
+        let busy = self.busy_workers(req, group, reduction).await?;
         let choice = choose(&ScaleInRequest {
             reduction,
             candidates: &candidates,
@@ -100,107 +94,45 @@ impl Applier {
             .iter()
             .map(|m| (m.candidate.id.as_str(), m))
             .collect();
-        // Idle and drained leavers fill the standby target; booting ones are always deleted.
-        let leavers: Vec<String> = choice
-            .removals()
-            .filter(|(_, r)| matches!(r, RemoveReason::Idle | RemoveReason::Drained))
-            .map(|(id, _)| id.to_string())
-            .collect();
-        let held_in_standby = read.members.iter().filter(|m| in_standby(m)).count() as u32;
-        let kept: HashSet<String> = split_leavers(&leavers, held_in_standby, standby)
-            .to_standby
-            .into_iter()
-            .collect();
-        let removals: Vec<&Member> = choice
-            .removals()
-            .filter(|(id, _)| !kept.contains(*id))
-            .filter_map(|(id, _)| by_id.get(id).copied())
-            .collect();
-        let to_standby: Vec<&Member> = choice
-            .removals()
-            .filter(|(id, _)| kept.contains(*id))
-            .filter_map(|(id, _)| by_id.get(id).copied())
-            .collect();
-        let new_size = current - removals.len() as u32;
-        let mut actions = Vec::new();
-        if !removals.is_empty() {
-            actions.push(describe_removal(group, &choice, &kept, current, new_size));
-        }
-        for id in choice.drain_requests() {
-            actions.push(format!("setMetadata {DRAIN_KEY}={DRAIN_REQUESTED} on {id} (drain agent asked to stop; deleted once it acknowledges)"));
-        }
-        for id in choice.drain_cancels() {
-            actions.push(format!(
-                "setMetadata without {DRAIN_KEY} on {id} (drain called off: the plan needs it)"
-            ));
-        }
+        let leavers = split_leavers_of(&read.members, &by_id, &choice, standby);
+        let new_size = current - leavers.deleted.len() as u32;
+        let actions = planned_actions(group, &choice, &leavers, current, new_size);
         if req.dry_run {
-            let mut actions: Vec<String> =
-                actions.into_iter().map(|a| format!("would {a}")).collect();
-            actions.extend(
-                self.to_standby(&pool.name, group, &to_standby, true)
-                    .await?,
-            );
-            if want > current && standby > 0 {
-                let out = self
-                    .grow(pool, group, &read.members, current, want, true)
-                    .await?;
-                actions.extend(out.actions);
-            } else if want > current {
-                actions.push(format!(
-                    "would resize {group} from {current} to {want} instances"
-                ));
-            }
-            return Ok(Outcome {
-                actions,
-                applied: Some(current * wpi),
-                revisit: choice.unfinished(),
-            });
+            return self
+                .dry_run(
+                    pool,
+                    group,
+                    &read.members,
+                    &choice,
+                    &leavers,
+                    actions,
+                    sizes,
+                )
+                .await;
         }
 
+        let mut actions = actions;
         let mut errors = read.errors;
-        let mut removed = 0;
-        if !removals.is_empty() {
-            match self.delete(&pool.name, group, &removals).await {
-                Ok(rid) => {
-                    removed = removals.len() as u32;
-                    if let Some(a) = actions.first_mut() {
-                        a.push_str(&format!(" (requestId {rid})"));
-                    }
-                    let names: Vec<&str> =
-                        removals.iter().map(|m| m.managed.name.as_str()).collect();
-                    info!(pool = %pool.name, group = %group, deleted = %names.join(", "), from = current, to = new_size, "deleted instances");
-                }
-                Err(e) => {
-                    actions.remove(0);
-                    errors.push(e);
-                }
-            }
-        }
-        match self.to_standby(&pool.name, group, &to_standby, false).await {
-            Ok(line) => {
-                removed += to_standby.len() as u32;
-                actions.extend(line);
-            }
-            Err(e) => errors.push(e),
-        }
-        let mut metadata_failed = false;
-        let changes = choice
-            .drain_requests()
-            .map(|id| (id, true))
-            .chain(choice.drain_cancels().map(|id| (id, false)));
-        for (id, on) in changes {
-            let Some(m) = by_id.get(id) else { continue };
-            if let Err(e) = self.set_drain(&pool.name, group, m, on).await {
-                let what = if on { "drain request" } else { "drain cancel" };
-                actions.retain(|a| {
-                    !(a.contains(&format!(" on {id} ")) && a.starts_with("setMetadata"))
-                });
-                warn!(pool = %pool.name, group = %group, instance = id, error = %e, "{what} failed");
-                metadata_failed = true;
-                errors.push(e);
-            }
-        }
+        let removed = self
+            .remove(
+                &pool.name,
+                group,
+                &leavers,
+                &mut actions,
+                &mut errors,
+                current,
+            )
+            .await;
+        let metadata_failed = self
+            .change_drains(
+                &pool.name,
+                group,
+                &choice,
+                &by_id,
+                &mut actions,
+                &mut errors,
+            )
+            .await;
         let still_draining = choice
             .actions
             .iter()
@@ -210,45 +142,182 @@ impl Applier {
         let mut applied = current - removed;
         let mut revisit = choice.unfinished();
         if want > current {
-            let out = if standby > 0 {
-                self.grow(pool, group, &read.members, current, want, false)
-                    .await?
-            } else {
-                self.scale_out(pool, group, current, want, false).await?
-            };
+            let out = self
+                .grow_to(pool, group, &read.members, sizes, false)
+                .await?;
             actions.extend(out.actions);
             applied = want;
             revisit |= out.revisit;
         }
-        if let Some(Blocker::Unmatched { .. }) = &choice.blocker {
-            let b = choice.blocker.as_ref().unwrap();
-            return Err(ExecutorError::new(
-                &pool.name,
-                ErrorKind::Held,
-                format!(
-                    "scale-in of {group} held: {b}. Instances are matched by name, internal DNS \
-                     name, custom hostname and internal IP (plus [executors.gce-mig] hostname_match); \
-                     if these workers run elsewhere, their builds must end first"
-                ),
-            ));
+        let wpi = self.cfg().workers_per_instance;
+        outcome_or_error(
+            &pool.name,
+            group,
+            &choice,
+            errors,
+            Outcome {
+                actions,
+                applied: Some(applied * wpi),
+                revisit,
+            },
+        )
+    }
+
+    /// Grows to `want` (standby members first when the plan keeps a standby pool), or, at or
+    /// above it, leaves the group as it is.
+    async fn grow_to(
+        &self,
+        pool: &WorkerPool,
+        group: &GroupPath,
+        members: &[Member],
+        sizes: Sizes,
+        dry_run: bool,
+    ) -> Result<Outcome, ExecutorError> {
+        let (current, want) = (sizes.current, sizes.want);
+        if want > current && sizes.standby > 0 {
+            self.grow(pool, group, members, current, want, dry_run)
+                .await
+        } else if want > current {
+            self.scale_out(pool, group, current, want, dry_run).await
+        } else {
+            Ok(Outcome {
+                actions: Vec::new(),
+                applied: Some(current * self.cfg().workers_per_instance),
+                revisit: false,
+            })
         }
-        if let Some(first) = errors.first() {
-            let more = if errors.len() > 1 {
-                format!(" (and {} more error(s))", errors.len() - 1)
-            } else {
-                String::new()
-            };
-            return Err(ExecutorError::new(
+    }
+
+    /// The busy workers, read last, as close to the removal as possible. With nothing to
+    /// remove (only drains to call off) they do not matter, and a database outage must not
+    /// stop a scale-out.
+    async fn busy_workers(
+        &self,
+        req: &ScaleRequest<'_>,
+        group: &GroupPath,
+        reduction: u32,
+    ) -> Result<Vec<BusyWorker>, ExecutorError> {
+        if reduction == 0 {
+            return Ok(Vec::new());
+        }
+        let pool = req.pool;
+        req.workers.busy_workers(pool).await.map_err(|e| {
+            ExecutorError::new(
                 &pool.name,
-                first.kind,
-                format!("{}{more}", first.message),
+                ErrorKind::Directory,
+                format!("{e}; not scaling in {group}"),
+            )
+        })
+    }
+
+    /// What a `--dry-run` reports: the planned lines as "would …", the standby calls, and the
+    /// growth, with nothing changed.
+    #[allow(clippy::too_many_arguments)]
+    async fn dry_run(
+        &self,
+        pool: &WorkerPool,
+        group: &GroupPath,
+        members: &[Member],
+        choice: &ScaleInChoice,
+        leavers: &Leavers<'_>,
+        planned: Vec<String>,
+        sizes: Sizes,
+    ) -> Result<Outcome, ExecutorError> {
+        let (current, want) = (sizes.current, sizes.want);
+        let mut actions: Vec<String> = planned.into_iter().map(|a| format!("would {a}")).collect();
+        actions.extend(
+            self.to_standby(&pool.name, group, &leavers.to_standby, true)
+                .await?,
+        );
+        if want > current && sizes.standby > 0 {
+            let out = self.grow(pool, group, members, current, want, true).await?;
+            actions.extend(out.actions);
+        } else if want > current {
+            actions.push(format!(
+                "would resize {group} from {current} to {want} instances"
             ));
         }
         Ok(Outcome {
             actions,
-            applied: Some(applied * wpi),
-            revisit,
+            applied: Some(current * self.cfg().workers_per_instance),
+            revisit: choice.unfinished(),
         })
+    }
+
+    /// Deletes the leavers and puts the others in standby. A failed call drops its action
+    /// line and joins `errors`; returns how many members left the target size.
+    async fn remove(
+        &self,
+        pool: &str,
+        group: &GroupPath,
+        leavers: &Leavers<'_>,
+        actions: &mut Vec<String>,
+        errors: &mut Vec<ExecutorError>,
+        current: u32,
+    ) -> u32 {
+        let mut removed = 0;
+        let deleted = &leavers.deleted;
+        if !deleted.is_empty() {
+            match self.delete(pool, group, deleted).await {
+                Ok(rid) => {
+                    removed = deleted.len() as u32;
+                    if let Some(a) = actions.first_mut() {
+                        a.push_str(&format!(" (requestId {rid})"));
+                    }
+                    let names: Vec<&str> =
+                        deleted.iter().map(|m| m.managed.name.as_str()).collect();
+                    let to = current - removed;
+                    info!(pool, group = %group, deleted = %names.join(", "), from = current, to, "deleted instances");
+                }
+                Err(e) => {
+                    actions.remove(0);
+                    errors.push(e);
+                }
+            }
+        }
+        match self
+            .to_standby(pool, group, &leavers.to_standby, false)
+            .await
+        {
+            Ok(line) => {
+                removed += leavers.to_standby.len() as u32;
+                actions.extend(line);
+            }
+            Err(e) => errors.push(e),
+        }
+        removed
+    }
+
+    /// Asks the chosen instances to drain and calls off the drains the plan no longer needs.
+    /// A failed change drops its action line and joins `errors`; returns whether any failed
+    /// (the group may then still be draining).
+    async fn change_drains(
+        &self,
+        pool: &str,
+        group: &GroupPath,
+        choice: &ScaleInChoice,
+        by_id: &HashMap<&str, &Member>,
+        actions: &mut Vec<String>,
+        errors: &mut Vec<ExecutorError>,
+    ) -> bool {
+        let mut failed = false;
+        let changes = choice
+            .drain_requests()
+            .map(|id| (id, true))
+            .chain(choice.drain_cancels().map(|id| (id, false)));
+        for (id, on) in changes {
+            let Some(m) = by_id.get(id) else { continue };
+            if let Err(e) = self.set_drain(pool, group, m, on).await {
+                let what = if on { "drain request" } else { "drain cancel" };
+                actions.retain(|a| {
+                    !(a.contains(&format!(" on {id} ")) && a.starts_with("setMetadata"))
+                });
+                warn!(pool, group = %group, instance = id, error = %e, "{what} failed");
+                failed = true;
+                errors.push(e);
+            }
+        }
+        failed
     }
 
     fn remember_drains(&self, group: &GroupPath, may: bool) {
@@ -372,90 +441,4 @@ impl Applier {
         }
         unreachable!("the last attempt returns")
     }
-}
-
-/// The log line every decision leaves, in fields a test or an operator can count: instances
-/// chosen (`removed` now, or `drain_requested`), `held` (busy, no agent), `blocked` (the
-/// reduction left unmet because a RUNNING build could be anywhere), and the follow-ups of
-/// earlier choices: `drained` (removed after the acknowledgement), `awaiting`, `cancelled`.
-fn log_decision(pool: &str, group: &GroupPath, reduction: u32, choice: &ScaleInChoice) {
-    let count = |f: fn(&Action) -> bool| choice.actions.iter().filter(|(_, a)| f(a)).count();
-    let removed = count(|a| {
-        matches!(
-            a,
-            Action::Remove(RemoveReason::Idle) | Action::Remove(RemoveReason::Booting)
-        )
-    });
-    let drained = count(|a| matches!(a, Action::Remove(RemoveReason::Drained)));
-    let drain_requested = count(|a| matches!(a, Action::RequestDrain));
-    let awaiting = count(|a| matches!(a, Action::AwaitDrain));
-    let cancelled = count(|a| matches!(a, Action::CancelDrain));
-    let held = choice.held.len();
-    let unmet = (reduction as usize).saturating_sub(choice.leaving() as usize);
-    let blocked = if choice.blocker.is_some() {
-        unmet.saturating_sub(held)
-    } else {
-        0
-    };
-    if reduction == 0 && cancelled == 0 {
-        return;
-    }
-    info!(
-        pool,
-        group = %group,
-        reduction,
-        removed,
-        drained,
-        drain_requested,
-        awaiting,
-        cancelled,
-        held,
-        blocked,
-        blocker = %choice.blocker.as_ref().map(|b| b.to_string()).unwrap_or_default(),
-        "scale-in decision"
-    );
-}
-
-fn describe_removal(
-    group: &GroupPath,
-    choice: &ScaleInChoice,
-    kept: &HashSet<String>,
-    current: u32,
-    new_size: u32,
-) -> String {
-    let removals: Vec<_> = choice
-        .removals()
-        .filter(|(id, _)| !kept.contains(*id))
-        .collect();
-    let names: Vec<&str> = removals.iter().map(|(id, _)| *id).collect();
-    let mut reasons: Vec<&str> = Vec::new();
-    for (_, r) in &removals {
-        let why = match r {
-            RemoveReason::Idle => "idle, oldest first",
-            other => other.as_str(),
-        };
-        if !reasons.contains(&why) {
-            reasons.push(why);
-        }
-    }
-    let busy = choice
-        .held
-        .iter()
-        .filter(|(_, h)| matches!(h, HoldReason::Busy { .. }))
-        .count();
-    let no_agent = choice.held.len() - busy;
-    let mut held = String::new();
-    if busy > 0 {
-        held.push_str(&format!(", {busy} held up by busy workers"));
-    }
-    if no_agent > 0 {
-        held.push_str(&format!(
-            ", {no_agent} held: no drain agent (require_drain_agent)"
-        ));
-    }
-    format!(
-        "deleteInstances {group} [{}] ({}; target size {current} -> {new_size}{held})",
-        names.join(", "),
-        reasons.join(" + ")
-    )
 }

@@ -4,9 +4,9 @@
 //! chooser failed it.
 
 use crate::candidates::{ACK_DONE, ACK_KEY, DRAIN_KEY, DRAIN_REQUESTED};
-use crate::double::{ComputeDouble, InstanceSpec};
 use crate::tests::{executor, pool, posts, run, ts, Dir, GOOD_LABELS, ZONAL};
 use autoscaler_executor::{BusyWorker, ErrorKind};
+use autoscaler_gce_double::{ComputeDouble, InstanceSpec};
 use chrono::{DateTime, Utc};
 
 const AGENT_LABELS: &[(&str, &str)] = &[

@@ -4,10 +4,10 @@
 //! worker suspended, a wanted standby instance deleted).
 
 use crate::candidates::{ACK_DONE, ACK_KEY, DRAIN_KEY};
-use crate::double::{ComputeDouble, InstanceSpec};
 use crate::tests::{executor, pool, posts, ts, Dir, GOOD_LABELS, REGIONAL, ZONAL};
 use crate::{GceMigExecutor, StandbyAction};
 use autoscaler_executor::{Executor, ExecutorError, Outcome, Plan, ScaleRequest, WorkerPool};
+use autoscaler_gce_double::{ComputeDouble, InstanceSpec};
 
 async fn run(
     e: &GceMigExecutor,

@@ -1,12 +1,12 @@
 //! The executor end to end in-process: real SDK client, real HTTP, the Compute double.
 
-use crate::double::{ComputeDouble, InstanceSpec, RecordedRequest};
 use crate::{Config, GceMigExecutor};
 use async_trait::async_trait;
 use autoscaler_executor::{
     BusyWorker, DirectoryError, ErrorKind, Executor, ExecutorError, Outcome, Plan, ScaleRequest,
     WorkerDirectory, WorkerPool,
 };
+use autoscaler_gce_double::{ComputeDouble, InstanceSpec, RecordedRequest};
 use std::sync::{Arc, Mutex};
 
 pub(crate) const ZONAL: &str = "projects/proj-1/zones/us-central1-a/instanceGroupManagers/linux";
@@ -65,7 +65,7 @@ pub(crate) fn test_config(d: &ComputeDouble) -> Config {
         endpoint: Some(d.endpoint()),
         credentials: Some("anonymous".into()),
         project: Some("proj-1".into()),
-        retry_attempts: 4,
+        max_attempts: 4,
         retry_initial_backoff_ms: 5,
         retry_max_backoff_ms: 20,
         poll_interval_ms: 5,
@@ -579,7 +579,7 @@ async fn a_hung_request_times_out_and_is_retried() {
         1,
         std::time::Duration::from_secs(4),
     );
-    let e = executor(&d, |c| c.request_timeout_secs = 1).await;
+    let e = executor(&d, |c| c.request_timeout_seconds = 1).await;
     let started = std::time::Instant::now();
     let out = run(&e, &pool("linux", ZONAL, 10), 0, &Dir::default(), false)
         .await
@@ -600,8 +600,8 @@ async fn a_hung_request_times_out_and_is_retried() {
         std::time::Duration::from_secs(4),
     );
     let e = executor(&d, |c| {
-        c.request_timeout_secs = 1;
-        c.retry_attempts = 2;
+        c.request_timeout_seconds = 1;
+        c.max_attempts = 2;
     })
     .await;
     let err = run(&e, &pool("linux", ZONAL, 10), 0, &Dir::default(), false)
@@ -846,7 +846,7 @@ async fn operation_timeout_is_reported() {
     let (_, d) = ComputeDouble::start();
     d.add_group(ZONAL, GOOD_LABELS);
     d.set_operation_polls(1_000_000);
-    let e = executor(&d, |c| c.operation_timeout_secs = 1).await;
+    let e = executor(&d, |c| c.operation_timeout_seconds = 1).await;
     let started = std::time::Instant::now();
     let err = run(&e, &pool("linux", ZONAL, 10), 1, &Dir::default(), false)
         .await

@@ -13,7 +13,7 @@ async fn build_without_credentials(
     std::env::set_var("GCE_METADATA_HOST", metadata_host);
     let started = Instant::now();
     let cfg = Config {
-        credentials_timeout_secs: timeout_secs,
+        credentials_timeout_seconds: timeout_secs,
         ..Config::default()
     };
     let err = match GceMigExecutor::from_config_with_env(cfg, &|_| None).await {

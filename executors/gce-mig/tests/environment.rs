@@ -4,7 +4,7 @@
 use autoscaler_executor::{
     BusyWorker, DirectoryError, Executor, Plan, ScaleRequest, WorkerDirectory, WorkerPool,
 };
-use autoscaler_gce_mig::double::{ComputeDouble, InstanceSpec};
+use autoscaler_gce_double::{ComputeDouble, InstanceSpec};
 use autoscaler_gce_mig::{Config, GceMigExecutor, ENV_CREDENTIALS, ENV_ENDPOINT};
 
 struct Idle;

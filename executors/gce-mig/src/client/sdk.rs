@@ -1,14 +1,14 @@
-//! [`super::ComputeApi`] on the official SDK: client construction, credentials, error
-//! classification and the conversions from SDK models to the executor's narrow types.
+//! [`super::ComputeApi`] on the official SDK: client construction and the calls. Credentials
+//! are made in [`super::credentials`], SDK models converted in [`super::convert`].
 
 use super::convert::{
     group_error, group_info, instance_info, managed_info, operation_info, zone_operation_info,
 };
+use super::credentials::build_credentials;
 use super::*;
-use crate::config::{CredentialsSource, Resolved};
+use crate::config::Resolved;
 use crate::target::Location;
 use crate::GceMigError;
-use google_cloud_auth::credentials::Credentials;
 use google_cloud_compute_v1::client::{
     InstanceGroupManagers, Instances, RegionInstanceGroupManagers, ZoneOperations,
 };
@@ -29,7 +29,7 @@ impl SdkCompute {
     /// executor's retry loop is the only one) and a per-attempt timeout.
     pub(crate) async fn new(resolved: &Resolved) -> Result<SdkCompute, GceMigError> {
         let credentials = build_credentials(resolved).await?;
-        let attempt_timeout = Duration::from_secs(resolved.config.request_timeout_secs);
+        let attempt_timeout = Duration::from_secs(resolved.config.request_timeout_seconds);
         let endpoint_desc = resolved
             .endpoint
             .clone()
@@ -59,76 +59,6 @@ impl SdkCompute {
             page_size: resolved.config.page_size,
         })
     }
-}
-
-/// Makes the credentials and proves they yield a token within `credentials_timeout_secs`, so a
-/// machine without credentials is told so at start-up, in seconds.
-async fn build_credentials(resolved: &Resolved) -> Result<Credentials, GceMigError> {
-    use google_cloud_auth::credentials::{anonymous, mds, service_account, Builder};
-    let cred_err = |message: String| GceMigError::Credentials {
-        origin: resolved.credentials.describe(),
-        message,
-    };
-    let creds = match &resolved.credentials {
-        CredentialsSource::Anonymous => return Ok(anonymous::Builder::new().build()),
-        CredentialsSource::KeyFile(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| cred_err(format!("cannot read {path}: {e}")))?;
-            // Never echo the file: it holds a private key.
-            let json: serde_json::Value =
-                serde_json::from_str(&text).map_err(|_| cred_err(format!("{path} is not JSON")))?;
-            if json.get("type").and_then(|t| t.as_str()) != Some("service_account") {
-                return Err(cred_err(format!(
-                    "{path} is not a service-account key (\"type\": \"service_account\"); for other \
-                     credential files set GOOGLE_APPLICATION_CREDENTIALS and credentials = \"adc\""
-                )));
-            }
-            service_account::Builder::new(json)
-                .build()
-                .map_err(|e| cred_err(e.to_string()))?
-        }
-        CredentialsSource::Adc => {
-            if adc_file_present() {
-                Builder::default()
-                    .build()
-                    .map_err(|e| cred_err(e.to_string()))?
-            } else {
-                // The metadata server. Pinning the universe domain stops the client builder from
-                // asking the metadata server for it (with retries) before anything else.
-                mds::Builder::default()
-                    .with_universe_domain("googleapis.com")
-                    .build()
-                    .map_err(|e| cred_err(e.to_string()))?
-            }
-        }
-    };
-    let limit = Duration::from_secs(resolved.config.credentials_timeout_secs);
-    match tokio::time::timeout(limit, creds.headers(http::Extensions::new())).await {
-        Ok(Ok(_)) => Ok(creds),
-        Ok(Err(e)) => Err(cred_err(format!(
-            "no access token: {e} (on GCE give the VM a service account with the compute scope; \
-             elsewhere run `gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS)"
-        ))),
-        Err(_) => Err(cred_err(format!(
-            "no access token within {}s (no ADC file, and the metadata server did not answer)",
-            limit.as_secs()
-        ))),
-    }
-}
-
-/// Mirrors the ADC search order (AIP-4110) so the metadata-server fallback can be built with a
-/// pinned universe domain instead of whatever the generic builder does.
-fn adc_file_present() -> bool {
-    if std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").is_some() {
-        return true;
-    }
-    std::env::var_os("HOME")
-        .map(|h| {
-            std::path::Path::new(&h)
-                .join(".config/gcloud/application_default_credentials.json")
-                .exists()
-        })
-        .unwrap_or(false)
 }
 
 #[async_trait]
@@ -204,118 +134,78 @@ impl ComputeApi for SdkCompute {
         // operation is DONE once the actions are scheduled (the instances then go through
         // SUSPENDING / STOPPING / RESUMING / STARTING, seen in `listManagedInstances`).
         let urls = instance_urls.to_vec();
+        // The same request on either client, each call with its own body type.
+        macro_rules! send {
+            ($client:ident, $method:ident, $set_location:ident, $location:expr, $body:ident) => {
+                self.$client
+                    .$method()
+                    .set_project(&group.project)
+                    .$set_location($location)
+                    .set_instance_group_manager(&group.name)
+                    .set_request_id(request_id)
+                    .set_body(model::$body::new().set_instances(urls))
+                    .send()
+                    .await
+            };
+        }
+        use StandbyCall::*;
         let op = match (call, &group.location) {
-            (StandbyCall::Suspend, Location::Zone(z)) => {
-                self.zonal
-                    .suspend_instances()
-                    .set_project(&group.project)
-                    .set_zone(z)
-                    .set_instance_group_manager(&group.name)
-                    .set_request_id(request_id)
-                    .set_body(
-                        model::InstanceGroupManagersSuspendInstancesRequest::new()
-                            .set_instances(urls),
-                    )
-                    .send()
-                    .await
-            }
-            (StandbyCall::Suspend, Location::Region(r)) => {
-                self.regional
-                    .suspend_instances()
-                    .set_project(&group.project)
-                    .set_region(r)
-                    .set_instance_group_manager(&group.name)
-                    .set_request_id(request_id)
-                    .set_body(
-                        model::RegionInstanceGroupManagersSuspendInstancesRequest::new()
-                            .set_instances(urls),
-                    )
-                    .send()
-                    .await
-            }
-            (StandbyCall::Resume, Location::Zone(z)) => {
-                self.zonal
-                    .resume_instances()
-                    .set_project(&group.project)
-                    .set_zone(z)
-                    .set_instance_group_manager(&group.name)
-                    .set_request_id(request_id)
-                    .set_body(
-                        model::InstanceGroupManagersResumeInstancesRequest::new()
-                            .set_instances(urls),
-                    )
-                    .send()
-                    .await
-            }
-            (StandbyCall::Resume, Location::Region(r)) => {
-                self.regional
-                    .resume_instances()
-                    .set_project(&group.project)
-                    .set_region(r)
-                    .set_instance_group_manager(&group.name)
-                    .set_request_id(request_id)
-                    .set_body(
-                        model::RegionInstanceGroupManagersResumeInstancesRequest::new()
-                            .set_instances(urls),
-                    )
-                    .send()
-                    .await
-            }
-            (StandbyCall::Stop, Location::Zone(z)) => {
-                self.zonal
-                    .stop_instances()
-                    .set_project(&group.project)
-                    .set_zone(z)
-                    .set_instance_group_manager(&group.name)
-                    .set_request_id(request_id)
-                    .set_body(
-                        model::InstanceGroupManagersStopInstancesRequest::new().set_instances(urls),
-                    )
-                    .send()
-                    .await
-            }
-            (StandbyCall::Stop, Location::Region(r)) => {
-                self.regional
-                    .stop_instances()
-                    .set_project(&group.project)
-                    .set_region(r)
-                    .set_instance_group_manager(&group.name)
-                    .set_request_id(request_id)
-                    .set_body(
-                        model::RegionInstanceGroupManagersStopInstancesRequest::new()
-                            .set_instances(urls),
-                    )
-                    .send()
-                    .await
-            }
-            (StandbyCall::Start, Location::Zone(z)) => {
-                self.zonal
-                    .start_instances()
-                    .set_project(&group.project)
-                    .set_zone(z)
-                    .set_instance_group_manager(&group.name)
-                    .set_request_id(request_id)
-                    .set_body(
-                        model::InstanceGroupManagersStartInstancesRequest::new()
-                            .set_instances(urls),
-                    )
-                    .send()
-                    .await
-            }
-            (StandbyCall::Start, Location::Region(r)) => {
-                self.regional
-                    .start_instances()
-                    .set_project(&group.project)
-                    .set_region(r)
-                    .set_instance_group_manager(&group.name)
-                    .set_request_id(request_id)
-                    .set_body(
-                        model::RegionInstanceGroupManagersStartInstancesRequest::new()
-                            .set_instances(urls),
-                    )
-                    .send()
-                    .await
-            }
+            (Suspend, Location::Zone(z)) => send!(
+                zonal,
+                suspend_instances,
+                set_zone,
+                z,
+                InstanceGroupManagersSuspendInstancesRequest
+            ),
+            (Suspend, Location::Region(r)) => send!(
+                regional,
+                suspend_instances,
+                set_region,
+                r,
+                RegionInstanceGroupManagersSuspendInstancesRequest
+            ),
+            (Resume, Location::Zone(z)) => send!(
+                zonal,
+                resume_instances,
+                set_zone,
+                z,
+                InstanceGroupManagersResumeInstancesRequest
+            ),
+            (Resume, Location::Region(r)) => send!(
+                regional,
+                resume_instances,
+                set_region,
+                r,
+                RegionInstanceGroupManagersResumeInstancesRequest
+            ),
+            (Stop, Location::Zone(z)) => send!(
+                zonal,
+                stop_instances,
+                set_zone,
+                z,
+                InstanceGroupManagersStopInstancesRequest
+            ),
+            (Stop, Location::Region(r)) => send!(
+                regional,
+                stop_instances,
+                set_region,
+                r,
+                RegionInstanceGroupManagersStopInstancesRequest
+            ),
+            (Start, Location::Zone(z)) => send!(
+                zonal,
+                start_instances,
+                set_zone,
+                z,
+                InstanceGroupManagersStartInstancesRequest
+            ),
+            (Start, Location::Region(r)) => send!(
+                regional,
+                start_instances,
+                set_region,
+                r,
+                RegionInstanceGroupManagersStartInstancesRequest
+            ),
         }
         .map_err(|e| classify(&e))?;
         Ok(operation_info(op))

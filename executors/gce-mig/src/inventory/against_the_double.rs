@@ -1,8 +1,9 @@
 //! The audit's read-only fleet description against the Compute double.
 
 use super::*;
-use crate::double::{ComputeDouble, InstanceSpec};
 use crate::Config;
+use autoscaler_executor::{InstanceState, InventoryInstance, LaunchFailure};
+use autoscaler_gce_double::{ComputeDouble, InstanceSpec};
 
 const ZONAL: &str = "projects/proj-1/zones/us-central1-a/instanceGroupManagers/linux";
 const OTHER: &str = "projects/proj-1/zones/us-central1-a/instanceGroupManagers/gpu";
@@ -26,7 +27,7 @@ async fn executor(d: &ComputeDouble, retry_attempts: u32) -> GceMigExecutor {
         endpoint: Some(d.endpoint()),
         credentials: Some("anonymous".into()),
         project: Some("proj-1".into()),
-        retry_attempts,
+        max_attempts: retry_attempts,
         retry_initial_backoff_ms: 5,
         retry_max_backoff_ms: 20,
         workers_per_instance: 2,

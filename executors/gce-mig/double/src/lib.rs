@@ -29,7 +29,6 @@
 //! Start it with [`ComputeDouble::start`]; point the executor at [`ComputeDouble::endpoint`]
 //! (e.g. `AUTOSCALER_GCE_ENDPOINT`) with anonymous credentials.
 
-use crate::target::{last_segment, zone_of_url, GroupPath, Location};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, Method, StatusCode, Uri};
@@ -42,6 +41,7 @@ use std::sync::{Arc, Mutex};
 
 mod behaviours;
 mod instances;
+mod path;
 mod route;
 mod spec;
 mod standby;
@@ -49,6 +49,7 @@ mod state;
 mod wire;
 
 use behaviours::*;
+use path::{last_segment, zone_of_url, GroupPath, Location};
 use route::handle;
 pub use spec::InstanceSpec;
 use state::*;
@@ -177,7 +178,7 @@ impl ComputeDouble {
     /// regional form). Instances it creates get `template_labels`, like an instance template's.
     /// A regional group spreads over `{region}-a`, `-b`, `-c` unless [`Self::set_zones`] says otherwise.
     pub fn add_group(&self, path: &str, template_labels: &[(&str, &str)]) {
-        let gp = GroupPath::parse(path, None).expect("a full group path");
+        let gp = GroupPath::parse(path).expect("a full group path");
         let zones = match &gp.location {
             Location::Zone(z) => vec![z.clone()],
             Location::Region(r) => vec![format!("{r}-a"), format!("{r}-b"), format!("{r}-c")],
@@ -249,7 +250,7 @@ impl ComputeDouble {
         };
         let mut extra = g.template_metadata.clone();
         extra.extend(spec.metadata);
-        let metadata = initial_metadata(Some(created_by_of(&g.path)), &extra);
+        let metadata = initial_metadata(Some(g.path.created_by()), &extra);
         st.instances.insert(
             key,
             Instance {
@@ -275,8 +276,8 @@ impl ComputeDouble {
         let created_by = spec
             .created_by
             .as_deref()
-            .map(|p| GroupPath::parse(p, None).expect("a full group path"))
-            .map(|p| created_by_of(&p));
+            .map(|p| GroupPath::parse(p).expect("a full group path"))
+            .map(|p| p.created_by());
         st.instances.insert(
             (project.into(), zone.into(), spec.name.clone()),
             Instance {

@@ -108,26 +108,6 @@ impl std::fmt::Debug for DeleteHook {
     }
 }
 
-/// How Compute writes a group into an instance's `created-by`: the project by number.
-pub(super) fn created_by_of(path: &GroupPath) -> String {
-    let number = 100_000_000_000u64
-        + path
-            .project
-            .bytes()
-            .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)))
-            % 900_000_000_000;
-    match &path.location {
-        Location::Zone(z) => format!(
-            "projects/{number}/zones/{z}/instanceGroupManagers/{}",
-            path.name
-        ),
-        Location::Region(r) => format!(
-            "projects/{number}/regions/{r}/instanceGroupManagers/{}",
-            path.name
-        ),
-    }
-}
-
 #[derive(Debug)]
 pub(super) enum Effect {
     FinishCreate(Vec<InstKey>),
@@ -479,7 +459,7 @@ impl DoubleState {
         }
         g.target_size = size;
         let labels = g.template_labels.clone();
-        let metadata = initial_metadata(Some(created_by_of(&g.path)), &g.template_metadata);
+        let metadata = initial_metadata(Some(g.path.created_by()), &g.template_metadata);
         for (key, id) in &new_keys {
             let last_attempt = self.launch_attempt(g_key, key, &created);
             self.instances.insert(

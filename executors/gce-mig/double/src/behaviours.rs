@@ -168,7 +168,7 @@ impl DoubleState {
             labels: g.template_labels.clone(),
             status: "RUNNING".into(),
             action: "NONE".into(),
-            metadata: initial_metadata(Some(created_by_of(&g.path)), &g.template_metadata),
+            metadata: initial_metadata(Some(g.path.created_by()), &g.template_metadata),
             ..Instance::default()
         };
         self.instances.insert(key, instance);
