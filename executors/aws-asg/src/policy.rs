@@ -14,6 +14,10 @@ use autoscaler_executor::{render_command, BusyWorker, ErrorKind, ExecutorError, 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use std::collections::HashMap;
 
+/// The instance sizing every backend shares (see [`autoscaler_executor::sizing`]); named here
+/// as this crate has always named it.
+pub use autoscaler_executor::sizing::{instances_for as target_instances, Clamp, Target};
+
 pub mod warm;
 
 /// The first termination policy the executor keeps on every group: when AWS itself picks which
@@ -122,132 +126,6 @@ pub fn unsupported_capacity(group: &GroupInfo) -> Option<String> {
         ));
     }
     None
-}
-
-/// A bound that changed the number of instances asked for, so the warning can say which won.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Clamp {
-    /// The plan asked for more workers than the pool's `maximum`.
-    PoolMaximum {
-        /// Workers planned.
-        planned: u32,
-        /// The pool's `maximum`, in workers.
-        maximum: u32,
-    },
-    /// Rounding up to whole instances would have run more workers than `maximum`.
-    WholeInstances {
-        /// Instances the rounding up asked for.
-        wanted: u32,
-        /// Instances that fit under `maximum`.
-        allowed: u32,
-        /// Workers each instance runs.
-        workers_per_instance: u32,
-        /// The pool's `maximum`, in workers.
-        maximum: u32,
-    },
-    /// The group's `MaxSize` is below what the pool wants.
-    GroupMax {
-        /// Instances wanted.
-        wanted: u32,
-        /// The group's `MaxSize`.
-        max_size: u32,
-    },
-    /// The group's `MinSize` is above what the pool wants.
-    GroupMin {
-        /// Instances wanted.
-        wanted: u32,
-        /// The group's `MinSize`.
-        min_size: u32,
-    },
-}
-
-impl std::fmt::Display for Clamp {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Clamp::PoolMaximum { planned, maximum } => write!(
-                f,
-                "plan of {planned} workers exceeds the pool's maximum of {maximum}: the pool maximum won"
-            ),
-            Clamp::WholeInstances {
-                wanted,
-                allowed,
-                workers_per_instance,
-                maximum,
-            } => write!(
-                f,
-                "{wanted} instances of {workers_per_instance} workers would exceed the pool's maximum of \
-                 {maximum} workers: the pool maximum won, asking for {allowed} instances"
-            ),
-            Clamp::GroupMax { wanted, max_size } => write!(
-                f,
-                "{wanted} instances wanted but the group's MaxSize is {max_size}: the group MaxSize won"
-            ),
-            Clamp::GroupMin { wanted, min_size } => write!(
-                f,
-                "{wanted} instances wanted but the group's MinSize is {min_size}: the group MinSize won"
-            ),
-        }
-    }
-}
-
-/// The desired capacity for a plan, with every bound that changed it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Target {
-    /// Instances to ask the group for.
-    pub instances: u32,
-    /// The bounds that won, in the order applied.
-    pub clamps: Vec<Clamp>,
-}
-
-/// Instances for `size` workers: `ceil(min(size, maximum) / wpi)`, never more than
-/// `floor(maximum / wpi)` (so the workers never exceed the pool's maximum), then inside the
-/// group's `MinSize..=MaxSize` (AWS rejects anything outside; a `MinSize` above the pool's
-/// maximum therefore wins, with a warning).
-pub fn target_instances(
-    size: u32,
-    pool_maximum: i32,
-    workers_per_instance: u32,
-    group_min: u32,
-    group_max: u32,
-) -> Target {
-    let wpi = workers_per_instance.max(1);
-    let maximum = pool_maximum.max(0) as u32;
-    let mut clamps = Vec::new();
-    let workers = if size > maximum {
-        clamps.push(Clamp::PoolMaximum {
-            planned: size,
-            maximum,
-        });
-        maximum
-    } else {
-        size
-    };
-    let mut instances = workers.div_ceil(wpi);
-    let allowed = maximum / wpi;
-    if instances > allowed {
-        clamps.push(Clamp::WholeInstances {
-            wanted: instances,
-            allowed,
-            workers_per_instance: wpi,
-            maximum,
-        });
-        instances = allowed;
-    }
-    if instances > group_max {
-        clamps.push(Clamp::GroupMax {
-            wanted: instances,
-            max_size: group_max,
-        });
-        instances = group_max;
-    }
-    if instances < group_min {
-        clamps.push(Clamp::GroupMin {
-            wanted: instances,
-            min_size: group_min,
-        });
-        instances = group_min;
-    }
-    Target { instances, clamps }
 }
 
 /// The termination policies to set so `OldestInstance` comes first, keeping the others in

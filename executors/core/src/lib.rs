@@ -9,6 +9,7 @@ mod error;
 pub mod inventory;
 mod pool;
 pub mod scale_in;
+pub mod sizing;
 pub mod standby;
 pub mod template;
 

@@ -8,6 +8,7 @@ use crate::client::{
 };
 use crate::config::Config;
 use crate::target::{GroupPath, EXPECTED_FORMS};
+use autoscaler_executor::sizing::instances_for;
 use autoscaler_executor::{
     render_command, ErrorKind, ExecutorError, Outcome, Plan, ScaleRequest, TargetStatus, WorkerPool,
 };
@@ -15,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 /// Longest pause between operation polls.
 const MAX_POLL: Duration = Duration::from_secs(5);
@@ -111,26 +112,27 @@ impl Applier {
         self.target_instances(pool, plan.size).map(|_| ())
     }
 
-    /// Instances for `size` workers, never more than the pool's maximum allows.
+    /// Instances for `size` workers, by the sizing rule every backend shares
+    /// ([`autoscaler_executor::sizing::instances_for`]; a managed instance group has no
+    /// size bounds of its own), with the same warning as aws-asg when a bound won.
     fn target_instances(&self, pool: &WorkerPool, size: u32) -> Result<u32, ExecutorError> {
         let wpi = self.cfg.workers_per_instance;
-        let max_instances = (pool.maximum.max(0) as u32) / wpi;
-        let wanted = size.div_ceil(wpi);
-        if wanted > max_instances {
-            if max_instances == 0 {
-                return Err(ExecutorError::new(
-                    &pool.name,
-                    ErrorKind::Config,
-                    format!(
-                        "workers_per_instance ({wpi}) is larger than the pool's maximum ({}): not one instance fits; \
-                         raise maximum or lower [executors.gce-mig] workers_per_instance",
-                        pool.maximum
-                    ),
-                ));
-            }
-            debug!(pool = %pool.name, wanted, max_instances, "capped at the pool maximum");
+        if (pool.maximum.max(0) as u32) < wpi && size > 0 {
+            return Err(ExecutorError::new(
+                &pool.name,
+                ErrorKind::Config,
+                format!(
+                    "workers_per_instance ({wpi}) is larger than the pool's maximum ({}): not one instance fits; \
+                     raise maximum or lower [executors.gce-mig] workers_per_instance",
+                    pool.maximum
+                ),
+            ));
         }
-        Ok(wanted.min(max_instances))
+        let target = instances_for(size, pool.maximum, wpi, 0, u32::MAX);
+        for clamp in &target.clamps {
+            warn!(pool = %pool.name, "{clamp}");
+        }
+        Ok(target.instances)
     }
 
     /// Standby instances for a standby target of `standby` workers (rounded up), never more
