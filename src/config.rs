@@ -50,7 +50,41 @@ pub struct Config {
     pub planners: std::collections::BTreeMap<String, toml::Table>,
     /// `[audit]`: thresholds of `autoscaler audit`.
     #[serde(default)]
-    pub audit: crate::audit::AuditConfig,
+    pub audit: AuditConfig,
+}
+
+/// The `[audit]` section of the config file: the thresholds the findings are judged by.
+///
+/// Unknown keys are errors, like everywhere in the file: a misspelt `drain_limit_secs` left at
+/// its default would silently hide stuck drains.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// The Vespene version every worker image should carry in its `vespene_version` tag/label
+    /// (the image checklist's first point). Unset: version skew is not checked.
+    pub expected_version: Option<String>,
+    /// How long running ≠ desired may last before it is drift (instances take minutes to boot).
+    pub drift_grace_seconds: u64,
+    /// How long an instance may stay in Terminating:Wait / deleting before it is stuck; set it
+    /// to the longest build you expect plus the drain's own time.
+    pub drain_limit_seconds: u64,
+    /// How long a running instance may go without its worker checking in before the image is
+    /// suspected.
+    pub boot_allowance_seconds: u64,
+    /// A `workers` row whose machine is gone is reported once its last check-in is this old.
+    pub stale_worker_seconds: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            expected_version: None,
+            drift_grace_seconds: 900,
+            drain_limit_seconds: 3600,
+            boot_allowance_seconds: 900,
+            stale_worker_seconds: 86_400,
+        }
+    }
 }
 
 /// One section per backend, named like the pool's `executor` column.

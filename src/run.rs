@@ -1,12 +1,13 @@
 //! The main job around [`Engine::run_cycle`]: building the backends, `--force`, the loop,
 //! signals, database outages and exit codes.
 
-use crate::cli::RunArgs;
 use crate::config::Config;
 use crate::db::{ConnectOptions, Database, DbError};
-use crate::engine::{CycleReport, Engine, EngineOptions, PoolResult, Registry, Scope};
+use crate::engine::{CycleReport, Engine, EngineOptions, FailureKind, PoolResult, Registry, Scope};
 use crate::metrics::Metrics;
 use crate::planner::Planners;
+use autoscaler_executor::ErrorKind;
+use clap::Args;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -17,6 +18,33 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_POOL_FAILED: u8 = 1;
 /// The autoscaler could not run at all (usage, config, database).
 pub const EXIT_CANNOT_RUN: u8 = 2;
+
+/// The main job: evaluate pools.
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// A worker pool to autoscale, by name; repeat for several pools.
+    #[arg(long = "queue", value_name = "NAME")]
+    pub queues: Vec<String>,
+
+    /// Ignore every timer: evaluate each named pool once, then exit.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Seconds to wait between cycles (without --force), 1 to 86400.
+    #[arg(long, value_name = "SECONDS", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub sleep: u64,
+
+    /// Compute and print each plan and what the executor would do (for shell: the rendered
+    /// command; for clouds: each call). Changes nothing, writes nothing to the database.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics and liveness at /healthz (unhealthy
+    /// once the database has been unreachable for unhealthy_after_seconds, default 120).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+}
 
 /// Why the main job could not run.
 #[derive(Debug, thiserror::Error)]
@@ -147,7 +175,7 @@ pub async fn run_once(
         if let PoolResult::Failed { error, kind, .. } = &f.result {
             let line = format!("autoscaler: pool {} failed: {error}", f.name);
             eprintln!("{}", crate::logging::escape_line(&line));
-            failed |= !(*kind == "cancelled" && *stop.borrow());
+            failed |= !(*kind == FailureKind::Executor(ErrorKind::Cancelled) && *stop.borrow());
         }
     }
     for p in &report.pools {
