@@ -55,28 +55,44 @@ pub struct Trace {
 pub enum TraceError {
     /// The file could not be read or written.
     #[error("{file}: {reason}")]
-    Io { file: String, reason: String },
+    Io {
+        /// The file.
+        file: String,
+        /// What the file system said.
+        reason: String,
+    },
     /// The header row is missing a column or has an unknown one.
     #[error("{file}: line {line}: {reason}")]
     Header {
+        /// The file (or `-`, stdin), as named on the command line.
         file: String,
+        /// The line, counted from 1 as an editor counts them.
         line: u64,
+        /// What is wrong.
         reason: String,
     },
     /// A value could not be used.
     #[error("{file}: line {line}, column {column} ({name}): {reason}")]
     Value {
+        /// The file (or `-`, stdin), as named on the command line.
         file: String,
+        /// The line, counted from 1 as an editor counts them.
         line: u64,
+        /// The column, counted from 1.
         column: usize,
+        /// The column's name in the header.
         name: &'static str,
+        /// What is wrong.
         reason: String,
     },
     /// The CSV itself is malformed (unbalanced quotes, a row with too many fields, …).
     #[error("{file}: line {line}: {reason}")]
     Csv {
+        /// The file (or `-`, stdin), as named on the command line.
         file: String,
+        /// The line, counted from 1 as an editor counts them.
         line: u64,
+        /// What is wrong.
         reason: String,
     },
 }
@@ -101,23 +117,7 @@ impl Trace {
 
     /// Parses trace CSV from `input`; `origin` names it in errors.
     pub fn parse(mut input: impl Read, origin: &str) -> Result<Trace, TraceError> {
-        let mut raw = Vec::new();
-        input.read_to_end(&mut raw).map_err(|e| TraceError::Io {
-            file: origin.to_string(),
-            reason: e.to_string(),
-        })?;
-        let text = match String::from_utf8(raw) {
-            Ok(t) => t,
-            Err(e) => {
-                let at = e.utf8_error().valid_up_to();
-                let bytes = e.as_bytes();
-                return Err(TraceError::Csv {
-                    file: origin.to_string(),
-                    line: 1 + bytes[..at].iter().filter(|&&b| b == b'\n').count() as u64,
-                    reason: "not valid UTF-8".into(),
-                });
-            }
-        };
+        let text = read_utf8(&mut input, origin)?;
         let lines = std::cell::RefCell::new(Lines::new(text.as_bytes()));
         let line_of = |pos: Option<&csv::Position>| {
             pos.map(|p| lines.borrow_mut().line_at(p.byte() as usize))
@@ -193,74 +193,19 @@ impl Trace {
             let raw = &record[columns.queued_at];
             let stamp = parse_queued_at(raw)
                 .map_err(|reason| value_err(columns.queued_at, "queued_at", reason))?;
-            let is_ts = matches!(stamp, Stamp::At(_));
-            match form {
-                None => form = Some((is_ts, line)),
-                Some((ts, first)) if ts != is_ts => {
-                    return Err(value_err(
-                        columns.queued_at,
-                        "queued_at",
-                        format!(
-                            "{raw:?} is {} but line {first} used {}; use one form throughout",
-                            if is_ts {
-                                "a timestamp"
-                            } else {
-                                "a seconds offset"
-                            },
-                            if ts { "timestamps" } else { "seconds offsets" }
-                        ),
-                    ));
-                }
-                _ => {}
-            }
+            one_form(&mut form, &stamp, line, raw)
+                .map_err(|reason| value_err(columns.queued_at, "queued_at", reason))?;
             let raw = &record[columns.duration];
             let duration_ms = parse_seconds(raw)
                 .map_err(|reason| value_err(columns.duration, "duration_seconds", reason))?;
             let project = match columns.project.map(|c| &record[c]) {
                 None | Some("") => None,
-                Some(name) => Some(match interned.get(name) {
-                    Some(&i) => i,
-                    None => {
-                        let i = projects.len() as u32;
-                        interned.insert(name.to_string(), i);
-                        projects.push(name.to_string());
-                        i
-                    }
-                }),
+                Some(name) => Some(intern(&mut interned, &mut projects, name)),
             };
             rows.push((stamp, duration_ms, project));
         }
 
-        let timestamps = form.map(|f| f.0).unwrap_or(false);
-        let start = if timestamps {
-            rows.iter()
-                .filter_map(|r| match r.0 {
-                    Stamp::At(t) => Some(t),
-                    Stamp::Offset(_) => None,
-                })
-                .min()
-                .expect("timestamps imply a row")
-        } else {
-            Utc.timestamp_opt(OFFSET_EPOCH, 0).unwrap()
-        };
-        let mut builds: Vec<TraceBuild> = rows
-            .into_iter()
-            .map(|(stamp, duration_ms, project)| TraceBuild {
-                queued_ms: match stamp {
-                    Stamp::At(t) => (t - start).num_milliseconds(),
-                    Stamp::Offset(ms) => ms,
-                },
-                duration_ms,
-                project,
-            })
-            .collect();
-        builds.sort_by_key(|b| b.queued_ms); // stable: ties keep file order
-        Ok(Trace {
-            start,
-            builds,
-            projects,
-            timestamps,
-        })
+        Ok(assemble(rows, form.is_some_and(|f| f.0), projects))
     }
 
     /// Writes the trace as CSV (the same format [`Trace::parse`] reads), with `comments` as
@@ -349,6 +294,103 @@ impl<'a> Lines<'a> {
 enum Stamp {
     At(DateTime<Utc>),
     Offset(i64),
+}
+
+/// The whole input as text; invalid UTF-8 is an error naming its line.
+fn read_utf8(input: &mut impl Read, origin: &str) -> Result<String, TraceError> {
+    let mut raw = Vec::new();
+    input.read_to_end(&mut raw).map_err(|e| TraceError::Io {
+        file: origin.to_string(),
+        reason: e.to_string(),
+    })?;
+    String::from_utf8(raw).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let bytes = e.as_bytes();
+        TraceError::Csv {
+            file: origin.to_string(),
+            line: 1 + bytes[..at].iter().filter(|&&b| b == b'\n').count() as u64,
+            reason: "not valid UTF-8".into(),
+        }
+    })
+}
+
+/// One form of `queued_at` per file: the first row decides (timestamps or seconds offsets,
+/// and on which line), a later row of the other form is an error naming that line.
+fn one_form(
+    form: &mut Option<(bool, u64)>,
+    stamp: &Stamp,
+    line: u64,
+    raw: &str,
+) -> Result<(), String> {
+    let is_ts = matches!(stamp, Stamp::At(_));
+    match *form {
+        None => *form = Some((is_ts, line)),
+        Some((ts, first)) if ts != is_ts => {
+            return Err(format!(
+                "{raw:?} is {} but line {first} used {}; use one form throughout",
+                if is_ts {
+                    "a timestamp"
+                } else {
+                    "a seconds offset"
+                },
+                if ts { "timestamps" } else { "seconds offsets" }
+            ));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// A project's number, given in order of first appearance: builds carry a small number, the
+/// trace keeps each name once.
+fn intern(interned: &mut HashMap<String, u32>, projects: &mut Vec<String>, name: &str) -> u32 {
+    match interned.get(name) {
+        Some(&i) => i,
+        None => {
+            let i = projects.len() as u32;
+            interned.insert(name.to_string(), i);
+            projects.push(name.to_string());
+            i
+        }
+    }
+}
+
+/// The trace from its rows: timestamps become offsets from the earliest, and builds are sorted
+/// by arrival (stable: ties keep file order).
+fn assemble(
+    rows: Vec<(Stamp, i64, Option<u32>)>,
+    timestamps: bool,
+    projects: Vec<String>,
+) -> Trace {
+    let start = if timestamps {
+        rows.iter()
+            .filter_map(|r| match r.0 {
+                Stamp::At(t) => Some(t),
+                Stamp::Offset(_) => None,
+            })
+            .min()
+            .expect("timestamps imply a row")
+    } else {
+        Utc.timestamp_opt(OFFSET_EPOCH, 0).unwrap()
+    };
+    let mut builds: Vec<TraceBuild> = rows
+        .into_iter()
+        .map(|(stamp, duration_ms, project)| TraceBuild {
+            queued_ms: match stamp {
+                Stamp::At(t) => (t - start).num_milliseconds(),
+                Stamp::Offset(ms) => ms,
+            },
+            duration_ms,
+            project,
+        })
+        .collect();
+    builds.sort_by_key(|b| b.queued_ms); // stable: ties keep file order
+    Trace {
+        start,
+        builds,
+        projects,
+        timestamps,
+    }
 }
 
 fn header(record: &csv::StringRecord, origin: &str, line: u64) -> Result<Columns, TraceError> {
