@@ -4,7 +4,7 @@
 //! exactly as Vespene writes them (every NOT NULL column set: Vespene has no column defaults).
 
 use crate::config::Config;
-use crate::db::{ConnectOptions, Database, DbError};
+use crate::db::{Database, DbError};
 use crate::run::{self, RunArgs, RunError};
 use autoscaler_executor::WorkerPool;
 use chrono::{DateTime, Utc};
@@ -49,14 +49,7 @@ pub async fn run(keep: Option<PathBuf>, config: &Config) -> Result<u8, DemoError
         return Err(DemoError::Exists(path));
     }
     let url = format!("sqlite://{}", path.display());
-    let db = Database::connect(
-        &url,
-        &ConnectOptions {
-            create_sqlite: true,
-            ..ConnectOptions::default()
-        },
-    )?;
-    db.init_schema().await?;
+    let db = Database::create_schema(&url).await?;
     db.run_script(&demo_script())
         .await
         .map_err(DemoError::Seed)?;

@@ -79,14 +79,7 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<u8> {
     }
     match cli.command {
         Some(Command::Db(DbCommand::Init)) => {
-            let db = Database::connect(
-                &url,
-                &ConnectOptions {
-                    create_sqlite: true,
-                    ..ConnectOptions::default()
-                },
-            )?;
-            db.init_schema().await?;
+            Database::create_schema(&url).await?;
             println!(
                 "created worker_pools, workers and builds in {}",
                 autoscaler::db::redact_url(&url)

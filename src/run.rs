@@ -49,8 +49,11 @@ pub struct RunArgs {
 /// Why the main job could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// The database could not be reached or read: nothing was done to any pool.
     #[error(transparent)]
     Database(#[from] DbError),
+    /// The backends, planners, signal handlers or metrics server could not be set up; the
+    /// message names which.
     #[error("{0}")]
     Executor(String),
 }
@@ -211,20 +214,22 @@ pub async fn run_loop(
     metrics: Option<&Metrics>,
     poll: Duration,
 ) -> u8 {
-    let sleep = Duration::from_secs(args.sleep);
-    let mut failures: u32 = 0;
-    let mut next_full = tokio::time::Instant::now();
-    // The declarative pools seen by the last full cycle; fast polls touch only these.
-    let mut fast_pools: Vec<String> = Vec::new();
+    let mut state = LoopState {
+        sleep: Duration::from_secs(args.sleep),
+        poll,
+        failures: 0,
+        next_full: tokio::time::Instant::now(),
+        fast_pools: Vec::new(),
+    };
     loop {
         if *stop.borrow() {
             return EXIT_OK;
         }
-        let full = tokio::time::Instant::now() >= next_full;
+        let full = tokio::time::Instant::now() >= state.next_full;
         let (names, scope) = if full {
             (&args.queues, Scope::All)
         } else {
-            (&fast_pools, Scope::Declarative)
+            (&state.fast_pools, Scope::Declarative)
         };
         let started = std::time::Instant::now();
         if let Some(m) = metrics {
@@ -235,53 +240,83 @@ pub async fn run_loop(
                 if let Some(m) = metrics {
                     m.observe_cycle(&report, started.elapsed());
                 }
-                if failures > 0 {
-                    tracing::info!(
-                        outcome = "recovered",
-                        "database reachable again after {failures} failed cycle(s)"
-                    );
-                }
-                failures = 0;
                 if args.dry_run && (full || !report.pools.is_empty()) {
                     print_dry_run(&report);
                 }
-                if full {
-                    next_full = tokio::time::Instant::now() + sleep;
-                    fast_pools = if !poll.is_zero() && poll < sleep {
-                        engine.declarative_pools(&report)
-                    } else {
-                        Vec::new()
-                    };
-                }
-                let until_full = next_full.saturating_duration_since(tokio::time::Instant::now());
-                if !fast_pools.is_empty() {
-                    poll.min(until_full)
-                } else {
-                    until_full
-                }
+                state.cycle_done(engine, &report, full)
             }
             Err(e) => {
                 if let Some(m) = metrics {
                     m.observe_database_down();
                 }
-                if failures == 0 {
-                    tracing::error!(
-                        outcome = "database_down",
-                        "{e}; no pool is scaled until the database answers"
-                    );
-                } else {
-                    tracing::debug!("still failing: {e}");
-                }
-                failures = failures.saturating_add(1);
-                // Retry with a full cycle once the database answers.
-                next_full = tokio::time::Instant::now();
-                backoff(failures, sleep)
+                state.cycle_failed(&e)
             }
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => {}
         }
+    }
+}
+
+/// What the loop carries from one cycle to the next: when the next full cycle is due, which
+/// pools the fast polls touch, and how long the database has been failing.
+struct LoopState {
+    /// `--sleep`: between full cycles.
+    sleep: Duration,
+    /// Between fast polls (zero: none).
+    poll: Duration,
+    /// Consecutive cycles the database failed.
+    failures: u32,
+    next_full: tokio::time::Instant,
+    /// The declarative pools seen by the last full cycle; fast polls touch only these.
+    fast_pools: Vec<String>,
+}
+
+impl LoopState {
+    /// A cycle ran: the outage (if any) is over; after a full cycle, the next one is
+    /// scheduled and the fast-poll pools are taken from it. Returns the wait before the next.
+    fn cycle_done(&mut self, engine: &Engine, report: &CycleReport, full: bool) -> Duration {
+        if self.failures > 0 {
+            tracing::info!(
+                outcome = "recovered",
+                "database reachable again after {} failed cycle(s)",
+                self.failures
+            );
+        }
+        self.failures = 0;
+        if full {
+            self.next_full = tokio::time::Instant::now() + self.sleep;
+            self.fast_pools = if !self.poll.is_zero() && self.poll < self.sleep {
+                engine.declarative_pools(report)
+            } else {
+                Vec::new()
+            };
+        }
+        let until_full = self
+            .next_full
+            .saturating_duration_since(tokio::time::Instant::now());
+        if !self.fast_pools.is_empty() {
+            self.poll.min(until_full)
+        } else {
+            until_full
+        }
+    }
+
+    /// The database failed: logged once when the outage starts, retried with backoff, and
+    /// with a full cycle once it answers. Returns the wait before the retry.
+    fn cycle_failed(&mut self, e: &DbError) -> Duration {
+        if self.failures == 0 {
+            tracing::error!(
+                outcome = "database_down",
+                "{e}; no pool is scaled until the database answers"
+            );
+        } else {
+            tracing::debug!("still failing: {e}");
+        }
+        self.failures = self.failures.saturating_add(1);
+        self.next_full = tokio::time::Instant::now();
+        backoff(self.failures, self.sleep)
     }
 }
 
