@@ -35,10 +35,13 @@ config file, database).";
 #[derive(Debug, Parser)]
 #[command(name = "autoscaler", version, about = ABOUT, long_about = LONG_ABOUT, after_help = AFTER_HELP)]
 pub struct Cli {
+    /// What every subcommand shares: the database, the config file, the log format.
     #[command(flatten)]
     pub global: GlobalArgs,
+    /// The main job's flags, used when no subcommand is given.
     #[command(flatten)]
     pub run: RunArgs,
+    /// A subcommand; none runs the main job.
     #[command(subcommand)]
     pub command: Option<Command>,
 }

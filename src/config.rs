@@ -8,6 +8,9 @@ use std::path::Path;
 /// Log output format: `text` for people, `json` (one object per line) for log pipelines.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
+// Doc comments on the variants would become `--log-format`'s help text, a contract: the enum's
+// own comment above says what each means.
+#[allow(missing_docs)]
 pub enum LogFormat {
     #[default]
     Text,
@@ -91,12 +94,15 @@ impl Default for AuditConfig {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExecutorsConfig {
+    /// `[executors.shell]`: timeouts and the environment of the pools' commands.
     #[cfg(feature = "shell")]
     #[serde(default)]
     pub shell: autoscaler_shell::Config,
+    /// `[executors.aws-asg]`: region, endpoints and credentials' source of the ASG backend.
     #[cfg(feature = "aws-asg")]
     #[serde(default, rename = "aws-asg")]
     pub aws_asg: autoscaler_aws_asg::Config,
+    /// `[executors.gce-mig]`: project, endpoints and credentials' source of the MIG backend.
     #[cfg(feature = "gce-mig")]
     #[serde(default, rename = "gce-mig")]
     pub gce_mig: autoscaler_gce_mig::Config,
@@ -106,14 +112,30 @@ pub struct ExecutorsConfig {
 /// unknown-key errors, the line and column.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file could not be read (missing, permissions).
     #[error("config file {path}: {reason}")]
-    Read { path: String, reason: String },
+    Read {
+        /// The file.
+        path: String,
+        /// What the file system said.
+        reason: String,
+    },
+    /// Not TOML, or a key the file may not have (with its line and column).
     #[error("config file {path}: {reason}")]
-    Parse { path: String, reason: String },
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message, with the position.
+        reason: String,
+    },
+    /// Well-formed, but a value is unusable.
     #[error("config file {path}: {field}: {reason}")]
     Invalid {
+        /// The file.
         path: String,
+        /// The setting at fault.
         field: &'static str,
+        /// Why its value cannot be used.
         reason: String,
     },
 }

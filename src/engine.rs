@@ -77,11 +77,19 @@ pub enum PoolResult {
     /// Another autoscaler process holds the pool this cycle: not evaluated, not written.
     HeldElsewhere,
     /// Planned, but neither the timer nor a changed plan called for the executor; not written.
-    NotDue { plan: Plan, counts: Counts },
+    NotDue {
+        /// The plan it would have applied: metrics and dry runs show it all the same.
+        plan: Plan,
+        /// What it was planned from.
+        counts: Counts,
+    },
     /// The executor ran (or, in a dry run, described) and succeeded.
     Scaled {
+        /// The plan applied.
         plan: Plan,
+        /// What it was planned from.
         counts: Counts,
+        /// What the executor did (its actions, the size it applied, whether to come back).
         outcome: Outcome,
     },
     /// Settings, template or executor failure; `status` was written to `autoscaling_status`
@@ -160,14 +168,18 @@ impl PartialEq<&str> for FailureKind {
 /// One pool's line in a cycle report.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PoolReport {
+    /// The pool as named on the command line.
     pub name: String,
+    /// Its `executor` column, when its row was read: metrics label by it.
     pub executor: Option<String>,
+    /// What the cycle did with it.
     pub result: PoolResult,
 }
 
 /// Everything one cycle did, in the order the pools were named.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CycleReport {
+    /// One line per distinct named pool (a pool named twice is evaluated once).
     pub pools: Vec<PoolReport>,
 }
 
