@@ -271,27 +271,7 @@ fn pool_report(ctx: &mut Ctx<'_>, groups: &Groups<'_>, p: &PoolInput) -> PoolRep
     let name = p.pool.name.as_str();
     let exec = p.executor.as_str();
     let Some(g) = groups.ok.get(&(exec, name)).copied() else {
-        return PoolReport {
-            name: name.to_string(),
-            executor: p.executor.clone(),
-            status: "failed",
-            target: None,
-            workers_per_instance: None,
-            desired_instances: None,
-            desired_workers: None,
-            min_instances: None,
-            max_instances: None,
-            running: 0,
-            pending: 0,
-            terminating: 0,
-            stopped: 0,
-            busy: 0,
-            idle: 0,
-            instance_hours: 0.0,
-            queued_builds: p.queued_builds,
-            running_builds: p.running_builds,
-            instances: Vec::new(),
-        };
+        return PoolReport::unread(p);
     };
     let Some(Ok(snap)) = input.sources.get(exec) else {
         unreachable!("a read group comes from a read snapshot")

@@ -15,8 +15,6 @@ pub(super) fn judge_pool(
     let name = p.pool.name.as_str();
     let target = g.target.as_str();
     let mut report = PoolReport {
-        name: name.to_string(),
-        executor: p.executor.clone(),
         status: "ok",
         target: Some(g.target.clone()),
         workers_per_instance: Some(g.workers_per_instance),
@@ -24,16 +22,7 @@ pub(super) fn judge_pool(
         desired_workers: Some(g.desired * g.workers_per_instance),
         min_instances: g.min,
         max_instances: g.max,
-        running: 0,
-        pending: 0,
-        terminating: 0,
-        stopped: 0,
-        busy: 0,
-        idle: 0,
-        instance_hours: 0.0,
-        queued_builds: p.queued_builds,
-        running_builds: p.running_builds,
-        instances: Vec::new(),
+        ..PoolReport::unread(p)
     };
     let mut hours = 0.0;
     let mut busy_running = 0u32;
@@ -90,15 +79,16 @@ pub(super) fn judge_pool(
     report
 }
 
+/// Whether a hostname Vespene recorded (a busy worker's, a `workers` row's) is this instance.
+fn names(i: &InventoryInstance, hostname: Option<&str>) -> bool {
+    hostname.is_some_and(|h| hostname_matches(h, &i.hostnames))
+}
+
 /// The RUNNING builds the pool's busy hostnames put on this instance.
 fn builds_on(p: &PoolInput, i: &InventoryInstance) -> Vec<i64> {
     p.busy
         .iter()
-        .filter(|b| {
-            b.hostname
-                .as_deref()
-                .is_some_and(|h| hostname_matches(h, &i.hostnames))
-        })
+        .filter(|b| names(i, b.hostname.as_deref()))
         .map(|b| b.build_id)
         .collect()
 }
@@ -109,11 +99,7 @@ fn last_checkin(input: &Input, i: &InventoryInstance) -> Option<DateTime<Utc>> {
     input
         .workers
         .iter()
-        .filter(|w| {
-            w.hostname
-                .as_deref()
-                .is_some_and(|h| hostname_matches(h, &i.hostnames))
-        })
+        .filter(|w| names(i, w.hostname.as_deref()))
         .filter_map(|w| w.last_checkin)
         .filter(|t| i.launched.is_none_or(|l| *t >= l))
         .max()

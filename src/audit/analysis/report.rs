@@ -194,6 +194,35 @@ pub struct PoolReport {
     pub instances: Vec<InstanceReport>,
 }
 
+impl PoolReport {
+    /// The row of a pool whose group could not be read: its database facts only, every
+    /// cloud figure empty, status `failed` (the failure itself is in [`Report::failures`]).
+    /// Also the base a read group's row is filled in from.
+    pub(super) fn unread(p: &PoolInput) -> PoolReport {
+        PoolReport {
+            name: p.pool.name.clone(),
+            executor: p.executor.clone(),
+            status: "failed",
+            target: None,
+            workers_per_instance: None,
+            desired_instances: None,
+            desired_workers: None,
+            min_instances: None,
+            max_instances: None,
+            running: 0,
+            pending: 0,
+            terminating: 0,
+            stopped: 0,
+            busy: 0,
+            idle: 0,
+            instance_hours: 0.0,
+            queued_builds: p.queued_builds,
+            running_builds: p.running_builds,
+            instances: Vec::new(),
+        }
+    }
+}
+
 /// What a backend cost and where it looked.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct BackendReport {
