@@ -1,6 +1,7 @@
 //! The command line. The names here are a contract with Vespene's users and scripts: keep them.
 
 use crate::config::LogFormat;
+pub use crate::run::RunArgs;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -34,10 +35,13 @@ config file, database).";
 #[derive(Debug, Parser)]
 #[command(name = "autoscaler", version, about = ABOUT, long_about = LONG_ABOUT, after_help = AFTER_HELP)]
 pub struct Cli {
+    /// What every subcommand shares: the database, the config file, the log format.
     #[command(flatten)]
     pub global: GlobalArgs,
+    /// The main job's flags, used when no subcommand is given.
     #[command(flatten)]
     pub run: RunArgs,
+    /// A subcommand; none runs the main job.
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -64,33 +68,6 @@ pub struct GlobalArgs {
     /// Log format on stderr [default: text, or log_format from the config file].
     #[arg(long, global = true, value_enum)]
     pub log_format: Option<LogFormat>,
-}
-
-/// The main job: evaluate pools.
-#[derive(Debug, Args, Clone)]
-pub struct RunArgs {
-    /// A worker pool to autoscale, by name; repeat for several pools.
-    #[arg(long = "queue", value_name = "NAME")]
-    pub queues: Vec<String>,
-
-    /// Ignore every timer: evaluate each named pool once, then exit.
-    #[arg(long)]
-    pub force: bool,
-
-    /// Seconds to wait between cycles (without --force), 1 to 86400.
-    #[arg(long, value_name = "SECONDS", default_value_t = 20,
-          value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    pub sleep: u64,
-
-    /// Compute and print each plan and what the executor would do (for shell: the rendered
-    /// command; for clouds: each call). Changes nothing, writes nothing to the database.
-    #[arg(long)]
-    pub dry_run: bool,
-
-    /// Serve Prometheus metrics at http://ADDR/metrics and liveness at /healthz (unhealthy
-    /// once the database has been unreachable for unhealthy_after_seconds, default 120).
-    #[arg(long, value_name = "HOST:PORT")]
-    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Subcommands.

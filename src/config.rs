@@ -8,6 +8,9 @@ use std::path::Path;
 /// Log output format: `text` for people, `json` (one object per line) for log pipelines.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
+// Doc comments on the variants would become `--log-format`'s help text, a contract: the enum's
+// own comment above says what each means.
+#[allow(missing_docs)]
 pub enum LogFormat {
     #[default]
     Text,
@@ -50,19 +53,56 @@ pub struct Config {
     pub planners: std::collections::BTreeMap<String, toml::Table>,
     /// `[audit]`: thresholds of `autoscaler audit`.
     #[serde(default)]
-    pub audit: crate::audit::AuditConfig,
+    pub audit: AuditConfig,
+}
+
+/// The `[audit]` section of the config file: the thresholds the findings are judged by.
+///
+/// Unknown keys are errors, like everywhere in the file: a misspelt `drain_limit_secs` left at
+/// its default would silently hide stuck drains.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// The Vespene version every worker image should carry in its `vespene_version` tag/label
+    /// (the image checklist's first point). Unset: version skew is not checked.
+    pub expected_version: Option<String>,
+    /// How long running ≠ desired may last before it is drift (instances take minutes to boot).
+    pub drift_grace_seconds: u64,
+    /// How long an instance may stay in Terminating:Wait / deleting before it is stuck; set it
+    /// to the longest build you expect plus the drain's own time.
+    pub drain_limit_seconds: u64,
+    /// How long a running instance may go without its worker checking in before the image is
+    /// suspected.
+    pub boot_allowance_seconds: u64,
+    /// A `workers` row whose machine is gone is reported once its last check-in is this old.
+    pub stale_worker_seconds: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            expected_version: None,
+            drift_grace_seconds: 900,
+            drain_limit_seconds: 3600,
+            boot_allowance_seconds: 900,
+            stale_worker_seconds: 86_400,
+        }
+    }
 }
 
 /// One section per backend, named like the pool's `executor` column.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExecutorsConfig {
+    /// `[executors.shell]`: timeouts and the environment of the pools' commands.
     #[cfg(feature = "shell")]
     #[serde(default)]
     pub shell: autoscaler_shell::Config,
+    /// `[executors.aws-asg]`: region, endpoints and credentials' source of the ASG backend.
     #[cfg(feature = "aws-asg")]
     #[serde(default, rename = "aws-asg")]
     pub aws_asg: autoscaler_aws_asg::Config,
+    /// `[executors.gce-mig]`: project, endpoints and credentials' source of the MIG backend.
     #[cfg(feature = "gce-mig")]
     #[serde(default, rename = "gce-mig")]
     pub gce_mig: autoscaler_gce_mig::Config,
@@ -72,14 +112,30 @@ pub struct ExecutorsConfig {
 /// unknown-key errors, the line and column.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file could not be read (missing, permissions).
     #[error("config file {path}: {reason}")]
-    Read { path: String, reason: String },
+    Read {
+        /// The file.
+        path: String,
+        /// What the file system said.
+        reason: String,
+    },
+    /// Not TOML, or a key the file may not have (with its line and column).
     #[error("config file {path}: {reason}")]
-    Parse { path: String, reason: String },
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message, with the position.
+        reason: String,
+    },
+    /// Well-formed, but a value is unusable.
     #[error("config file {path}: {field}: {reason}")]
     Invalid {
+        /// The file.
         path: String,
+        /// The setting at fault.
         field: &'static str,
+        /// Why its value cannot be used.
         reason: String,
     },
 }

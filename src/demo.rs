@@ -3,8 +3,110 @@
 //! The SQL builders are also what the tests use to write fixture rows, so the demo's rows are
 //! exactly as Vespene writes them (every NOT NULL column set: Vespene has no column defaults).
 
+use crate::config::Config;
+use crate::db::{Database, DbError};
+use crate::run::{self, RunArgs, RunError};
 use autoscaler_executor::WorkerPool;
 use chrono::{DateTime, Utc};
+use std::path::{Path, PathBuf};
+
+/// Why the demo could not run. Each message names the path or the step, because a newcomer
+/// seeing this has nothing else to go on.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// `--keep` names a file that exists: the demo never overwrites a database.
+    #[error("{} already exists; choose another --keep path", .0.display())]
+    Exists(PathBuf),
+    /// The temporary directory could not be made.
+    #[error("creating {}", .path.display())]
+    TempDir {
+        /// The directory.
+        path: PathBuf,
+        /// What the file system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Creating or reading the demo database failed.
+    #[error(transparent)]
+    Database(#[from] DbError),
+    /// The sample rows could not be written.
+    #[error("seeding the demo database")]
+    Seed(#[source] DbError),
+    /// The forced cycle could not run.
+    #[error(transparent)]
+    Run(#[from] RunError),
+}
+
+/// `autoscaler demo`: creates the throw-away database (at `keep`, or in a fresh temporary
+/// directory), runs one forced cycle of the main job on it, and prints the pools' rows after
+/// it and the dry run to try next. Returns the cycle's exit status.
+pub async fn run(keep: Option<PathBuf>, config: &Config) -> Result<u8, DemoError> {
+    let path = match keep {
+        Some(path) => path,
+        None => tempfile_dir()?.join("vespene-demo.db"),
+    };
+    if path.exists() {
+        return Err(DemoError::Exists(path));
+    }
+    let url = format!("sqlite://{}", path.display());
+    let db = Database::create_schema(&url).await?;
+    db.run_script(&demo_script())
+        .await
+        .map_err(DemoError::Seed)?;
+    db.close().await;
+    println!(
+        "demo database: {} (pools linux, gpu, windows[disabled]; arm does not exist)",
+        path.display()
+    );
+    let engine = run::engine_for(config, &url, false).await?;
+    let args = RunArgs {
+        queues: ["linux", "gpu", "windows", "arm"]
+            .map(String::from)
+            .to_vec(),
+        force: true,
+        sleep: 20,
+        dry_run: false,
+        metrics_addr: None,
+    };
+    let code = run::run_once(&engine, &args, run::shutdown_signal()?).await?;
+    print_pools(&engine.database().load_all_pools().await?);
+    let exe = std::env::current_exe().ok();
+    println!("\nnext, a dry run on the same database (plans and commands, no changes):");
+    println!("  {}", next_command(exe.as_deref(), &url));
+    Ok(code)
+}
+
+/// The pools' rows after the forced cycle: what the autoscaler wrote back.
+fn print_pools(pools: &[WorkerPool]) {
+    println!("\nafter one forced cycle:");
+    println!(
+        "{:<10} {:>8} {:>20} {:>30}",
+        "pool", "enabled", "autoscaling_status", "last_autoscaled"
+    );
+    for p in pools {
+        println!(
+            "{:<10} {:>8} {:>20} {:>30}",
+            p.name,
+            p.autoscaling_enabled,
+            p.autoscaling_status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "NULL".into()),
+            p.last_autoscaled
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_else(|| "NULL".into())
+        );
+    }
+}
+
+/// A directory of this process's own, so two demos at once do not share a database.
+fn tempfile_dir() -> Result<PathBuf, DemoError> {
+    let dir = std::env::temp_dir().join(format!("vespene-autoscaler-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|source| DemoError::TempDir {
+        path: dir.clone(),
+        source,
+    })?;
+    Ok(dir)
+}
 
 /// A SQL string literal.
 pub fn sql_str(s: &str) -> String {
@@ -142,7 +244,7 @@ pub fn demo_script() -> String {
 /// The command the demo suggests next: a dry run of the same pools on the same database, led
 /// by the path of the binary that is running, because after `cargo run` no `autoscaler` is on
 /// the `PATH` and the suggestion must run as printed. Every word is quoted for `sh`.
-pub fn next_command(exe: Option<&std::path::Path>, database_url: &str) -> String {
+pub fn next_command(exe: Option<&Path>, database_url: &str) -> String {
     use autoscaler_executor::template::shell_quote;
     let program = exe
         .and_then(|p| p.to_str())

@@ -4,16 +4,15 @@
 //! in batches. The loop around it lives in `run.rs`.
 
 use crate::db::{Database, DbError, PoolLocks};
-use crate::planner::{self, Counts, PlanInput, Planners, SettingError};
+use crate::planner::{Counts, Planners};
 use async_trait::async_trait;
 use autoscaler_executor::{
-    BusyWorker, DirectoryError, ErrorKind, Executor, ExecutorError, Outcome, Plan, ScaleRequest,
-    WorkerDirectory, WorkerPool,
+    BusyWorker, DirectoryError, ErrorKind, Executor, ExecutorError, Outcome, Plan, WorkerDirectory,
+    WorkerPool,
 };
-use chrono::{DateTime, Utc};
-use futures::future::{BoxFuture, FutureExt, Shared};
-use futures::stream::{FuturesUnordered, StreamExt};
-use std::collections::{BTreeMap, HashMap};
+use chrono::Utc;
+use futures::future::{BoxFuture, Shared};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -23,11 +22,14 @@ mod history;
 mod memory;
 mod record;
 mod registry;
+mod scale;
+mod triage;
 
 pub use due::DueCheck;
 use memory::Memory;
 pub use memory::{WRITE_BACKOFF_BASE, WRITE_BACKOFF_CAP};
 pub use registry::{Registry, ALL_EXECUTORS};
+use triage::{triage, Facts, Rows, Rules, State};
 
 /// Which pools a cycle evaluates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,18 +77,30 @@ pub enum PoolResult {
     /// Another autoscaler process holds the pool this cycle: not evaluated, not written.
     HeldElsewhere,
     /// Planned, but neither the timer nor a changed plan called for the executor; not written.
-    NotDue { plan: Plan, counts: Counts },
+    NotDue {
+        /// The plan it would have applied: metrics and dry runs show it all the same.
+        plan: Plan,
+        /// What it was planned from.
+        counts: Counts,
+    },
     /// The executor ran (or, in a dry run, described) and succeeded.
     Scaled {
+        /// The plan applied.
         plan: Plan,
+        /// What it was planned from.
         counts: Counts,
+        /// What the executor did (its actions, the size it applied, whether to come back).
         outcome: Outcome,
     },
     /// Settings, template or executor failure; `status` was written to `autoscaling_status`
     /// (except in a dry run).
+    /// Built by [`PoolResult::failed`] only, so `status` is always the one `kind` writes.
     Failed {
+        /// What `autoscaling_status` was set to: `kind`'s code.
         status: i32,
-        kind: &'static str,
+        /// What failed, for metrics labels and logs.
+        kind: FailureKind,
+        /// The failure in words, naming the pool.
         error: String,
         /// The cloud's reason code, when it gave one (see `ExecutorError::reason`).
         reason: Option<String>,
@@ -95,17 +109,77 @@ pub enum PoolResult {
     Interrupted,
 }
 
+impl PoolResult {
+    /// A failure of `kind`: its status is the one `kind` writes, never chosen by hand.
+    pub fn failed(kind: FailureKind, error: String, reason: Option<String>) -> Self {
+        PoolResult::Failed {
+            status: kind.status_code(),
+            kind,
+            error,
+            reason,
+        }
+    }
+}
+
+/// What made a pool fail in a cycle: its settings or its executor ([`ErrorKind`], which also
+/// gives the `autoscaling_status` written), or the Vespene database under the cycle, which the
+/// executors' kinds do not cover and which is never written (the write is what failed, or the
+/// pool's lock may be gone).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    /// A setting, the template, or the executor call.
+    Executor(ErrorKind),
+    /// The connection holding the pool's lock was lost, or the result could not be recorded.
+    Database,
+}
+
+impl FailureKind {
+    /// The stable lowercase name of metrics labels and JSON logs (`config`, `timeout`, …,
+    /// `database`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FailureKind::Executor(kind) => kind.as_str(),
+            FailureKind::Database => "database",
+        }
+    }
+
+    /// The status a report shows for it (1 for the database: it is not written).
+    pub fn status_code(&self) -> i32 {
+        match self {
+            FailureKind::Executor(kind) => kind.status_code(),
+            FailureKind::Database => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Scripts and tests compare a kind with its label (`"launch_failed"`), as in the logs.
+impl PartialEq<&str> for FailureKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// One pool's line in a cycle report.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PoolReport {
+    /// The pool as named on the command line.
     pub name: String,
+    /// Its `executor` column, when its row was read: metrics label by it.
     pub executor: Option<String>,
+    /// What the cycle did with it.
     pub result: PoolResult,
 }
 
 /// Everything one cycle did, in the order the pools were named.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CycleReport {
+    /// One line per distinct named pool (a pool named twice is evaluated once).
     pub pools: Vec<PoolReport>,
 }
 
@@ -232,6 +306,8 @@ impl Engine {
         result
     }
 
+    /// The cycle under the locks: read, decide ([`triage`]), then carry the plan out. Every
+    /// statement goes through the connection that holds the locks.
     async fn locked_cycle(
         &self,
         names: &[String],
@@ -241,322 +317,65 @@ impl Engine {
         locks: &PoolLocks,
     ) -> Result<CycleReport, DbError> {
         let now = Utc::now();
-        let loaded = locks.load_pools_checked(names).await?;
-        let mut rows = Vec::with_capacity(loaded.len());
-        let mut unreadable: HashMap<String, crate::db::UnreadablePool> = HashMap::new();
-        for r in loaded {
-            match r {
-                Ok(p) => rows.push(p),
-                Err(e) => {
-                    unreadable.insert(e.name.clone().unwrap_or_default(), e);
-                }
-            }
-        }
-        let scoped: Vec<String>;
-        let names: &[String] = match scope {
-            Scope::All => names,
-            Scope::Declarative => {
-                unreadable.clear();
-                scoped = rows
-                    .iter()
-                    .filter(|p| p.autoscaling_enabled && self.registry.is_declarative(p))
-                    .map(|p| p.name.clone())
-                    .collect();
-                &scoped
-            }
-        };
-        let by_name: HashMap<&str, &WorkerPool> =
-            rows.iter().map(|p| (p.name.as_str(), p)).collect();
-        let planned: Vec<&WorkerPool> = names
+        let mut rows = Rows::split(locks.load_pools_checked(names).await?);
+        let names = rows.in_scope(names, scope, &self.registry);
+        let held: HashSet<i64> = rows
+            .pools
             .iter()
-            .filter_map(|n| by_name.get(n.as_str()).copied())
-            .filter(|p| p.autoscaling_enabled && locks.holds(p.id))
+            .map(|p| p.id)
+            .chain(rows.unreadable.values().filter_map(|e| e.id))
+            .filter(|id| locks.holds(*id))
             .collect();
+        let planned = rows.to_plan(&names, &held);
         let mine: Vec<i64> = planned.iter().map(|p| p.id).collect();
         let counts = locks.count_builds(&mine).await?;
         self.load_histories(&planned, now, locks).await;
         if scope == Scope::All {
             self.retain_histories(&mine).await;
         }
-
-        let mut reports: Vec<PoolReport> = Vec::with_capacity(names.len());
-        let mut jobs: Vec<Job> = Vec::new();
-        let mut settings_failures: Vec<(i64, i32)> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        for name in names {
-            if !seen.insert(name.as_str()) {
-                continue; // the same --queue twice is evaluated once
-            }
-            let index = reports.len();
-            if let Some(e) = unreadable.get(name.as_str()) {
-                let status = ErrorKind::Config.status_code();
-                tracing::error!(pool = %name, outcome = "failed", kind = "config", status, "{e}");
-                if let Some(id) = e.id.filter(|id| locks.holds(*id)) {
-                    settings_failures.push((id, status));
-                }
-                reports.push(PoolReport {
-                    name: name.clone(),
-                    executor: None,
-                    result: PoolResult::Failed {
-                        status,
-                        kind: "config",
-                        error: e.to_string(),
-                        reason: None,
-                    },
-                });
-                continue;
-            }
-            let Some(pool) = by_name.get(name.as_str()).copied() else {
-                tracing::warn!(pool = %name, outcome = "missing", "pool {name}: no worker pool with this name; skipping it");
-                reports.push(PoolReport {
-                    name: name.clone(),
-                    executor: None,
-                    result: PoolResult::Missing,
-                });
-                continue;
-            };
-            let mut report = PoolReport {
-                name: name.clone(),
-                executor: pool.executor.clone(),
-                result: PoolResult::Disabled,
-            };
-            if !pool.autoscaling_enabled {
-                tracing::debug!(pool = %name, outcome = "disabled", "pool {name}: autoscaling disabled; skipping it");
-                reports.push(report);
-                continue;
-            }
-            if !locks.holds(pool.id) {
-                tracing::debug!(pool = %name, outcome = "held_elsewhere",
-                    "pool {name}: another autoscaler holds this pool this cycle; skipping it");
-                report.result = PoolResult::HeldElsewhere;
-                reports.push(report);
-                continue;
-            }
-            let c = counts.get(&pool.id).copied().unwrap_or_default();
-            match self.evaluate(pool, c, now, force, scope) {
-                Ok((plan, Some(executor))) => {
-                    report.result = PoolResult::Interrupted;
-                    reports.push(report);
-                    jobs.push(Job {
-                        index,
-                        pool: pool.clone(),
-                        plan,
-                        counts: c,
-                        executor,
-                    });
-                }
-                Ok((plan, None)) => {
-                    report.result = PoolResult::NotDue { plan, counts: c };
-                    reports.push(report);
-                }
-                Err(e) => {
-                    settings_failures.push((pool.id, e.status_code()));
-                    report.result = failed(pool, &e);
-                    reports.push(report);
-                }
-            }
-        }
+        let facts = Facts {
+            names: &names,
+            rows: &rows,
+            held: &held,
+            counts: &counts,
+            now,
+            force,
+            scope,
+        };
+        let rules = Rules {
+            planners: &self.planners,
+            registry: &self.registry,
+            max_step_up: self.options.max_step_up,
+        };
+        let plan = triage(
+            &facts,
+            &rules,
+            &mut self.memory.lock().expect("memory lock"),
+        );
         if !self.options.dry_run {
-            if let Err(e) = locks.record_failures(&settings_failures).await {
+            if let Err(e) = locks.record_failures(&plan.settings_failures).await {
                 tracing::error!(
                     "could not record autoscaling_status of pools with bad settings: {e}"
                 );
             }
         }
-
-        // Each backend batches its reads for all of its pools once, every backend at the same
-        // time, and a pool starts as soon as its own backend is prepared: a cloud endpoint that
-        // never answers holds back the pools of that backend only.
-        let mut prepared: BTreeMap<&'static str, Prepared> = BTreeMap::new();
-        let mut groups: BTreeMap<&'static str, (Arc<dyn Executor>, Vec<WorkerPool>)> =
-            BTreeMap::new();
-        for job in &jobs {
-            groups
-                .entry(job.executor.name())
-                .or_insert_with(|| (job.executor.clone(), Vec::new()))
-                .1
-                .push(job.pool.clone());
-        }
-        for (name, (executor, pools)) in groups {
-            let dry_run = self.options.dry_run;
-            let prepare = async move {
-                let refs: Vec<&WorkerPool> = pools.iter().collect();
-                executor
-                    .prepare(&refs, dry_run)
-                    .await
-                    .err()
-                    .map(|e| (e.kind, e.message))
-            };
-            prepared.insert(name, prepare.boxed().shared());
-        }
-
-        // Scale concurrently (at most `concurrency` executor calls at once); record whatever
-        // has finished in batches (one UPDATE for all the successes that are ready), so a slow
-        // pool never holds back another pool's record. The calls and the records run side by
-        // side: both use the one connection, and a call waiting on it must keep being polled.
-        let directory = DbDirectory(locks);
-        let directory = &directory;
-        let slots = tokio::sync::Semaphore::new(self.options.concurrency.max(1));
-        let slots = &slots;
-        let told = std::sync::atomic::AtomicBool::new(false);
-        let told = &told;
-        let not_started = move || {
-            if !told.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                tracing::info!("shutting down: not starting the remaining pools");
-            }
-            None
-        };
-        let mut calls = jobs
+        let mut entries = plan.entries;
+        let prepared = self.prepare(&plan.jobs);
+        self.scale(plan.jobs, prepared, &mut entries, stop, locks)
+            .await;
+        let pools = entries
             .into_iter()
-            .map(|job| {
-                let prepare = prepared[job.executor.name()].clone();
-                let mut stop = stop.clone();
-                let grace = self.options.shutdown_grace;
-                async move {
-                    let result = async {
-                        let prepare_failed = tokio::select! {
-                            p = prepare => p,
-                            _ = stop.wait_for(|s| *s) => return not_started(),
-                        };
-                        if let Some((kind, message)) = prepare_failed {
-                            return Some(Turn::Called(Err(ExecutorError::new(&job.pool.name, kind, message))));
-                        }
-                        let _slot = tokio::select! {
-                            s = slots.acquire() => s.expect("the semaphore is never closed"),
-                            _ = stop.wait_for(|s| *s) => return not_started(),
-                        };
-                        if *stop.borrow() {
-                            return not_started();
-                        }
-                        // Never call an executor for a pool whose lock may be gone: the
-                        // lock connection must answer after this call's turn came.
-                        if let Err(e) = locks.check(std::time::Instant::now()).await {
-                            return Some(Turn::LockLost(e));
-                        }
-                        let scale = job.executor.scale(ScaleRequest {
-                            pool: &job.pool,
-                            plan: job.plan,
-                            dry_run: self.options.dry_run,
-                            workers: directory,
-                        });
-                        let deadline = async {
-                            let _ = stop.wait_for(|s| *s).await;
-                            tokio::time::sleep(grace).await;
-                        };
-                        Some(Turn::Called(tokio::select! {
-                            r = scale => r,
-                            _ = deadline => Err(ExecutorError::new(
-                                &job.pool.name,
-                                ErrorKind::Cancelled,
-                                format!("executor call stopped {} s after shutdown began; its work may be incomplete", grace.as_secs()),
-                            )),
-                        }))
-                    }
-                    .await;
-                    // The time the call ended is what restarts the pool's timer.
-                    result.map(|r| (job, r, Utc::now()))
-                }
+            .map(|e| PoolReport {
+                name: e.name,
+                executor: e.executor,
+                result: match e.state {
+                    State::Decided(result) => result,
+                    // Due, but never started: the process began shutting down first.
+                    State::Pending => PoolResult::Interrupted,
+                },
             })
-            .collect::<FuturesUnordered<_>>()
-            .filter_map(std::future::ready);
-        let (done, mut finished) = futures::channel::mpsc::unbounded();
-        let calls = async move {
-            while let Some(f) = calls.next().await {
-                let _ = done.unbounded_send(f);
-            }
-        };
-        let records = async {
-            while let Some(first) = finished.next().await {
-                let mut chunk = vec![first];
-                while chunk.len() < 256 {
-                    match finished.try_recv() {
-                        Ok(f) => chunk.push(f),
-                        Err(_) => break,
-                    }
-                }
-                let mut called = Vec::with_capacity(chunk.len());
-                for (job, turn, ended) in chunk {
-                    match turn {
-                        Turn::Called(r) => called.push((job, r, ended)),
-                        Turn::LockLost(e) => reports[job.index].result = lock_lost(&job.pool, &e),
-                    }
-                }
-                for (index, result) in self.record(called, locks).await {
-                    reports[index].result = result;
-                }
-            }
-        };
-        futures::join!(calls, records);
-        Ok(CycleReport { pools: reports })
-    }
-
-    /// Plans one pool, applies the runaway guard, decides whether it is due and checks its
-    /// executor settings. The executor is returned only when the pool is due.
-    fn evaluate(
-        &self,
-        pool: &WorkerPool,
-        counts: Counts,
-        now: DateTime<Utc>,
-        force: bool,
-        scope: Scope,
-    ) -> Result<(Plan, Option<Arc<dyn Executor>>), ExecutorError> {
-        let setting = |e: SettingError| {
-            ExecutorError::new(
-                &pool.name,
-                ErrorKind::Config,
-                format!("{}: {}", e.field, e.message),
-            )
-        };
-        let mut all = self.memory.lock().expect("memory lock");
-        let memory = all.entry(pool.id).or_default();
-        let input = PlanInput { pool, counts, now };
-        let planned = self
-            .planners
-            .plan(&input, &mut memory.planner)
-            .map_err(setting)?;
-        let executor = self.registry.lookup(pool).map_err(setting)?;
-        let (mut plan, why) = crate::guard::limit(
-            planned,
-            pool,
-            memory.last_plan.map(|p| p.size),
-            self.options.max_step_up,
-        );
-        // Standby is planned on the size as applied (after the guard), so size and standby
-        // together stay within the pool's maximum.
-        plan.standby = self
-            .planners
-            .standby(&input, &mut memory.planner, &plan)
-            .map_err(setting)?;
-        for w in why {
-            tracing::warn!(pool = %pool.name, outcome = "clamped", "pool {}: {w}", pool.name);
-        }
-        if planner::in_future(pool, now) {
-            tracing::warn!(pool = %pool.name, outcome = "clock", "pool {}: last_autoscaled {} is in the future; treating the pool as due",
-                pool.name, pool.last_autoscaled.map(|t| t.to_rfc3339()).unwrap_or_default());
-        }
-        let held = !memory.allows(pool, now);
-        if held && !force {
-            tracing::debug!(pool = %pool.name, outcome = "held", "pool {}: its last status write failed; waiting before calling it again", pool.name);
-            return Ok((plan, None));
-        }
-        let due = DueCheck {
-            force,
-            full_cycle: scope == Scope::All,
-            timer_due: planner::is_due(pool, now),
-            declarative: executor.declarative(),
-            revisit: memory.revisit,
-            failed: memory.failed,
-            last_size: memory.last_plan.map(|p| p.size),
-            size: plan.size,
-        }
-        .due();
-        if !due {
-            tracing::debug!(pool = %pool.name, size = plan.size, queued_size = plan.queued_size, outcome = "not_due",
-                "pool {}: not due (reevaluate_minutes {})", pool.name, pool.reevaluate_minutes);
-            return Ok((plan, None));
-        }
-        executor.validate(pool, plan)?;
-        Ok((plan, Some(executor)))
+            .collect();
+        Ok(CycleReport { pools })
     }
 }
 
@@ -575,26 +394,18 @@ fn lock_lost(pool: &WorkerPool, e: &DbError) -> PoolResult {
         "pool {}: not scaled: {e}; it is retried next cycle",
         pool.name
     );
+    let kind = FailureKind::Database;
     tracing::error!(pool = %pool.name, executor = pool.executor.as_deref().unwrap_or(""), outcome = "failed",
-        kind = "database", "{error}");
-    PoolResult::Failed {
-        status: 1,
-        kind: "database",
-        error,
-        reason: None,
-    }
+        kind = kind.as_str(), "{error}");
+    PoolResult::failed(kind, error, None)
 }
 
 /// Logs a pool failure and builds its result.
 fn failed(pool: &WorkerPool, e: &ExecutorError) -> PoolResult {
-    let status = e.kind.status_code();
+    let kind = FailureKind::Executor(e.kind);
+    let status = kind.status_code();
     let reason = e.reason.as_deref().unwrap_or("");
     tracing::error!(pool = %pool.name, executor = pool.executor.as_deref().unwrap_or(""), outcome = "failed",
-        kind = e.kind.as_str(), status, reason, "{e}");
-    PoolResult::Failed {
-        status,
-        kind: e.kind.as_str(),
-        error: e.to_string(),
-        reason: e.reason.clone(),
-    }
+        kind = kind.as_str(), status, reason, "{e}");
+    PoolResult::failed(kind, e.to_string(), e.reason.clone())
 }

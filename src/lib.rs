@@ -8,6 +8,12 @@
 //! - [`simulate`]: replays a trace of builds through the planners; [`audit`]: read-only fleet audit.
 //! - [`engine`]: one evaluation cycle; [`run`]: the loop, signals, exit codes.
 //! - Executors live in their own crates under `executors/`.
+//!
+//! Every public item is documented (`missing_docs` is an error): the integration tests, the
+//! benchmarks and the next developer read this crate from the outside, and a name alone does
+//! not say why an item exists.
+
+#![deny(missing_docs)]
 
 pub mod audit;
 pub mod cli;

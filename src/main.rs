@@ -1,7 +1,6 @@
 //! The `autoscaler` binary: parses the command line, sets up logging, and maps every outcome
 //! to an exit status. All logic lives in the library.
 
-use anyhow::Context;
 use autoscaler::cli::{Cli, Command, DbCommand};
 use autoscaler::config::Config;
 use autoscaler::db::{ConnectOptions, Database};
@@ -80,14 +79,7 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<u8> {
     }
     match cli.command {
         Some(Command::Db(DbCommand::Init)) => {
-            let db = Database::connect(
-                &url,
-                &ConnectOptions {
-                    create_sqlite: true,
-                    ..ConnectOptions::default()
-                },
-            )?;
-            db.init_schema().await?;
+            Database::create_schema(&url).await?;
             println!(
                 "created worker_pools, workers and builds in {}",
                 autoscaler::db::redact_url(&url)
@@ -106,7 +98,7 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<u8> {
             }
             Ok(EXIT_OK)
         }
-        Some(Command::Demo { keep }) => demo(keep, config).await,
+        Some(Command::Demo { keep }) => Ok(autoscaler::demo::run(keep, &config).await?),
         Some(Command::Audit(args)) => Ok(autoscaler::audit::run(*args, &url, &config).await?),
         Some(Command::Simulate(args)) => Ok(autoscaler::simulate::run(*args, &url, &config).await?),
         Some(Command::Status(args)) => Ok(autoscaler::status::run(args, &url, &config).await?),
@@ -136,72 +128,4 @@ async fn dispatch(cli: Cli, config: Config) -> anyhow::Result<u8> {
             }
         }
     }
-}
-
-async fn demo(keep: Option<std::path::PathBuf>, config: Config) -> anyhow::Result<u8> {
-    let dir = tempfile_dir()?;
-    let path = keep.unwrap_or_else(|| dir.join("vespene-demo.db"));
-    if path.exists() {
-        anyhow::bail!(
-            "{} already exists; choose another --keep path",
-            path.display()
-        );
-    }
-    let url = format!("sqlite://{}", path.display());
-    let db = Database::connect(
-        &url,
-        &ConnectOptions {
-            create_sqlite: true,
-            ..ConnectOptions::default()
-        },
-    )?;
-    db.init_schema().await?;
-    db.run_script(&autoscaler::demo::demo_script())
-        .await
-        .context("seeding the demo database")?;
-    db.close().await;
-    println!(
-        "demo database: {} (pools linux, gpu, windows[disabled]; arm does not exist)",
-        path.display()
-    );
-    let engine = run::engine_for(&config, &url, false).await?;
-    let args = autoscaler::cli::RunArgs {
-        queues: ["linux", "gpu", "windows", "arm"]
-            .map(String::from)
-            .to_vec(),
-        force: true,
-        sleep: 20,
-        dry_run: false,
-        metrics_addr: None,
-    };
-    let code = run::run_once(&engine, &args, run::shutdown_signal()?).await?;
-    let pools = engine.database().load_all_pools().await?;
-    println!("\nafter one forced cycle:");
-    println!(
-        "{:<10} {:>8} {:>20} {:>30}",
-        "pool", "enabled", "autoscaling_status", "last_autoscaled"
-    );
-    for p in pools {
-        println!(
-            "{:<10} {:>8} {:>20} {:>30}",
-            p.name,
-            p.autoscaling_enabled,
-            p.autoscaling_status
-                .map(|s| s.to_string())
-                .unwrap_or_else(|| "NULL".into()),
-            p.last_autoscaled
-                .map(|t| t.to_rfc3339())
-                .unwrap_or_else(|| "NULL".into())
-        );
-    }
-    let exe = std::env::current_exe().ok();
-    println!("\nnext, a dry run on the same database (plans and commands, no changes):");
-    println!("  {}", autoscaler::demo::next_command(exe.as_deref(), &url));
-    Ok(code)
-}
-
-fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("vespene-autoscaler-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    Ok(dir)
 }

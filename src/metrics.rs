@@ -3,7 +3,7 @@
 //! Everything is derived from the cycle reports the loop already has, so observing costs the
 //! engine nothing and cannot disagree with what the logs say.
 
-use crate::engine::{CycleReport, PoolResult};
+use crate::engine::{CycleReport, FailureKind, PoolResult};
 use autoscaler_executor::ErrorKind;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -212,7 +212,7 @@ impl Metrics {
                             kind: kind.to_string(),
                         })
                         .inc();
-                    if *kind == ErrorKind::LaunchFailed.as_str() {
+                    if *kind == FailureKind::Executor(ErrorKind::LaunchFailed) {
                         self.launch_failures
                             .get_or_create(&LaunchLabels {
                                 pool: p.name.clone(),
@@ -350,22 +350,20 @@ mod tests {
                 PoolReport {
                     name: "mac".into(),
                     executor: Some("shell".into()),
-                    result: PoolResult::Failed {
-                        status: 124,
-                        kind: "timeout",
-                        error: "x".into(),
-                        reason: None,
-                    },
+                    result: PoolResult::failed(
+                        FailureKind::Executor(ErrorKind::Timeout),
+                        "x".into(),
+                        None,
+                    ),
                 },
                 PoolReport {
                     name: "arm".into(),
                     executor: Some("gce-mig".into()),
-                    result: PoolResult::Failed {
-                        status: 13,
-                        kind: "launch_failed",
-                        error: "x".into(),
-                        reason: Some("QUOTA_EXCEEDED".into()),
-                    },
+                    result: PoolResult::failed(
+                        FailureKind::Executor(ErrorKind::LaunchFailed),
+                        "x".into(),
+                        Some("QUOTA_EXCEEDED".into()),
+                    ),
                 },
             ],
         };

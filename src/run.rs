@@ -1,12 +1,13 @@
 //! The main job around [`Engine::run_cycle`]: building the backends, `--force`, the loop,
 //! signals, database outages and exit codes.
 
-use crate::cli::RunArgs;
 use crate::config::Config;
 use crate::db::{ConnectOptions, Database, DbError};
-use crate::engine::{CycleReport, Engine, EngineOptions, PoolResult, Registry, Scope};
+use crate::engine::{CycleReport, Engine, EngineOptions, FailureKind, PoolResult, Registry, Scope};
 use crate::metrics::Metrics;
 use crate::planner::Planners;
+use autoscaler_executor::ErrorKind;
+use clap::Args;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -18,11 +19,41 @@ pub const EXIT_POOL_FAILED: u8 = 1;
 /// The autoscaler could not run at all (usage, config, database).
 pub const EXIT_CANNOT_RUN: u8 = 2;
 
+/// The main job: evaluate pools.
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// A worker pool to autoscale, by name; repeat for several pools.
+    #[arg(long = "queue", value_name = "NAME")]
+    pub queues: Vec<String>,
+
+    /// Ignore every timer: evaluate each named pool once, then exit.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Seconds to wait between cycles (without --force), 1 to 86400.
+    #[arg(long, value_name = "SECONDS", default_value_t = 20,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub sleep: u64,
+
+    /// Compute and print each plan and what the executor would do (for shell: the rendered
+    /// command; for clouds: each call). Changes nothing, writes nothing to the database.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics and liveness at /healthz (unhealthy
+    /// once the database has been unreachable for unhealthy_after_seconds, default 120).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+}
+
 /// Why the main job could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// The database could not be reached or read: nothing was done to any pool.
     #[error(transparent)]
     Database(#[from] DbError),
+    /// The backends, planners, signal handlers or metrics server could not be set up; the
+    /// message names which.
     #[error("{0}")]
     Executor(String),
 }
@@ -147,7 +178,7 @@ pub async fn run_once(
         if let PoolResult::Failed { error, kind, .. } = &f.result {
             let line = format!("autoscaler: pool {} failed: {error}", f.name);
             eprintln!("{}", crate::logging::escape_line(&line));
-            failed |= !(*kind == "cancelled" && *stop.borrow());
+            failed |= !(*kind == FailureKind::Executor(ErrorKind::Cancelled) && *stop.borrow());
         }
     }
     for p in &report.pools {
@@ -183,20 +214,22 @@ pub async fn run_loop(
     metrics: Option<&Metrics>,
     poll: Duration,
 ) -> u8 {
-    let sleep = Duration::from_secs(args.sleep);
-    let mut failures: u32 = 0;
-    let mut next_full = tokio::time::Instant::now();
-    // The declarative pools seen by the last full cycle; fast polls touch only these.
-    let mut fast_pools: Vec<String> = Vec::new();
+    let mut state = LoopState {
+        sleep: Duration::from_secs(args.sleep),
+        poll,
+        failures: 0,
+        next_full: tokio::time::Instant::now(),
+        fast_pools: Vec::new(),
+    };
     loop {
         if *stop.borrow() {
             return EXIT_OK;
         }
-        let full = tokio::time::Instant::now() >= next_full;
+        let full = tokio::time::Instant::now() >= state.next_full;
         let (names, scope) = if full {
             (&args.queues, Scope::All)
         } else {
-            (&fast_pools, Scope::Declarative)
+            (&state.fast_pools, Scope::Declarative)
         };
         let started = std::time::Instant::now();
         if let Some(m) = metrics {
@@ -207,53 +240,83 @@ pub async fn run_loop(
                 if let Some(m) = metrics {
                     m.observe_cycle(&report, started.elapsed());
                 }
-                if failures > 0 {
-                    tracing::info!(
-                        outcome = "recovered",
-                        "database reachable again after {failures} failed cycle(s)"
-                    );
-                }
-                failures = 0;
                 if args.dry_run && (full || !report.pools.is_empty()) {
                     print_dry_run(&report);
                 }
-                if full {
-                    next_full = tokio::time::Instant::now() + sleep;
-                    fast_pools = if !poll.is_zero() && poll < sleep {
-                        engine.declarative_pools(&report)
-                    } else {
-                        Vec::new()
-                    };
-                }
-                let until_full = next_full.saturating_duration_since(tokio::time::Instant::now());
-                if !fast_pools.is_empty() {
-                    poll.min(until_full)
-                } else {
-                    until_full
-                }
+                state.cycle_done(engine, &report, full)
             }
             Err(e) => {
                 if let Some(m) = metrics {
                     m.observe_database_down();
                 }
-                if failures == 0 {
-                    tracing::error!(
-                        outcome = "database_down",
-                        "{e}; no pool is scaled until the database answers"
-                    );
-                } else {
-                    tracing::debug!("still failing: {e}");
-                }
-                failures = failures.saturating_add(1);
-                // Retry with a full cycle once the database answers.
-                next_full = tokio::time::Instant::now();
-                backoff(failures, sleep)
+                state.cycle_failed(&e)
             }
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => {}
         }
+    }
+}
+
+/// What the loop carries from one cycle to the next: when the next full cycle is due, which
+/// pools the fast polls touch, and how long the database has been failing.
+struct LoopState {
+    /// `--sleep`: between full cycles.
+    sleep: Duration,
+    /// Between fast polls (zero: none).
+    poll: Duration,
+    /// Consecutive cycles the database failed.
+    failures: u32,
+    next_full: tokio::time::Instant,
+    /// The declarative pools seen by the last full cycle; fast polls touch only these.
+    fast_pools: Vec<String>,
+}
+
+impl LoopState {
+    /// A cycle ran: the outage (if any) is over; after a full cycle, the next one is
+    /// scheduled and the fast-poll pools are taken from it. Returns the wait before the next.
+    fn cycle_done(&mut self, engine: &Engine, report: &CycleReport, full: bool) -> Duration {
+        if self.failures > 0 {
+            tracing::info!(
+                outcome = "recovered",
+                "database reachable again after {} failed cycle(s)",
+                self.failures
+            );
+        }
+        self.failures = 0;
+        if full {
+            self.next_full = tokio::time::Instant::now() + self.sleep;
+            self.fast_pools = if !self.poll.is_zero() && self.poll < self.sleep {
+                engine.declarative_pools(report)
+            } else {
+                Vec::new()
+            };
+        }
+        let until_full = self
+            .next_full
+            .saturating_duration_since(tokio::time::Instant::now());
+        if !self.fast_pools.is_empty() {
+            self.poll.min(until_full)
+        } else {
+            until_full
+        }
+    }
+
+    /// The database failed: logged once when the outage starts, retried with backoff, and
+    /// with a full cycle once it answers. Returns the wait before the retry.
+    fn cycle_failed(&mut self, e: &DbError) -> Duration {
+        if self.failures == 0 {
+            tracing::error!(
+                outcome = "database_down",
+                "{e}; no pool is scaled until the database answers"
+            );
+        } else {
+            tracing::debug!("still failing: {e}");
+        }
+        self.failures = self.failures.saturating_add(1);
+        self.next_full = tokio::time::Instant::now();
+        backoff(self.failures, self.sleep)
     }
 }
 

@@ -9,13 +9,13 @@
 pub mod analysis;
 pub mod output;
 
+pub use crate::config::AuditConfig;
 use crate::config::Config;
 use crate::db::{ConnectOptions, Database, DbError};
 use analysis::{Failure, Input, Options, PoolInput, Severity};
 use autoscaler_executor::{Executor, WorkerPool};
 use chrono::{DateTime, Duration, Utc};
 use futures::stream::{self, StreamExt};
-use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -50,6 +50,8 @@ pub enum Format {
 
 /// The lowest severity that makes the exit status 1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+// Doc comments on the variants would become `--fail-on`'s help text, a contract.
+#[allow(missing_docs)]
 pub enum FailOn {
     Warning,
     Error,
@@ -91,40 +93,6 @@ pub struct AuditError(pub String);
 impl From<DbError> for AuditError {
     fn from(e: DbError) -> Self {
         AuditError(format!("reading the Vespene database: {e}"))
-    }
-}
-
-/// The `[audit]` section of the config file: the thresholds the findings are judged by.
-///
-/// Unknown keys are errors, like everywhere in the file: a misspelt `drain_limit_secs` left at
-/// its default would silently hide stuck drains.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuditConfig {
-    /// The Vespene version every worker image should carry in its `vespene_version` tag/label
-    /// (the image checklist's first point). Unset: version skew is not checked.
-    pub expected_version: Option<String>,
-    /// How long running ≠ desired may last before it is drift (instances take minutes to boot).
-    pub drift_grace_seconds: u64,
-    /// How long an instance may stay in Terminating:Wait / deleting before it is stuck; set it
-    /// to the longest build you expect plus the drain's own time.
-    pub drain_limit_seconds: u64,
-    /// How long a running instance may go without its worker checking in before the image is
-    /// suspected.
-    pub boot_allowance_seconds: u64,
-    /// A `workers` row whose machine is gone is reported once its last check-in is this old.
-    pub stale_worker_seconds: u64,
-}
-
-impl Default for AuditConfig {
-    fn default() -> Self {
-        AuditConfig {
-            expected_version: None,
-            drift_grace_seconds: 900,
-            drain_limit_seconds: 3600,
-            boot_allowance_seconds: 900,
-            stale_worker_seconds: 86_400,
-        }
     }
 }
 
@@ -295,6 +263,44 @@ pub async fn run(args: AuditArgs, database_url: &str, config: &Config) -> Result
     } else {
         db.load_pools_checked(&args.queues).await?
     };
+    let candidates = readable_pools(rows, &args.queues, &mut failures);
+    let by_executor = by_backend(candidates, &registry, all_pools, &mut failures);
+
+    // The clouds, one backend at a time in parallel.
+    let reads = by_executor.iter().map(|(name, (e, pools))| async move {
+        let refs: Vec<&WorkerPool> = pools.iter().collect();
+        let inventory = e.inventory().expect("chosen for having an inventory");
+        (name.clone(), inventory.inventory(&refs).await)
+    });
+    let sources: BTreeMap<_, _> = futures::future::join_all(reads).await.into_iter().collect();
+
+    // The database, read after the clouds so busy workers are as fresh as the instances.
+    let facts = read_database(&db, by_executor, &mut failures).await?;
+    db.close().await;
+    let input = Input {
+        now,
+        options,
+        pools: facts.pools,
+        sources,
+        workers: facts.workers,
+        worker_pools: facts.worker_pools,
+        all_pools,
+        failures,
+    };
+    let report = analysis::analyze(&input);
+    print(&report, args.format);
+    Ok(report.exit_status)
+}
+
+/// The rows that could be read; an unreadable row is a failure of the audit when it is the
+/// audit's business (named with `--queue`, or naming a cloud executor, or unreadable even
+/// there), and a pool named with `--queue` that does not exist is one too.
+fn readable_pools(
+    rows: Vec<Result<WorkerPool, crate::db::UnreadablePool>>,
+    queues: &[String],
+    failures: &mut Vec<Failure>,
+) -> Vec<WorkerPool> {
+    let all_pools = queues.is_empty();
     let mut candidates = Vec::with_capacity(rows.len());
     for row in rows {
         match row {
@@ -318,20 +324,28 @@ pub async fn run(args: AuditArgs, database_url: &str, config: &Config) -> Result
             }
         }
     }
-    if !all_pools {
-        let found = &candidates;
-        for name in &args.queues {
-            let unreadable = failures.iter().any(|f| f.pool.as_deref() == Some(name));
-            if !unreadable && !found.iter().any(|p| &p.name == name) {
-                failures.push(failure(
-                    format!("pool {name}"),
-                    name,
-                    "not_found",
-                    format!("pool {name}: no such pool in worker_pools"),
-                ));
-            }
+    for name in queues {
+        let unreadable = failures.iter().any(|f| f.pool.as_deref() == Some(name));
+        if !unreadable && !candidates.iter().any(|p| &p.name == name) {
+            failures.push(failure(
+                format!("pool {name}"),
+                name,
+                "not_found",
+                format!("pool {name}: no such pool in worker_pools"),
+            ));
         }
     }
+    candidates
+}
+
+/// The pools by the backend that describes them: only backends with a cloud inventory. A pool
+/// named with `--queue` whose backend keeps none, or whose executor is unusable, is a failure.
+fn by_backend(
+    candidates: Vec<WorkerPool>,
+    registry: &crate::engine::Registry,
+    all_pools: bool,
+    failures: &mut Vec<Failure>,
+) -> BTreeMap<String, (Arc<dyn Executor>, Vec<WorkerPool>)> {
     let mut by_executor: BTreeMap<String, (Arc<dyn Executor>, Vec<WorkerPool>)> = BTreeMap::new();
     for pool in candidates {
         let named = pool.executor.as_deref().map(str::trim).unwrap_or("");
@@ -370,21 +384,27 @@ pub async fn run(args: AuditArgs, database_url: &str, config: &Config) -> Result
             }
         }
     }
+    by_executor
+}
 
-    // The clouds, one backend at a time in parallel.
-    let reads = by_executor.iter().map(|(name, (e, pools))| async move {
-        let refs: Vec<&WorkerPool> = pools.iter().collect();
-        let inventory = e.inventory().expect("chosen for having an inventory");
-        (name.clone(), inventory.inventory(&refs).await)
-    });
-    let sources: BTreeMap<_, _> = futures::future::join_all(reads).await.into_iter().collect();
+/// What the database says about the audited pools.
+struct DatabaseFacts {
+    pools: Vec<PoolInput>,
+    workers: Vec<crate::db::WorkerRow>,
+    worker_pools: HashMap<i32, Vec<i64>>,
+}
 
-    // The database, read after the clouds so busy workers are as fresh as the instances.
-    let pools: Vec<(WorkerPool, String)> = by_executor
+/// Reads the audited pools' counts and busy workers, and every `workers` row (an unreadable
+/// one is a failure naming it).
+async fn read_database(
+    db: &Database,
+    by_executor: BTreeMap<String, (Arc<dyn Executor>, Vec<WorkerPool>)>,
+    failures: &mut Vec<Failure>,
+) -> Result<DatabaseFacts, AuditError> {
+    let mut pools: Vec<(WorkerPool, String)> = by_executor
         .into_iter()
         .flat_map(|(name, (_, pools))| pools.into_iter().map(move |p| (p, name.clone())))
         .collect();
-    let mut pools = pools;
     pools.sort_by_key(|(p, _)| p.id);
     let ids: Vec<i64> = pools.iter().map(|(p, _)| p.id).collect();
     let counts = db.count_builds(&ids).await?;
@@ -404,9 +424,7 @@ pub async fn run(args: AuditArgs, database_url: &str, config: &Config) -> Result
             }),
         }
     }
-    let worker_pools = worker_pools(&db, &ids).await?;
-    db.close().await;
-
+    let worker_pools = worker_pools(db, &ids).await?;
     let mut pool_inputs = Vec::with_capacity(pools.len());
     for ((pool, executor), busy) in pools.into_iter().zip(busy) {
         let c = counts.get(&pool.id).copied().unwrap_or_default();
@@ -418,29 +436,26 @@ pub async fn run(args: AuditArgs, database_url: &str, config: &Config) -> Result
             pool,
         });
     }
-    let input = Input {
-        now,
-        options,
+    Ok(DatabaseFacts {
         pools: pool_inputs,
-        sources,
         workers,
         worker_pools,
-        all_pools,
-        failures,
-    };
-    let report = analysis::analyze(&input);
-    match args.format {
-        Format::Json => print!("{}", output::json(&report)),
+    })
+}
+
+/// The report on stdout, and each failed part on stderr (escaped: it may quote the cloud).
+fn print(report: &analysis::Report, format: Format) {
+    match format {
+        Format::Json => print!("{}", output::json(report)),
         Format::Table => {
             let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-            print!("{}", output::table(&report, color));
+            print!("{}", output::table(report, color));
         }
     }
     for f in &report.failures {
         let line = format!("autoscaler audit: {} failed: {}", f.part, f.message);
         eprintln!("{}", crate::logging::escape_line(&line));
     }
-    Ok(report.exit_status)
 }
 
 #[cfg(test)]

@@ -36,10 +36,20 @@ use std::time::Duration;
 pub enum DbError {
     /// The URL could not be used; the text names what is wrong with it (password redacted).
     #[error("invalid --database-url {url}: {reason}")]
-    InvalidUrl { url: String, reason: String },
+    InvalidUrl {
+        /// The URL, its password replaced: errors are logged.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A query failed.
     #[error("database: {what}: {reason}")]
-    Query { what: &'static str, reason: String },
+    Query {
+        /// What the query was for (`reading worker_pools`): the operator's first clue.
+        what: &'static str,
+        /// The driver's message, scrubbed of secrets.
+        reason: String,
+    },
     /// `db init` found Vespene's tables already there and touched nothing.
     #[error("database already has Vespene tables ({0}); refusing to touch it")]
     AlreadyInitialized(String),
@@ -58,7 +68,9 @@ impl DbError {
 /// decode timestamps, and Vespene's `last_autoscaled` is one.
 #[derive(Clone, Debug)]
 pub enum Database {
+    /// Vespene's production database.
     Postgres(PgPool),
+    /// Demos, tests and small installations.
     Sqlite(SqlitePool),
 }
 
@@ -333,6 +345,21 @@ impl Database {
         let rows: Vec<(String,)> = on_pool!(self, p => sqlx::query_as::<_, (String,)>(sql)
             .fetch_all(p).await.map_err(DbError::query("listing tables"))?);
         Ok(rows.into_iter().map(|r| r.0).collect())
+    }
+
+    /// Connects to `url`, creating a SQLite file that does not exist, and creates the Vespene
+    /// tables in it ([`Database::init_schema`]): `db init` and the demo start the same way, and
+    /// neither touches a database that has the tables already.
+    pub async fn create_schema(url: &str) -> Result<Database, DbError> {
+        let db = Database::connect(
+            url,
+            &ConnectOptions {
+                create_sqlite: true,
+                ..ConnectOptions::default()
+            },
+        )?;
+        db.init_schema().await?;
+        Ok(db)
     }
 
     /// Creates the Vespene tables the autoscaler uses in an empty database (`db init`);

@@ -10,9 +10,13 @@ use sqlx::Row;
 /// A worker row, for the audit's "never checked in" and "stale worker" findings.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WorkerRow {
+    /// `workers.id`, which builds point at.
     pub id: i32,
+    /// Vespene's own id of the worker process.
     pub worker_uid: String,
+    /// The name the worker reported: matched against the instances' hostnames.
     pub hostname: Option<String>,
+    /// When it last polled; `None`: never.
     pub last_checkin: Option<DateTime<Utc>>,
 }
 
@@ -33,10 +37,15 @@ pub struct UnreadableRow {
 /// A build of `trace_builds`: `(id, project_id, queued_time, start_time, end_time)`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TraceRow {
+    /// `builds.id`.
     pub id: i64,
+    /// `project_id`: `build_latest` pools count queued builds once per project.
     pub project: Option<i64>,
+    /// `queued_time`: the arrival the trace replays.
     pub queued: DateTime<Utc>,
+    /// `start_time`; `None`: never started.
     pub start: Option<DateTime<Utc>>,
+    /// `end_time`; `None`: never ended (such builds are counted, not exported).
     pub end: Option<DateTime<Utc>>,
 }
 

@@ -1,7 +1,7 @@
 //! Recording what the executors did: logs, the engine's memory, and the batched status writes
 //! (with the back-off when a write fails).
 
-use super::{failed, Engine, Job, PoolResult};
+use super::{failed, Engine, FailureKind, Job, PoolResult};
 use crate::db::PoolLocks;
 use autoscaler_executor::{ExecutorError, Outcome};
 use chrono::{DateTime, Utc};
@@ -108,12 +108,7 @@ impl Engine {
                 tracing::error!(outcome = "failed", "{msg}");
                 for (_, r) in results.iter_mut() {
                     if matches!(r, PoolResult::Scaled { .. }) {
-                        *r = PoolResult::Failed {
-                            status: 1,
-                            kind: "database",
-                            error: msg.clone(),
-                            reason: None,
-                        };
+                        *r = PoolResult::failed(FailureKind::Database, msg.clone(), None);
                     }
                 }
             }

@@ -225,15 +225,25 @@ pub struct PlannerSetup {
 /// The pool columns the planners and the timer use, each as in `worker_pools`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct PoolSetup {
+    /// The pool simulated.
     pub name: String,
+    /// `minimum`: the floor the planner never goes below.
     pub minimum: i32,
+    /// `maximum`: the ceiling, and the runaway guard's last word.
     pub maximum: i32,
+    /// `queued_weight`: workers per queued build.
     pub queued_weight: f64,
+    /// `running_weight`: workers per running build.
     pub running_weight: f64,
+    /// `multiplier`: on the weighted sum.
     pub multiplier: f64,
+    /// `excess`: workers added on top.
     pub excess: i32,
+    /// `reevaluate_minutes`: the timer of a non-declarative pool.
     pub reevaluate_minutes: i32,
+    /// `build_latest`: queued builds counted once per project.
     pub build_latest: bool,
+    /// `sleep_seconds`: how often an idle worker polls the queue.
     pub sleep_seconds: i32,
 }
 

@@ -55,28 +55,44 @@ pub struct Trace {
 pub enum TraceError {
     /// The file could not be read or written.
     #[error("{file}: {reason}")]
-    Io { file: String, reason: String },
+    Io {
+        /// The file.
+        file: String,
+        /// What the file system said.
+        reason: String,
+    },
     /// The header row is missing a column or has an unknown one.
     #[error("{file}: line {line}: {reason}")]
     Header {
+        /// The file (or `-`, stdin), as named on the command line.
         file: String,
+        /// The line, counted from 1 as an editor counts them.
         line: u64,
+        /// What is wrong.
         reason: String,
     },
     /// A value could not be used.
     #[error("{file}: line {line}, column {column} ({name}): {reason}")]
     Value {
+        /// The file (or `-`, stdin), as named on the command line.
         file: String,
+        /// The line, counted from 1 as an editor counts them.
         line: u64,
+        /// The column, counted from 1.
         column: usize,
+        /// The column's name in the header.
         name: &'static str,
+        /// What is wrong.
         reason: String,
     },
     /// The CSV itself is malformed (unbalanced quotes, a row with too many fields, …).
     #[error("{file}: line {line}: {reason}")]
     Csv {
+        /// The file (or `-`, stdin), as named on the command line.
         file: String,
+        /// The line, counted from 1 as an editor counts them.
         line: u64,
+        /// What is wrong.
         reason: String,
     },
 }
@@ -101,23 +117,7 @@ impl Trace {
 
     /// Parses trace CSV from `input`; `origin` names it in errors.
     pub fn parse(mut input: impl Read, origin: &str) -> Result<Trace, TraceError> {
-        let mut raw = Vec::new();
-        input.read_to_end(&mut raw).map_err(|e| TraceError::Io {
-            file: origin.to_string(),
-            reason: e.to_string(),
-        })?;
-        let text = match String::from_utf8(raw) {
-            Ok(t) => t,
-            Err(e) => {
-                let at = e.utf8_error().valid_up_to();
-                let bytes = e.as_bytes();
-                return Err(TraceError::Csv {
-                    file: origin.to_string(),
-                    line: 1 + bytes[..at].iter().filter(|&&b| b == b'\n').count() as u64,
-                    reason: "not valid UTF-8".into(),
-                });
-            }
-        };
+        let text = read_utf8(&mut input, origin)?;
         let lines = std::cell::RefCell::new(Lines::new(text.as_bytes()));
         let line_of = |pos: Option<&csv::Position>| {
             pos.map(|p| lines.borrow_mut().line_at(p.byte() as usize))
@@ -193,74 +193,19 @@ impl Trace {
             let raw = &record[columns.queued_at];
             let stamp = parse_queued_at(raw)
                 .map_err(|reason| value_err(columns.queued_at, "queued_at", reason))?;
-            let is_ts = matches!(stamp, Stamp::At(_));
-            match form {
-                None => form = Some((is_ts, line)),
-                Some((ts, first)) if ts != is_ts => {
-                    return Err(value_err(
-                        columns.queued_at,
-                        "queued_at",
-                        format!(
-                            "{raw:?} is {} but line {first} used {}; use one form throughout",
-                            if is_ts {
-                                "a timestamp"
-                            } else {
-                                "a seconds offset"
-                            },
-                            if ts { "timestamps" } else { "seconds offsets" }
-                        ),
-                    ));
-                }
-                _ => {}
-            }
+            one_form(&mut form, &stamp, line, raw)
+                .map_err(|reason| value_err(columns.queued_at, "queued_at", reason))?;
             let raw = &record[columns.duration];
             let duration_ms = parse_seconds(raw)
                 .map_err(|reason| value_err(columns.duration, "duration_seconds", reason))?;
             let project = match columns.project.map(|c| &record[c]) {
                 None | Some("") => None,
-                Some(name) => Some(match interned.get(name) {
-                    Some(&i) => i,
-                    None => {
-                        let i = projects.len() as u32;
-                        interned.insert(name.to_string(), i);
-                        projects.push(name.to_string());
-                        i
-                    }
-                }),
+                Some(name) => Some(intern(&mut interned, &mut projects, name)),
             };
             rows.push((stamp, duration_ms, project));
         }
 
-        let timestamps = form.map(|f| f.0).unwrap_or(false);
-        let start = if timestamps {
-            rows.iter()
-                .filter_map(|r| match r.0 {
-                    Stamp::At(t) => Some(t),
-                    Stamp::Offset(_) => None,
-                })
-                .min()
-                .expect("timestamps imply a row")
-        } else {
-            Utc.timestamp_opt(OFFSET_EPOCH, 0).unwrap()
-        };
-        let mut builds: Vec<TraceBuild> = rows
-            .into_iter()
-            .map(|(stamp, duration_ms, project)| TraceBuild {
-                queued_ms: match stamp {
-                    Stamp::At(t) => (t - start).num_milliseconds(),
-                    Stamp::Offset(ms) => ms,
-                },
-                duration_ms,
-                project,
-            })
-            .collect();
-        builds.sort_by_key(|b| b.queued_ms); // stable: ties keep file order
-        Ok(Trace {
-            start,
-            builds,
-            projects,
-            timestamps,
-        })
+        Ok(assemble(rows, form.is_some_and(|f| f.0), projects))
     }
 
     /// Writes the trace as CSV (the same format [`Trace::parse`] reads), with `comments` as
@@ -351,6 +296,103 @@ enum Stamp {
     Offset(i64),
 }
 
+/// The whole input as text; invalid UTF-8 is an error naming its line.
+fn read_utf8(input: &mut impl Read, origin: &str) -> Result<String, TraceError> {
+    let mut raw = Vec::new();
+    input.read_to_end(&mut raw).map_err(|e| TraceError::Io {
+        file: origin.to_string(),
+        reason: e.to_string(),
+    })?;
+    String::from_utf8(raw).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let bytes = e.as_bytes();
+        TraceError::Csv {
+            file: origin.to_string(),
+            line: 1 + bytes[..at].iter().filter(|&&b| b == b'\n').count() as u64,
+            reason: "not valid UTF-8".into(),
+        }
+    })
+}
+
+/// One form of `queued_at` per file: the first row decides (timestamps or seconds offsets,
+/// and on which line), a later row of the other form is an error naming that line.
+fn one_form(
+    form: &mut Option<(bool, u64)>,
+    stamp: &Stamp,
+    line: u64,
+    raw: &str,
+) -> Result<(), String> {
+    let is_ts = matches!(stamp, Stamp::At(_));
+    match *form {
+        None => *form = Some((is_ts, line)),
+        Some((ts, first)) if ts != is_ts => {
+            return Err(format!(
+                "{raw:?} is {} but line {first} used {}; use one form throughout",
+                if is_ts {
+                    "a timestamp"
+                } else {
+                    "a seconds offset"
+                },
+                if ts { "timestamps" } else { "seconds offsets" }
+            ));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// A project's number, given in order of first appearance: builds carry a small number, the
+/// trace keeps each name once.
+fn intern(interned: &mut HashMap<String, u32>, projects: &mut Vec<String>, name: &str) -> u32 {
+    match interned.get(name) {
+        Some(&i) => i,
+        None => {
+            let i = projects.len() as u32;
+            interned.insert(name.to_string(), i);
+            projects.push(name.to_string());
+            i
+        }
+    }
+}
+
+/// The trace from its rows: timestamps become offsets from the earliest, and builds are sorted
+/// by arrival (stable: ties keep file order).
+fn assemble(
+    rows: Vec<(Stamp, i64, Option<u32>)>,
+    timestamps: bool,
+    projects: Vec<String>,
+) -> Trace {
+    let start = if timestamps {
+        rows.iter()
+            .filter_map(|r| match r.0 {
+                Stamp::At(t) => Some(t),
+                Stamp::Offset(_) => None,
+            })
+            .min()
+            .expect("timestamps imply a row")
+    } else {
+        Utc.timestamp_opt(OFFSET_EPOCH, 0).unwrap()
+    };
+    let mut builds: Vec<TraceBuild> = rows
+        .into_iter()
+        .map(|(stamp, duration_ms, project)| TraceBuild {
+            queued_ms: match stamp {
+                Stamp::At(t) => (t - start).num_milliseconds(),
+                Stamp::Offset(ms) => ms,
+            },
+            duration_ms,
+            project,
+        })
+        .collect();
+    builds.sort_by_key(|b| b.queued_ms); // stable: ties keep file order
+    Trace {
+        start,
+        builds,
+        projects,
+        timestamps,
+    }
+}
+
 fn header(record: &csv::StringRecord, origin: &str, line: u64) -> Result<Columns, TraceError> {
     let err = |reason: String| TraceError::Header {
         file: origin.to_string(),
@@ -437,123 +479,4 @@ fn csv_field(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(text: &str) -> Result<Trace, TraceError> {
-        Trace::parse(text.as_bytes(), "t.csv")
-    }
-
-    #[test]
-    fn offsets_sorted_and_interned() {
-        let t = parse(
-            "# comment\nqueued_at,duration_seconds,project\n10,60,a\n0,30.5,b\n10,5,a\n3,1,\n",
-        )
-        .unwrap();
-        assert!(!t.timestamps);
-        assert_eq!(t.start.timestamp(), OFFSET_EPOCH);
-        assert_eq!(t.projects, vec!["a", "b"]);
-        let got: Vec<(i64, i64, Option<u32>)> = t
-            .builds
-            .iter()
-            .map(|b| (b.queued_ms, b.duration_ms, b.project))
-            .collect();
-        assert_eq!(
-            got,
-            vec![
-                (0, 30_500, Some(1)),
-                (3000, 1000, None),
-                (10_000, 60_000, Some(0)),
-                (10_000, 5000, Some(0))
-            ]
-        );
-        assert_eq!(t.total_work_seconds(), 96.5);
-    }
-
-    #[test]
-    fn timestamps_start_at_the_earliest_and_columns_may_be_reordered() {
-        let t = parse("project,queued_at,duration_seconds\nx,2024-03-04T09:00:10Z,5\ny,2024-03-04T10:00:00+01:00,7\n").unwrap();
-        assert!(t.timestamps);
-        assert_eq!(t.start.to_rfc3339(), "2024-03-04T09:00:00+00:00");
-        assert_eq!(t.builds[0].queued_ms, 0);
-        assert_eq!(t.builds[0].project, Some(1));
-        assert_eq!(t.builds[1].queued_ms, 10_000);
-    }
-
-    #[test]
-    fn errors_name_line_and_column() {
-        let e = parse("queued_at,duration_seconds,project\n0,10,a\n5,ten,b\n")
-            .unwrap_err()
-            .to_string();
-        assert_eq!(
-            e,
-            "t.csv: line 3, column 2 (duration_seconds): \"ten\" is not a number of seconds"
-        );
-        let e = parse("queued_at,duration_seconds\n0,10\n2024-01-01T00:00:00Z,1\n")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.starts_with("t.csv: line 3, column 1 (queued_at): \"2024-01-01T00:00:00Z\" is a timestamp but line 2 used seconds offsets"),
-            "{e}"
-        );
-        let e = parse("queued_at,duration_seconds\n\n-4,10\n")
-            .unwrap_err()
-            .to_string();
-        assert_eq!(
-            e,
-            "t.csv: line 3, column 1 (queued_at): \"-4\" must be a finite number, 0 or more"
-        );
-        // Blank lines, comments, CRLF endings and quoted newlines do not throw the count off.
-        let e = parse(
-            "# c\r\nqueued_at,duration_seconds,project\r\n\r\n1,2,\"a\nb\"\r\n# c\r\n\r\n3,x,c\r\n",
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            e.starts_with("t.csv: line 8, column 2 (duration_seconds)"),
-            "{e}"
-        );
-        let e = Trace::parse(&b"queued_at,duration_seconds\n1,2\n\xff,3\n"[..], "t.csv")
-            .unwrap_err()
-            .to_string();
-        assert_eq!(e, "t.csv: line 3: not valid UTF-8");
-        let e = parse("queued_at,duration_seconds,project\n1,2,a,extra\n")
-            .unwrap_err()
-            .to_string();
-        assert_eq!(
-            e,
-            "t.csv: line 2: expected 3 fields as in the header, found 4"
-        );
-        let e = parse("queued,duration_seconds\n").unwrap_err().to_string();
-        assert!(
-            e.starts_with("t.csv: line 1: column 1 is \"queued\""),
-            "{e}"
-        );
-        let e = parse("duration_seconds,project\n").unwrap_err().to_string();
-        assert!(e.contains("no queued_at column"), "{e}");
-        let e = parse("queued_at,duration_seconds\n2024-13-01T00:00:00Z,1\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("line 2, column 1 (queued_at): \"2024-13-01T00:00:00Z\" is not an RFC 3339 timestamp"), "{e}");
-        let e = parse("queued_at,duration_seconds\n1,NaN\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("line 2, column 2 (duration_seconds)"), "{e}");
-        assert!(parse("").unwrap_err().to_string().contains("empty trace"));
-    }
-
-    #[test]
-    fn writes_what_it_reads() {
-        for text in [
-            "queued_at,duration_seconds,project\n0,30.5,b\n3,1,\n10,60,\"a,1\"\n",
-            "queued_at,duration_seconds,project\n2024-03-04T09:00:00Z,5,x\n2024-03-04T09:00:10.250Z,7,y\n",
-        ] {
-            let t = parse(text).unwrap();
-            let mut out = Vec::new();
-            t.write(&mut out, &["seed 1".into()]).unwrap();
-            let back = String::from_utf8(out).unwrap();
-            assert!(back.starts_with("# seed 1\n"));
-            assert_eq!(parse(&back).unwrap(), t, "{back}");
-        }
-    }
-}
+mod tests;
