@@ -7,7 +7,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use autoscaler_gce_mig::double::ComputeDouble;
+use autoscaler_gce_double::ComputeDouble;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 

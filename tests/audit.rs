@@ -8,7 +8,7 @@
 mod common;
 
 use autoscaler::demo::insert_worker_sql;
-use autoscaler_gce_mig::double::{ComputeDouble, InstanceSpec};
+use autoscaler_gce_double::{ComputeDouble, InstanceSpec};
 use chrono::{DateTime, Utc};
 use common::{shell_pool, TestDb};
 use std::path::{Path, PathBuf};

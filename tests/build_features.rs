@@ -45,8 +45,7 @@ fn tree(args: &[&str]) -> Features {
         let (package, set) = line
             .split_once('|')
             .unwrap_or_else(|| panic!("unexpected cargo tree line {line:?}"));
-        // A workspace crate is "name vX (path)": its own features differ on purpose (tests
-        // turn on `test-double`), and it is always rebuilt by the tests anyway.
+        // A workspace crate is "name vX (path)": it is always rebuilt by the tests anyway.
         if package.contains(&format!("({root}")) {
             continue;
         }

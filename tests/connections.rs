@@ -4,7 +4,7 @@
 
 mod common;
 
-use autoscaler_gce_mig::double::{ComputeDouble, InstanceSpec};
+use autoscaler_gce_double::{ComputeDouble, InstanceSpec};
 use common::process::{free_port, http_get, lines, spawn, terminate, wait_until};
 use common::{shell_pool, TestDb};
 use sqlx::Connection;

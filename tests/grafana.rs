@@ -69,7 +69,7 @@ async fn every_dashboard_query_names_a_served_metric() {
     t.add_pool(&shell_pool(1, "ok", "true")).await;
     t.add_pool(&shell_pool(2, "bad", "exit 3")).await;
     let group = "projects/p1/zones/us-central1-a/instanceGroupManagers/cloud";
-    let (_a, double) = autoscaler_gce_mig::double::ComputeDouble::start();
+    let (_a, double) = autoscaler_gce_double::ComputeDouble::start();
     double.add_group(group, &[]);
     let mut cloud = shell_pool(3, "cloud", group);
     cloud.executor = Some("gce-mig".into());

@@ -3,7 +3,7 @@
 
 mod common;
 
-use autoscaler_gce_mig::double::{ComputeDouble, InstanceSpec};
+use autoscaler_gce_double::{ComputeDouble, InstanceSpec};
 use common::{shell_pool, TestDb};
 use std::process::Output;
 

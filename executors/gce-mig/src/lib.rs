@@ -25,11 +25,6 @@ mod scale_in;
 mod standby;
 pub mod target;
 
-/// The in-process Compute REST double (crate `autoscaler-gce-double`), under its old path for
-/// the main package's tests; only the `test-double` feature, which only tests turn on, has it.
-#[cfg(feature = "test-double")]
-pub use autoscaler_gce_double as double;
-
 #[cfg(test)]
 mod group_tests;
 #[cfg(test)]
