@@ -158,12 +158,10 @@ impl HistoryCache {
         window_seconds: u64,
         now: DateTime<Utc>,
     ) -> Result<&ArrivalHistory, DbError> {
-        if !self.is_fresh(pool, window_seconds, now) {
-            let since = now - Duration::weeks(HISTORY_WEEKS);
-            let history = db.arrival_history(pool, window_seconds, since, now).await?;
-            self.insert(pool, window_seconds, now, history);
-        }
-        Ok(&self.entries[&pool.id].history)
+        self.get_with(pool, window_seconds, now, |since| {
+            db.arrival_history(pool, window_seconds, since, now)
+        })
+        .await
     }
 
     /// [`HistoryCache::get`] on the cycle's connection (the one holding the pool locks): what
@@ -175,11 +173,26 @@ impl HistoryCache {
         window_seconds: u64,
         now: DateTime<Utc>,
     ) -> Result<&ArrivalHistory, DbError> {
+        self.get_with(pool, window_seconds, now, |since| {
+            locks.arrival_history(pool, window_seconds, since, now)
+        })
+        .await
+    }
+
+    /// The cache rule of both: `read(since)` only when the entry is stale.
+    async fn get_with<F, Fut>(
+        &mut self,
+        pool: &WorkerPool,
+        window_seconds: u64,
+        now: DateTime<Utc>,
+        read: F,
+    ) -> Result<&ArrivalHistory, DbError>
+    where
+        F: FnOnce(DateTime<Utc>) -> Fut,
+        Fut: std::future::Future<Output = Result<ArrivalHistory, DbError>>,
+    {
         if !self.is_fresh(pool, window_seconds, now) {
-            let since = now - Duration::weeks(HISTORY_WEEKS);
-            let history = locks
-                .arrival_history(pool, window_seconds, since, now)
-                .await?;
+            let history = read(now - Duration::weeks(HISTORY_WEEKS)).await?;
             self.insert(pool, window_seconds, now, history);
         }
         Ok(&self.entries[&pool.id].history)
