@@ -12,6 +12,8 @@ pub mod scale_in;
 pub mod sizing;
 pub mod standby;
 pub mod template;
+#[cfg(feature = "test-support")]
+pub mod testing;
 
 pub use error::{describe_status, DirectoryError, ErrorKind, ExecutorError};
 pub use inventory::{

@@ -1,10 +1,8 @@
 //! The executor end to end in-process: real SDK client, real HTTP, the Compute double.
 
 use crate::{Config, GceMigExecutor};
-use async_trait::async_trait;
 use autoscaler_executor::{
-    BusyWorker, DirectoryError, ErrorKind, Executor, ExecutorError, Outcome, Plan, ScaleRequest,
-    WorkerDirectory, WorkerPool,
+    ErrorKind, Executor, ExecutorError, Outcome, Plan, ScaleRequest, WorkerPool,
 };
 use autoscaler_gce_double::{ComputeDouble, InstanceSpec, RecordedRequest};
 use std::sync::{Arc, Mutex};
@@ -14,51 +12,8 @@ pub(crate) const REGIONAL: &str = "projects/proj-1/regions/us-east1/instanceGrou
 pub(crate) const GOOD_LABELS: &[(&str, &str)] =
     &[("vespene_worker", "true"), ("vespene_pool", "linux")];
 
-/// A Vespene database stand-in: the busy workers are whatever the test says.
-#[derive(Default)]
-pub(crate) struct Dir {
-    pub(crate) busy: Mutex<Vec<BusyWorker>>,
-    pub(crate) broken: bool,
-    pub(crate) calls: Mutex<u32>,
-}
-
-impl Dir {
-    /// Exactly these RUNNING rows.
-    pub(crate) fn rows(rows: Vec<BusyWorker>) -> Dir {
-        Dir {
-            busy: Mutex::new(rows),
-            ..Dir::default()
-        }
-    }
-
-    pub(crate) fn busy(hosts: &[&str]) -> Dir {
-        Dir {
-            busy: Mutex::new(
-                hosts
-                    .iter()
-                    .enumerate()
-                    .map(|(i, h)| BusyWorker {
-                        hostname: Some(h.to_string()),
-                        build_id: 100 + i as i64,
-                        started: None,
-                    })
-                    .collect(),
-            ),
-            ..Dir::default()
-        }
-    }
-}
-
-#[async_trait]
-impl WorkerDirectory for Dir {
-    async fn busy_workers(&self, _pool: &WorkerPool) -> Result<Vec<BusyWorker>, DirectoryError> {
-        *self.calls.lock().unwrap() += 1;
-        if self.broken {
-            return Err(DirectoryError("connection refused".into()));
-        }
-        Ok(self.busy.lock().unwrap().clone())
-    }
-}
+/// A Vespene database stand-in: the busy workers are whatever the test says (core's one).
+pub(crate) type Dir = autoscaler_executor::testing::StaticDirectory;
 
 pub(crate) fn test_config(d: &ComputeDouble) -> Config {
     Config {
@@ -300,7 +255,7 @@ async fn scale_in_deletes_the_oldest_idle_instances_and_spares_busy_ones() {
     let mut left = d.instance_names(ZONAL);
     left.sort();
     assert_eq!(left, vec!["linux-aaaa", "linux-cccc", "linux-eeee"]);
-    assert_eq!(*dir.calls.lock().unwrap(), 1);
+    assert_eq!(dir.calls(), 1);
 }
 
 #[tokio::test]
@@ -815,10 +770,7 @@ async fn bad_commands_and_a_broken_directory_are_clear_errors() {
 
     // The database cannot say who is busy: no scale-in.
     d.clear_requests();
-    let broken = Dir {
-        broken: true,
-        ..Dir::default()
-    };
+    let broken = Dir::failing();
     let err = run(&e, &templated, 0, &broken, false).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Directory);
     assert!(err.to_string().contains("not scaling in"), "{err}");

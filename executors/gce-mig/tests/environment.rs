@@ -1,20 +1,11 @@
 //! `AUTOSCALER_GCE_ENDPOINT` / `AUTOSCALER_GCE_CREDENTIALS` from the real process environment
 //! redirect an unchanged config to the double. Its own test binary: it sets process variables.
 
-use autoscaler_executor::{
-    BusyWorker, DirectoryError, Executor, Plan, ScaleRequest, WorkerDirectory, WorkerPool,
-};
+use autoscaler_executor::{Executor, Plan, ScaleRequest, WorkerPool};
 use autoscaler_gce_double::{ComputeDouble, InstanceSpec};
 use autoscaler_gce_mig::{Config, GceMigExecutor, ENV_CREDENTIALS, ENV_ENDPOINT};
 
-struct Idle;
-
-#[async_trait::async_trait]
-impl WorkerDirectory for Idle {
-    async fn busy_workers(&self, _: &WorkerPool) -> Result<Vec<BusyWorker>, DirectoryError> {
-        Ok(Vec::new())
-    }
-}
+use autoscaler_executor::testing::StaticDirectory;
 
 #[tokio::test]
 async fn environment_points_the_client_at_the_double() {
@@ -54,7 +45,7 @@ async fn environment_points_the_client_at_the_double() {
                 standby: 0,
             },
             dry_run: false,
-            workers: &Idle,
+            workers: &StaticDirectory::idle(),
         })
         .await
         .unwrap();

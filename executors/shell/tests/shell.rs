@@ -1,21 +1,10 @@
 //! The shell executor against a real `/bin/sh`.
 
-use async_trait::async_trait;
-use autoscaler_executor::{
-    BusyWorker, DirectoryError, ErrorKind, Executor, Plan, ScaleRequest, WorkerDirectory,
-    WorkerPool,
-};
+use autoscaler_executor::{ErrorKind, Executor, Plan, ScaleRequest, WorkerPool};
 use autoscaler_shell::{Config, ShellExecutor};
 use std::time::{Duration, Instant};
 
-struct NoWorkers;
-
-#[async_trait]
-impl WorkerDirectory for NoWorkers {
-    async fn busy_workers(&self, _pool: &WorkerPool) -> Result<Vec<BusyWorker>, DirectoryError> {
-        Ok(vec![])
-    }
-}
+use autoscaler_executor::testing::StaticDirectory;
 
 fn pool(command: &str) -> WorkerPool {
     let mut p = WorkerPool::with_defaults(3, "linux-large");
@@ -37,7 +26,7 @@ async fn scale(
             standby: 0,
         },
         dry_run,
-        workers: &NoWorkers,
+        workers: &StaticDirectory::idle(),
     })
     .await
 }
