@@ -37,12 +37,7 @@ pub(crate) async fn executor(d: &ComputeDouble, tweak: impl FnOnce(&mut Config))
 }
 
 pub(crate) fn pool(name: &str, command: &str, maximum: i32) -> WorkerPool {
-    let mut p = WorkerPool::with_defaults(1, name);
-    p.executor = Some("gce-mig".into());
-    p.executor_command = command.into();
-    p.maximum = maximum;
-    p.autoscaling_enabled = true;
-    p
+    autoscaler_executor::testing::pool(1, name, "gce-mig", command, maximum)
 }
 
 pub(crate) async fn run(
