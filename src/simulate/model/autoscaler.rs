@@ -5,8 +5,9 @@ use super::*;
 
 impl Sim<'_> {
     pub(super) fn target_instances(&self, size: u32) -> u32 {
-        let max_instances = self.pool.maximum.max(0) as u32 / self.k;
-        size.div_ceil(self.k).min(max_instances)
+        // The backends' own rule (a simulated group has no size bounds).
+        autoscaler_executor::sizing::instances_for(size, self.pool.maximum, self.k, 0, u32::MAX)
+            .instances
     }
 
     /// One autoscaler cycle; returns whether the simulation may end here.
