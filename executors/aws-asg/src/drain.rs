@@ -9,9 +9,9 @@
 //! matches it (best effort: a worker may claim a build between the read and the call), and
 //! kept alive with heartbeats while something does, up to `max_drain_seconds`.
 
-use crate::apply::{Applier, Run};
 use crate::client::{Ec2Instance, GroupInfo, GroupInstance};
 use crate::policy::{decide, drain_view, has_agent, Decision, DrainState};
+use crate::run::{Applier, Run};
 use autoscaler_executor::scale_in::Blocker;
 use autoscaler_executor::{BusyWorker, ErrorKind, WorkerDirectory};
 use chrono::{DateTime, Utc};

@@ -9,10 +9,10 @@
 //! warm pool, one `DescribeWarmPool` (its instances are listed as the group's members, in
 //! `Warmed:*` states that are never capacity). Nothing is ever written.
 
-use crate::apply::Applier;
 use crate::client::{ApiError, AsgApi, Ec2Instance, GroupInfo, GroupInstance, DESCRIBE_BATCH};
 use crate::launch::current_failures;
 use crate::policy::{group_name, unsupported_capacity};
+use crate::run::Applier;
 use async_trait::async_trait;
 use autoscaler_executor::{
     ErrorKind, ExecutorError, InstanceState, InventoryGroup, InventoryInstance, InventorySnapshot,

@@ -13,14 +13,12 @@
 //!   this process made one,
 //! - [`ACTIVITIES_READ`] activities.
 
-use crate::apply::{Applier, Run};
 use crate::client::{ApiError, ScalingActivity, ACTIVITIES_READ};
+use crate::run::{Applier, Run};
 use autoscaler_executor::{ErrorKind, ExecutorError, LaunchFailure};
 use chrono::{DateTime, Utc};
 
-/// How far this host's clock may be ahead of AWS's: a raise counts as made this much earlier
-/// than this host says, so a launch AWS failed right after it is never taken for an older one.
-pub const CLOCK_SKEW: chrono::Duration = chrono::Duration::seconds(30);
+pub use crate::policy::CLOCK_SKEW;
 
 /// The short code of a failed activity, for the metric label and the log's `reason`: AWS's
 /// own error code where the message carries one, else the code of a well-known message, else

@@ -28,16 +28,17 @@ pub mod inventory;
 pub mod launch;
 pub mod policy;
 mod protect;
+mod run;
 mod scale_in;
 mod warm_pool;
 
-pub use apply::{Clock, ScaleInStats, SystemClock};
 pub use client::{ApiError, AsgApi, SdkAsgApi};
 pub use config::{Config, HostnameMatch, PoolOverride, WarmPoolState};
 pub use policy::{
     decide, group_name, hostname_matches, missing_tags, target_instances, unsupported_capacity,
     wanted_termination_policies, Clamp, Decision, DrainState, Target, OLDEST_INSTANCE,
 };
+pub use run::{Clock, ScaleInStats, SystemClock};
 
 use async_trait::async_trait;
 use autoscaler_executor::{
@@ -163,7 +164,7 @@ pub async fn load_sdk_config(cfg: &Config) -> Result<aws_config::SdkConfig, AwsA
 
 /// The executor. Cheap to share: one pair of SDK clients serves every pool concurrently.
 pub struct AwsAsgExecutor {
-    applier: apply::Applier,
+    applier: run::Applier,
 }
 
 impl AwsAsgExecutor {
@@ -209,7 +210,7 @@ impl AwsAsgExecutor {
         );
         let api = SdkAsgApi::new(&sdk, Duration::from_secs(cfg.request_timeout_seconds));
         Ok(AwsAsgExecutor {
-            applier: apply::Applier::new(Arc::new(api), cfg, region, Arc::new(SystemClock)),
+            applier: run::Applier::new(Arc::new(api), cfg, region, Arc::new(SystemClock)),
         })
     }
 
@@ -223,7 +224,7 @@ impl AwsAsgExecutor {
         let region = sdk.region().map(|r| r.to_string());
         let api = SdkAsgApi::new(sdk, Duration::from_secs(cfg.request_timeout_seconds));
         Ok(AwsAsgExecutor {
-            applier: apply::Applier::new(Arc::new(api), cfg, region, Arc::new(SystemClock)),
+            applier: run::Applier::new(Arc::new(api), cfg, region, Arc::new(SystemClock)),
         })
     }
 
@@ -232,7 +233,7 @@ impl AwsAsgExecutor {
         cfg.validate()?;
         let region = cfg.region.clone();
         Ok(AwsAsgExecutor {
-            applier: apply::Applier::new(api, cfg, region, Arc::new(SystemClock)),
+            applier: run::Applier::new(api, cfg, region, Arc::new(SystemClock)),
         })
     }
 

@@ -14,6 +14,10 @@ use autoscaler_executor::{render_command, BusyWorker, ErrorKind, ExecutorError, 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use std::collections::HashMap;
 
+/// How far this host's clock may be ahead of AWS's: a raise counts as made this much earlier
+/// than this host says, so a launch AWS failed right after it is never taken for an older one.
+pub const CLOCK_SKEW: chrono::Duration = chrono::Duration::seconds(30);
+
 /// The instance sizing every backend shares (see [`autoscaler_executor::sizing`]); named here
 /// as this crate has always named it.
 pub use autoscaler_executor::sizing::{instances_for as target_instances, Clamp, Target};

@@ -7,9 +7,9 @@
 //! `autoscaling/target-lifecycle-state` from the instance metadata service, starts no new
 //! worker, and completes the lifecycle action itself once its worker has exited.
 
-use crate::apply::{Applier, Run};
 use crate::client::{Ec2Instance, GroupInfo};
 use crate::policy::scale_in_choice;
+use crate::run::{Applier, Run};
 use autoscaler_executor::scale_in::{Action, Blocker, CandidateState, HoldReason, RemoveReason};
 use autoscaler_executor::{ErrorKind, WorkerDirectory};
 use chrono::{DateTime, Utc};
