@@ -18,7 +18,7 @@
 //! the same drain. A plan without standby on a group without a warm pool costs exactly the
 //! calls above.
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 mod apply;
 pub mod client;
