@@ -21,12 +21,12 @@ use autoscaler_executor::{
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// The tag AWS puts on every instance a group launched.
-pub const TAG_GROUP: &str = "aws:autoscaling:groupName";
+pub(crate) const TAG_GROUP: &str = "aws:autoscaling:groupName";
 
 /// Maps EC2's state and, for a member, the group's lifecycle state to the shared terms. The
 /// lifecycle state wins where it says more (a running instance in `Terminating:Wait` is on its
 /// way out).
-pub fn instance_state(ec2_state: &str, lifecycle: Option<&str>) -> InstanceState {
+pub(crate) fn instance_state(ec2_state: &str, lifecycle: Option<&str>) -> InstanceState {
     if let Some(l) = lifecycle {
         // In the warm pool (only `DescribeWarmPool` lists these): never capacity, so never
         // running or pending for the audit's drift, whatever EC2 says of the machine (one going
@@ -63,7 +63,7 @@ pub fn instance_state(ec2_state: &str, lifecycle: Option<&str>) -> InstanceState
 
 /// Every name the worker on this instance may report as `workers.hostname`, lowercase: private
 /// DNS name and its first label, private IP, instance id.
-pub fn hostnames(id: &str, ec2: Option<&Ec2Instance>) -> Vec<String> {
+pub(crate) fn hostnames(id: &str, ec2: Option<&Ec2Instance>) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(e) = ec2 {
         if let Some(dns) = &e.private_dns_name {

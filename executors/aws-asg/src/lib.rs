@@ -24,8 +24,8 @@ mod apply;
 pub mod client;
 pub mod config;
 mod drain;
-pub mod inventory;
-pub mod launch;
+mod inventory;
+mod launch;
 pub mod policy;
 mod protect;
 mod run;
@@ -34,10 +34,6 @@ mod warm_pool;
 
 pub use client::{ApiError, AsgApi, SdkAsgApi};
 pub use config::{Config, HostnameMatch, PoolOverride, WarmPoolState};
-pub use policy::{
-    decide, group_name, hostname_matches, missing_tags, target_instances, unsupported_capacity,
-    wanted_termination_policies, Clamp, Decision, DrainState, Target, OLDEST_INSTANCE,
-};
 pub use run::{Clock, ScaleInStats, SystemClock};
 
 use async_trait::async_trait;
@@ -285,7 +281,7 @@ impl Executor for AwsAsgExecutor {
         self.applier.status(pool).await.map(Some)
     }
 
-    /// Groups and tagged instances, read-only, for `autoscaler audit` (see [`inventory`]).
+    /// Groups and tagged instances, read-only, for `autoscaler audit` (see the crate's `inventory` module).
     fn inventory(&self) -> Option<&dyn autoscaler_executor::Inventory> {
         Some(self)
     }

@@ -1,7 +1,23 @@
 use super::*;
 use crate::client::{GroupInstance, GroupTag};
 use autoscaler_executor::scale_in::Action;
+use autoscaler_executor::sizing::Clamp;
 use std::collections::BTreeMap;
+
+/// Whether a worker's reported hostname is this instance, under `mode`: the shared rule of
+/// [`autoscaler_executor::scale_in::hostname_matches`] (case, a trailing dot and a short name
+/// against a fully qualified one never matter) applied to [`instance_names`], which is what
+/// the shared chooser does with the names [`candidate`] hands it.
+fn hostname_matches(
+    mode: HostnameMatch,
+    hostname: &str,
+    instance_id: &str,
+    ec2: Option<&Ec2Instance>,
+) -> bool {
+    instance_names(mode, instance_id, ec2)
+        .iter()
+        .any(|n| scale_in::hostname_matches(hostname, n))
+}
 
 fn pool(name: &str, cmd: &str, maximum: i32) -> WorkerPool {
     let mut p = WorkerPool::with_defaults(1, name);
