@@ -20,7 +20,7 @@ pub(crate) const CLOCK_SKEW: chrono::Duration = chrono::Duration::seconds(30);
 
 /// The instance sizing every backend shares (see [`autoscaler_executor::sizing`]); named here
 /// as this crate has always named it.
-pub(crate) use autoscaler_executor::sizing::instances_for as target_instances;
+pub(crate) use autoscaler_executor::sizing::{instances_for as target_instances, Target};
 
 pub mod warm;
 
@@ -235,6 +235,71 @@ pub(crate) fn candidate(
 /// `MinSize`, removing this many with `ShouldDecrementDesiredCapacity` never breaks it.
 pub(crate) fn reduction(desired: u32, capacity: u32, target: u32) -> u32 {
     desired.min(capacity).saturating_sub(target)
+}
+
+/// A cycle's sizing of one group, decided once: the instances the plan wants (with the bounds
+/// that won, for the log), the instances that count today, and how many a scale-in removes.
+#[derive(Debug)]
+pub(crate) struct Sizing {
+    /// The instances wanted, from [`target_instances`].
+    pub(crate) target: Target,
+    /// Members that count as capacity (launching or in service).
+    pub(crate) capacity: u32,
+    /// What a scale-in removes, see [`reduction`].
+    pub(crate) reduce: u32,
+}
+
+/// The members of `group` that count as capacity, so `status` and `scale` count alike.
+pub(crate) fn capacity(group: &GroupInfo) -> u32 {
+    group
+        .instances
+        .iter()
+        .filter(|i| i.counts_as_capacity())
+        .count() as u32
+}
+
+/// The group's [`Sizing`] for a plan of `size` workers at `wpi` per instance.
+pub(crate) fn sizing(size: u32, pool_maximum: i32, wpi: u32, group: &GroupInfo) -> Sizing {
+    let target = target_instances(size, pool_maximum, wpi, group.min_size, group.max_size);
+    let capacity = capacity(group);
+    let reduce = reduction(group.desired_capacity, capacity, target.instances);
+    Sizing {
+        target,
+        capacity,
+        reduce,
+    }
+}
+
+/// What a cycle does to the desired capacity, so the branches of `apply` only carry it out.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Resize {
+    /// Raise the desired capacity to `to`: AWS launches the difference.
+    Grow {
+        /// The new desired capacity.
+        to: u32,
+    },
+    /// The target is below the desired capacity: first take back the `lower` instances not
+    /// launched yet (that ends nothing), then a scale-in of the running ones ([`reduction`]).
+    Shrink {
+        /// How far `SetDesiredCapacity` lowers the desired capacity (0: not at all).
+        lower: u32,
+    },
+    /// The desired capacity is already as planned.
+    Hold,
+}
+
+/// The [`Resize`] from the group's `desired` capacity, its `capacity` and the `target`.
+pub(crate) fn resize(desired: u32, capacity: u32, target: u32) -> Resize {
+    if target > desired {
+        Resize::Grow { to: target }
+    } else if target < desired {
+        let unlaunched = desired.saturating_sub(capacity);
+        Resize::Shrink {
+            lower: unlaunched.min(desired - target),
+        }
+    } else {
+        Resize::Hold
+    }
 }
 
 /// The chooser's question for a scale-in of `reduction` instances of `members`.

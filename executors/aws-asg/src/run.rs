@@ -84,7 +84,21 @@ pub(crate) struct Run<'a> {
     pub(crate) warm_unread: bool,
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
+    /// A fresh cycle of `pool` on `group`: no action, no failure yet.
+    pub(crate) fn new(pool: &'a WorkerPool, group: &'a str, dry_run: bool) -> Self {
+        Run {
+            pool,
+            group,
+            dry_run,
+            outcome: Outcome::default(),
+            errors: Vec::new(),
+            held_reported: false,
+            to_warm_pool: false,
+            warm_unread: false,
+        }
+    }
+
     pub(crate) fn fail(&self, e: ApiError) -> ExecutorError {
         ExecutorError::new(
             &self.pool.name,

@@ -508,3 +508,18 @@ fn drain_view_uses_the_chooser_rules() {
     assert!(matches!(v.blocker, Some(Blocker::Unmatched { .. })));
     assert!(v.busy.values().all(Option::is_some));
 }
+
+#[test]
+fn resize_grows_takes_back_unlaunched_capacity_first_or_holds() {
+    // desired 5, 3 launched: a target of 2 takes back the 2 unlaunched, then a scale-in of 1.
+    assert_eq!(resize(5, 3, 2), Resize::Shrink { lower: 2 });
+    assert_eq!(reduction(5, 3, 2), 1);
+    // Everything launched: nothing to take back, the scale-in removes the difference.
+    assert_eq!(resize(4, 4, 1), Resize::Shrink { lower: 0 });
+    assert_eq!(reduction(4, 4, 1), 3);
+    // Only unlaunched capacity above the target: lowered by exactly the difference.
+    assert_eq!(resize(6, 1, 4), Resize::Shrink { lower: 2 });
+    assert_eq!(reduction(6, 1, 4), 0);
+    assert_eq!(resize(2, 2, 5), Resize::Grow { to: 5 });
+    assert_eq!(resize(3, 1, 3), Resize::Hold);
+}
