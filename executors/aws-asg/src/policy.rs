@@ -341,6 +341,20 @@ pub(crate) struct DrainView {
     pub blocker: Option<Blocker>,
 }
 
+/// The build that keeps instance `id` in the drain: from the `view`, or, without one (the
+/// busy workers or the instances' names unavailable), an unknown build, so the instance is
+/// kept (within `max_drain_seconds`) and never completed as idle.
+pub(crate) fn drain_match(view: Option<&DrainView>, id: &str) -> Option<BusyWorker> {
+    match view {
+        Some(v) => v.busy.get(id).cloned().flatten(),
+        None => Some(BusyWorker {
+            hostname: Some("(unknown: busy workers or instance names unavailable)".into()),
+            build_id: 0,
+            started: None,
+        }),
+    }
+}
+
 /// Asks the shared chooser which waiting instances are idle: every member of the group is a
 /// candidate for the matching (a worker's name is compared with all of them), only the waiting
 /// ones may be "removed", and the reduction is all of them, so each is either idle or held.
