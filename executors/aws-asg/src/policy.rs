@@ -7,8 +7,8 @@ use crate::client::{Ec2Instance, GroupInfo, GroupInstance, GroupTag};
 use crate::config::{Config, HostnameMatch};
 use autoscaler_executor::inventory::{TAG_POOL, TAG_WORKER};
 use autoscaler_executor::scale_in::{
-    self, Blocker, Candidate, CandidateState, Drain, HoldReason, ScaleInChoice, ScaleInRequest,
-    DRAIN_AGENT_VERSION, TAG_DRAIN_AGENT,
+    self, Action, Blocker, Candidate, CandidateState, Drain, HoldReason, RemoveReason,
+    ScaleInChoice, ScaleInRequest, DRAIN_AGENT_VERSION, TAG_DRAIN_AGENT,
 };
 use autoscaler_executor::{render_command, BusyWorker, ErrorKind, ExecutorError, Plan, WorkerPool};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
@@ -323,6 +323,53 @@ pub(crate) fn scale_in_choice(
         require_agent: cfg.require_drain_agent,
         now,
     })
+}
+
+/// Why the chooser's `action` ends an instance, for the log; `None` for an action that ends
+/// none. On AWS no candidate is ever draining (a drained instance has left the group's
+/// capacity), so the chooser never waits on or cancels one.
+pub(crate) fn removal_reason(action: &Action) -> Option<&'static str> {
+    match action {
+        Action::Remove(RemoveReason::Booting) => Some("booting, not needed"),
+        Action::Remove(RemoveReason::Idle) => Some("idle: no RUNNING build on it"),
+        Action::Remove(RemoveReason::Drained) => Some("drained"),
+        Action::RequestDrain => {
+            Some("drain agent: it finishes its build, then completes the lifecycle action")
+        }
+        Action::AwaitDrain | Action::CancelDrain => None,
+    }
+}
+
+/// The members that count as capacity but may not be removed, each with why, for the warning
+/// when a scale-in removed fewer than asked with nothing to wait for.
+pub(crate) fn excluded(
+    mode: HostnameMatch,
+    members: &[GroupInstance],
+    ec2: &HashMap<String, Ec2Instance>,
+) -> Vec<String> {
+    members
+        .iter()
+        .filter_map(
+            |m| match candidate(mode, m, ec2.get(&m.instance_id)).state {
+                CandidateState::Excluded(r) if m.counts_as_capacity() => {
+                    Some(format!("{} ({r})", m.instance_id))
+                }
+                _ => None,
+            },
+        )
+        .collect()
+}
+
+/// Whether a scale-in that ended `chosen` instances comes back next cycle: terminated
+/// instances wait on the hook, busy ones free up, an unassigned build gets its worker in a
+/// moment. A missing agent or protection does not change by waiting, so those alone are no
+/// reason to come back.
+pub(crate) fn scale_in_revisit(chosen: u64, choice: &ScaleInChoice) -> bool {
+    let busy_held = choice
+        .held
+        .iter()
+        .any(|(_, r)| matches!(r, HoldReason::Busy { .. }));
+    chosen > 0 || busy_held || matches!(choice.blocker, Some(Blocker::Unassigned { .. }))
 }
 
 fn grace(cfg: &Config) -> Option<ChronoDuration> {
