@@ -17,6 +17,13 @@
 //! [`policy::warm`]); instances going back to it wait in `Warmed:Pending:Wait` and go through
 //! the same drain. A plan without standby on a group without a warm pool costs exactly the
 //! calls above.
+//!
+//! The modules, one way down: `config` (the settings), `client` (every AWS call, its
+//! retries and error classification; the SDK's backoff with jitter is set up by
+//! [`load_sdk_config`]), `policy` (every decision, pure, tested on
+//! values), `run` (the executor's state and one pool's cycle record), and the steps that carry
+//! the decisions out: `apply` (one pool's cycle) calling `drain`, `protect`, `warm_pool`,
+//! `launch` and `scale_in`; `inventory` is the audit's read-only snapshot.
 
 #![deny(missing_docs)]
 

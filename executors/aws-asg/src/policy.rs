@@ -1,7 +1,7 @@
 //! The executor's pure decisions: the group's name and size, what it keeps on the group
 //! (tags, termination policy), how an instance of the group looks to the shared scale-in
 //! chooser, and what to do with an instance waiting in `Terminating:Wait`. Nothing here does
-//! I/O, so every rule is tested on values alone; [`crate::apply`] carries the decisions out.
+//! I/O, so every rule is tested on values alone; the crate's `apply` carries the decisions out.
 
 use crate::client::{Ec2Instance, GroupInfo, GroupInstance, GroupTag};
 use crate::config::{Config, HostnameMatch};
