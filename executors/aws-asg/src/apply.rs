@@ -6,245 +6,22 @@
 //! against an in-memory group in the tests. A failing call is recorded and the cycle goes on;
 //! the pool's error then names every failed call.
 
-use crate::client::{ApiError, AsgApi, Ec2Instance, GroupInfo, DESCRIBE_BATCH};
-use crate::config::Config;
+use crate::client::{Ec2Instance, GroupInfo, DESCRIBE_BATCH};
 use crate::policy::{
-    group_name, reduction, target_instances, unsupported_capacity, validate, DrainState,
+    capacity, group_name, resize, sizing, unsupported_capacity, validate, Resize, Sizing,
+    CLOCK_SKEW,
 };
+use crate::run::{Applier, Prepared, Run, PREPARED_TTL};
+use crate::warm_pool::WarmRead;
 use autoscaler_executor::{
-    ErrorKind, ExecutorError, Outcome, Plan, ScaleRequest, TargetStatus, WorkerPool,
+    ErrorKind, ExecutorError, Outcome, Plan, ScaleRequest, TargetStatus, WorkerDirectory,
+    WorkerPool,
 };
 use chrono::{DateTime, Utc};
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
-
-/// Where "now" comes from, so the drain timeout can be tested without waiting hours.
-pub trait Clock: Send + Sync {
-    /// The current time.
-    fn now(&self) -> DateTime<Utc>;
-}
-
-/// The wall clock.
-#[derive(Debug, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
-}
-
-/// Running totals of the shared chooser's decisions, for tests and operators: how many
-/// instances it chose to remove (or to drain) and how many it held.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ScaleInStats {
-    /// Scale-in cycles that asked the chooser.
-    pub cycles: u64,
-    /// Instances chosen: terminated, or handed to their drain agent.
-    pub chosen: u64,
-    /// Instances the plan wanted gone that stayed: busy, lacking a required agent, or held
-    /// because a RUNNING build could be on any of them.
-    pub held: u64,
-}
-
-type Prepared = HashMap<String, Result<Option<GroupInfo>, ApiError>>;
-
-/// How long a `prepare` answer may stand in for a describe: long enough for a cycle of many
-/// pools, short enough that a pool scaled without a fresh `prepare` reads its group again.
-const PREPARED_TTL: std::time::Duration = std::time::Duration::from_secs(120);
-
-/// The executor's state and logic, shared by every pool.
-pub(crate) struct Applier {
-    pub(crate) api: Arc<dyn AsgApi>,
-    pub(crate) cfg: Config,
-    region: Option<String>,
-    pub(crate) clock: Arc<dyn Clock>,
-    /// Groups described by `prepare` for this cycle, and when; each entry is taken by one
-    /// `scale`, and ignored once older than [`PREPARED_TTL`].
-    prepared: Mutex<(Prepared, Option<std::time::Instant>)>,
-    /// Drain state per (group, instance).
-    pub(crate) drains: Mutex<HashMap<(String, String), DrainState>>,
-    /// When each group's lifecycle hook was last seen (or made) as configured.
-    pub(crate) hooks_checked: Mutex<HashMap<String, DateTime<Utc>>>,
-    /// See [`ScaleInStats`].
-    pub(crate) stats: Mutex<ScaleInStats>,
-    /// When this process last raised each group's desired capacity: launch failures older
-    /// than that belong to an earlier size (see [`crate::launch`]).
-    pub(crate) raised: Mutex<HashMap<String, DateTime<Utc>>>,
-}
-
-/// One pool's cycle: the pool, its group, the actions so far and every failure so far.
-pub(crate) struct Run<'a> {
-    pub(crate) pool: &'a WorkerPool,
-    pub(crate) group: &'a str,
-    pub(crate) dry_run: bool,
-    pub(crate) outcome: Outcome,
-    /// Failures, each already naming its call (and instance): reported together at the end.
-    pub(crate) errors: Vec<ExecutorError>,
-    /// A [`ErrorKind::Held`] failure is among `errors` already.
-    pub(crate) held_reported: bool,
-    /// Leavers of this cycle's scale-in go back to the warm pool (`ReuseOnScaleIn`).
-    pub(crate) to_warm_pool: bool,
-    /// `DescribeWarmPool` failed this cycle: instances going back to the warm pool are not
-    /// listed, so the drain must not forget them.
-    pub(crate) warm_unread: bool,
-}
-
-impl Run<'_> {
-    pub(crate) fn fail(&self, e: ApiError) -> ExecutorError {
-        ExecutorError::new(
-            &self.pool.name,
-            e.kind,
-            format!("Auto Scaling group {}: {}", self.group, e.message),
-        )
-    }
-
-    /// Records a failed call that concerns the whole group.
-    pub(crate) fn api_error(&mut self, e: ApiError) {
-        let err = self.fail(e);
-        self.errors.push(err);
-    }
-
-    /// Records a failed call that concerns the whole group, naming the call (an SDK error
-    /// names it already; a double's may not).
-    pub(crate) fn call_error(&mut self, call: &str, e: ApiError) {
-        let msg = e
-            .message
-            .strip_prefix(&format!("{call}: "))
-            .unwrap_or(&e.message);
-        let err = ExecutorError::new(
-            &self.pool.name,
-            e.kind,
-            format!("Auto Scaling group {}: {call}: {msg}", self.group),
-        );
-        self.errors.push(err);
-    }
-
-    /// Records a failed call on one instance, naming the call and the instance.
-    pub(crate) fn instance_error(&mut self, call: &str, id: &str, e: ApiError) {
-        let msg = e
-            .message
-            .strip_prefix(&format!("{call}: "))
-            .unwrap_or(&e.message);
-        let err = ExecutorError::new(
-            &self.pool.name,
-            e.kind,
-            format!(
-                "Auto Scaling group {}: {call} InstanceId={id}: {msg}",
-                self.group
-            ),
-        );
-        self.errors.push(err);
-    }
-
-    /// Records a failure that is not a call's (the database, a hold).
-    pub(crate) fn error(&mut self, kind: ErrorKind, message: String) {
-        let err = ExecutorError::new(
-            &self.pool.name,
-            kind,
-            format!("Auto Scaling group {}: {message}", self.group),
-        );
-        self.errors.push(err);
-    }
-
-    /// A scale-in that could not even be considered, for the log.
-    fn note_skip(&self, reduce: u32, why: &str) {
-        tracing::warn!(pool = %self.pool.name, group = %self.group,
-            "scale-in of {reduce} instance(s) skipped this cycle: {why}");
-    }
-
-    /// Records a mutating call: logged, and listed in the outcome ("would …" in a dry run).
-    pub(crate) fn action(&mut self, call: String) {
-        if self.dry_run {
-            tracing::info!(pool = %self.pool.name, group = %self.group, "dry run: would {call}");
-            self.outcome.actions.push(format!("would {call}"));
-        } else {
-            tracing::info!(pool = %self.pool.name, group = %self.group, "{call}");
-            self.outcome.actions.push(call);
-        }
-    }
-
-    /// The cycle's result: the outcome, or one error naming every failure (its kind is the
-    /// first failure's, which is also the first thing an operator should fix).
-    fn finish(mut self) -> Result<Outcome, ExecutorError> {
-        match self.errors.len() {
-            0 => Ok(self.outcome),
-            1 => Err(self.errors.remove(0)),
-            n => {
-                let prefix = format!("Auto Scaling group {}: ", self.group);
-                let all: Vec<String> = self
-                    .errors
-                    .iter()
-                    .map(|e| {
-                        e.message
-                            .strip_prefix(&prefix)
-                            .unwrap_or(&e.message)
-                            .to_string()
-                    })
-                    .collect();
-                let mut e = ExecutorError::new(
-                    &self.pool.name,
-                    self.errors[0].kind,
-                    format!("{prefix}{n} failures: {}", all.join("; ")),
-                );
-                e.reason = self.errors[0].reason.clone();
-                Err(e)
-            }
-        }
-    }
-}
 
 impl Applier {
-    pub(crate) fn new(
-        api: Arc<dyn AsgApi>,
-        cfg: Config,
-        region: Option<String>,
-        clock: Arc<dyn Clock>,
-    ) -> Self {
-        Applier {
-            api,
-            cfg,
-            region,
-            clock,
-            prepared: Mutex::new((HashMap::new(), None)),
-            drains: Mutex::new(HashMap::new()),
-            hooks_checked: Mutex::new(HashMap::new()),
-            stats: Mutex::new(ScaleInStats::default()),
-            raised: Mutex::new(HashMap::new()),
-        }
-    }
-
-    pub(crate) fn stats(&self) -> ScaleInStats {
-        *self.stats.lock().unwrap()
-    }
-
-    pub(crate) fn config(&self) -> &Config {
-        &self.cfg
-    }
-
-    pub(crate) fn api(&self) -> &dyn AsgApi {
-        self.api.as_ref()
-    }
-
-    pub(crate) fn region(&self) -> Option<&str> {
-        self.region.as_deref()
-    }
-
-    pub(crate) fn set_clock(&mut self, clock: Arc<dyn Clock>) {
-        self.clock = clock;
-    }
-
-    pub(crate) fn validate(&self, pool: &WorkerPool, plan: Plan) -> Result<(), ExecutorError> {
-        validate(&self.cfg, pool, plan)
-    }
-
-    pub(crate) fn where_(&self) -> String {
-        match &self.region {
-            Some(r) => format!(" in region {r}"),
-            None => String::new(),
-        }
-    }
-
     fn not_found(&self, pool: &WorkerPool, group: &str) -> ExecutorError {
         ExecutorError::new(
             &pool.name,
@@ -343,11 +120,7 @@ impl Applier {
             return Err(e);
         }
         let wpi = self.cfg.workers_per_instance_for(&pool.name);
-        let current = g
-            .instances
-            .iter()
-            .filter(|i| i.counts_as_capacity())
-            .count() as u32;
+        let current = capacity(&g);
         Ok(TargetStatus {
             target: name,
             desired: g.desired_capacity.saturating_mul(wpi),
@@ -355,53 +128,27 @@ impl Applier {
         })
     }
 
+    /// One pool's cycle, in the order its steps must run: size, the warm pool's members, the
+    /// drain, what protects a scale-in, the warm pool, the launches, the capacity.
     pub(crate) async fn scale(&self, req: ScaleRequest<'_>) -> Result<Outcome, ExecutorError> {
         let pool = req.pool;
         validate(&self.cfg, pool, req.plan)?;
         let name = group_name(pool, req.plan)?;
         let group = self.group_for(pool, &name).await?;
-        let mut run = Run {
-            pool,
-            group: &name,
-            dry_run: req.dry_run,
-            outcome: Outcome::default(),
-            errors: Vec::new(),
-            held_reported: false,
-            to_warm_pool: false,
-            warm_unread: false,
-        };
+        let mut run = Run::new(pool, &name, req.dry_run);
         let now = self.clock.now();
         let wpi = self.cfg.workers_per_instance_for(&pool.name);
-        let target = target_instances(
-            req.plan.size,
-            pool.maximum,
-            wpi,
-            group.min_size,
-            group.max_size,
-        );
-        for clamp in &target.clamps {
+        let size = sizing(req.plan.size, pool.maximum, wpi, &group);
+        for clamp in &size.target.clamps {
             tracing::warn!(pool = %pool.name, group = %name, "{clamp}");
         }
-        let capacity = group
-            .instances
-            .iter()
-            .filter(|i| i.counts_as_capacity())
-            .count() as u32;
-        let reduce = reduction(group.desired_capacity, capacity, target.instances);
 
         // The warm pool, only when the group has one or the plan wants standby: its settings
         // for the decision below, and its instances going back to it on the termination hook
         // (`Warmed:Pending:Wait`), which the drain handles with the group's own.
         let warm = self.read_warm_pool(&mut run, &group, req.plan).await;
-        run.warm_unread = matches!(warm, crate::warm_pool::WarmRead::Failed);
-        let returning = warm.waiting();
-        let members: std::borrow::Cow<'_, GroupInfo> = if returning.is_empty() {
-            std::borrow::Cow::Borrowed(&group)
-        } else {
-            let mut all = group.clone();
-            all.instances.extend(returning);
-            std::borrow::Cow::Owned(all)
-        };
+        run.warm_unread = matches!(warm, WarmRead::Failed);
+        let members = with_returning(&group, &warm);
         let waiting = members
             .instances
             .iter()
@@ -409,7 +156,7 @@ impl Applier {
 
         // Names, tags and launch times of every member, once, when a drain or a scale-in needs
         // them; `None` when EC2 could not say (the failure is reported, nothing is removed).
-        let ec2 = if waiting || reduce > 0 {
+        let ec2 = if waiting || size.reduce > 0 {
             self.describe_members(&mut run, &members).await
         } else {
             Some(HashMap::new())
@@ -428,88 +175,112 @@ impl Applier {
             return run.finish();
         }
 
-        // What protects a scale-in comes before it: with no hook, a termination is immediate.
-        if self.cfg.manage_termination_policy {
-            if let Err(e) = self.ensure_termination_policy(&mut run, &group).await {
-                run.errors.push(e);
-            }
-        }
-        if self.cfg.manage_tags {
-            if let Err(e) = self.ensure_tags(&mut run, &group).await {
-                run.errors.push(e);
-            }
-        }
-        let hook_ok = if self.cfg.manage_lifecycle_hook {
-            match self.ensure_hook(&mut run).await {
-                Ok(()) => true,
-                Err(e) => {
-                    run.errors.push(e);
-                    false
-                }
-            }
-        } else {
-            true
-        };
+        let hook_ok = self.protect(&mut run, &group).await;
 
         // The warm pool before the capacity: leavers of this cycle's scale-in go back to it.
         run.to_warm_pool = self
-            .ensure_warm_pool(&mut run, &group, &warm, req.plan, target.instances)
+            .ensure_warm_pool(&mut run, &group, &warm, req.plan, size.target.instances)
             .await;
 
         // Below the desired capacity and still wanting more than it has: AWS accepted a size
         // it has not launched. Only then are its scaling activities read.
-        if capacity < group.desired_capacity && capacity < target.instances {
-            self.check_launches(&mut run, capacity, group.desired_capacity)
+        if size.capacity < group.desired_capacity && size.capacity < size.target.instances {
+            self.check_launches(&mut run, size.capacity, group.desired_capacity)
                 .await;
         }
 
-        let mut revisit = still_waiting > 0;
-        let desired = group.desired_capacity;
-        if target.instances > desired {
-            self.set_desired(
-                &mut run,
-                target.instances,
-                desired,
-                &format!("{} workers wanted, {wpi} per instance", req.plan.size),
-            )
-            .await;
-        } else if target.instances < desired {
-            // Desired capacity not launched yet can be taken back without ending anything.
-            let unlaunched = desired.saturating_sub(capacity);
-            let lower = unlaunched.min(desired - target.instances);
-            if lower > 0 {
-                self.set_desired(
-                    &mut run,
-                    desired - lower,
-                    desired,
-                    "instances not launched yet; ends none",
-                )
-                .await;
+        let why = format!("{} workers wanted, {wpi} per instance", req.plan.size);
+        let shrink = Shrinking {
+            ec2: ec2.as_ref(),
+            hook_ok,
+            workers: req.workers,
+            now,
+        };
+        let revisit = self.resize(&mut run, &group, &size, &why, shrink).await;
+        run.outcome.applied = Some(size.target.instances.saturating_mul(wpi));
+        run.outcome.revisit = revisit || still_waiting > 0;
+        run.finish()
+    }
+
+    /// What protects a scale-in, before it: with no hook, a termination is immediate. Returns
+    /// whether the hook is in place (or not managed), without which no instance is ended.
+    async fn protect(&self, run: &mut Run<'_>, group: &GroupInfo) -> bool {
+        if self.cfg.manage_termination_policy {
+            if let Err(e) = self.ensure_termination_policy(run, group).await {
+                run.errors.push(e);
             }
-            if reduce > 0 {
-                match (&ec2, hook_ok) {
+        }
+        if self.cfg.manage_tags {
+            if let Err(e) = self.ensure_tags(run, group).await {
+                run.errors.push(e);
+            }
+        }
+        if !self.cfg.manage_lifecycle_hook {
+            return true;
+        }
+        match self.ensure_hook(run).await {
+            Ok(()) => true,
+            Err(e) => {
+                run.errors.push(e);
+                false
+            }
+        }
+    }
+
+    /// Carries out the [`Resize`] of `size`; returns whether a scale-in wants the pool revisited.
+    async fn resize(
+        &self,
+        run: &mut Run<'_>,
+        group: &GroupInfo,
+        size: &Sizing,
+        why: &str,
+        shrink: Shrinking<'_, '_>,
+    ) -> bool {
+        let desired = group.desired_capacity;
+        match resize(desired, size.capacity, size.target.instances) {
+            Resize::Grow { to } => {
+                self.set_desired(run, to, desired, why).await;
+                false
+            }
+            Resize::Shrink { lower } => {
+                // Desired capacity not launched yet can be taken back without ending anything.
+                if lower > 0 {
+                    self.set_desired(
+                        run,
+                        desired - lower,
+                        desired,
+                        "instances not launched yet; ends none",
+                    )
+                    .await;
+                }
+                if size.reduce == 0 {
+                    return false;
+                }
+                match (shrink.ec2, shrink.hook_ok) {
                     (Some(ec2), true) => {
-                        revisit |= self
-                            .scale_in(&mut run, &group, ec2, reduce, req.workers, now)
-                            .await;
+                        self.scale_in(run, group, ec2, size.reduce, shrink.workers, shrink.now)
+                            .await
                     }
                     (None, _) => {
-                        run.note_skip(reduce, "EC2 did not describe the group's instances")
+                        run.note_skip(size.reduce, "EC2 did not describe the group's instances");
+                        false
                     }
-                    (_, false) => run.note_skip(
-                        reduce,
-                        "the termination lifecycle hook could not be checked, and without it a \
-                         termination would end the instance at once",
-                    ),
+                    (_, false) => {
+                        run.note_skip(
+                            size.reduce,
+                            "the termination lifecycle hook could not be checked, and without \
+                             it a termination would end the instance at once",
+                        );
+                        false
+                    }
                 }
             }
-        } else {
-            tracing::debug!(pool = %pool.name, group = %name, desired = target.instances,
-                "desired capacity already as planned");
+            Resize::Hold => {
+                tracing::debug!(pool = %run.pool.name, group = %run.group,
+                    desired = size.target.instances, "desired capacity already as planned");
+                false
+            }
         }
-        run.outcome.applied = Some(target.instances.saturating_mul(wpi));
-        run.outcome.revisit = revisit;
-        run.finish()
     }
 
     /// `SetDesiredCapacity`: a scale-out, or taking back capacity not launched yet. Never used
@@ -517,7 +288,7 @@ impl Applier {
     async fn set_desired(&self, run: &mut Run<'_>, to: u32, was: u32, why: &str) {
         if !run.dry_run {
             // Taken before the call: AWS may start (and fail) the launch before it answers.
-            let asked = self.clock.now() - crate::launch::CLOCK_SKEW;
+            let asked = self.clock.now() - CLOCK_SKEW;
             if let Err(e) = self.api.set_desired_capacity(run.group, to).await {
                 run.api_error(e);
                 return;
@@ -563,4 +334,25 @@ impl Applier {
             }
         }
     }
+}
+
+/// What a scale-in needs beyond the sizing: EC2's view of the members (`None`: EC2 could not
+/// say, so nothing is removed), whether the hook is in place, the workers, and "now".
+struct Shrinking<'e, 'w> {
+    ec2: Option<&'e HashMap<String, Ec2Instance>>,
+    hook_ok: bool,
+    workers: &'w dyn WorkerDirectory,
+    now: DateTime<Utc>,
+}
+
+/// The group's members with the instances going back to its warm pool, which the drain
+/// handles with the group's own (borrowed when there are none).
+fn with_returning<'g>(group: &'g GroupInfo, warm: &WarmRead) -> Cow<'g, GroupInfo> {
+    let returning = warm.waiting();
+    if returning.is_empty() {
+        return Cow::Borrowed(group);
+    }
+    let mut all = group.clone();
+    all.instances.extend(returning);
+    Cow::Owned(all)
 }

@@ -42,7 +42,7 @@ pub struct GroupInfo {
     pub termination_policies: Vec<String>,
     /// `DesiredCapacityType`: `units` (instances), `vcpu` or `memory-mib`; `None` when AWS
     /// leaves it out, which means `units`. The executor counts in instances, so anything else
-    /// is refused ([`crate::policy::unsupported_capacity`]).
+    /// is refused (`policy::unsupported_capacity`).
     pub desired_capacity_type: Option<String>,
     /// `(InstanceType, WeightedCapacity)` of every override of the mixed instances policy that
     /// carries a weight: with weights other than 1 the desired capacity counts weight units,

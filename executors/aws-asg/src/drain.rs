@@ -9,11 +9,11 @@
 //! matches it (best effort: a worker may claim a build between the read and the call), and
 //! kept alive with heartbeats while something does, up to `max_drain_seconds`.
 
-use crate::apply::{Applier, Run};
 use crate::client::{Ec2Instance, GroupInfo, GroupInstance};
-use crate::policy::{decide, drain_view, has_agent, Decision, DrainState};
+use crate::policy::{decide, drain_match, drain_view, has_agent, Decision, DrainState, DrainView};
+use crate::run::{Applier, Run};
 use autoscaler_executor::scale_in::Blocker;
-use autoscaler_executor::{BusyWorker, ErrorKind, WorkerDirectory};
+use autoscaler_executor::{ErrorKind, WorkerDirectory};
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 
@@ -34,40 +34,75 @@ impl Applier {
             .iter()
             .filter(|i| i.is_waiting_to_terminate())
             .collect();
-        // Without this cycle's warm-pool listing, an instance absent from `group` may still be
-        // waiting there: its drain clock is kept, not restarted.
-        let keep_unlisted = run.warm_unread;
-        let states: Vec<(String, DrainState)> = {
-            let mut drains = self.drains.lock().unwrap();
-            drains.retain(|(g, id), _| {
-                g != run.group || keep_unlisted || waiting.iter().any(|i| &i.instance_id == id)
-            });
-            waiting
-                .iter()
-                .map(|i| {
-                    let s = *drains
-                        .entry((run.group.to_string(), i.instance_id.clone()))
-                        .or_insert(DrainState {
-                            since: now,
-                            last_heartbeat: None,
-                        });
-                    (i.instance_id.clone(), s)
-                })
-                .collect()
-        };
+        let states = self.drain_states(run, &waiting, now);
         if waiting.is_empty() {
             return 0;
         }
         let hook = self.cfg.lifecycle_hook_name.clone();
+        let view = self
+            .busy_view(run, group, ec2, workers, now, states.len())
+            .await;
 
+        let mut still = 0;
+        for (id, state) in &states {
+            let agent = ec2.map(|e| has_agent(e.get(id))).unwrap_or(true);
+            let matched = drain_match(view.as_ref(), id);
+            let decision = decide(&self.cfg, now, state, agent, matched.as_ref());
+            if self.carry_out(run, &hook, id, decision, now).await {
+                still += 1;
+            }
+        }
+        still
+    }
+
+    /// Each waiting instance's drain state, started `now` for a new one; the states of
+    /// instances of this group no longer waiting are forgotten.
+    fn drain_states(
+        &self,
+        run: &Run<'_>,
+        waiting: &[&GroupInstance],
+        now: DateTime<Utc>,
+    ) -> Vec<(String, DrainState)> {
+        // Without this cycle's warm-pool listing, an instance absent from `group` may still be
+        // waiting there: its drain clock is kept, not restarted.
+        let keep_unlisted = run.warm_unread;
+        let mut drains = self.drains.lock().unwrap();
+        drains.retain(|(g, id), _| {
+            g != run.group || keep_unlisted || waiting.iter().any(|i| &i.instance_id == id)
+        });
+        waiting
+            .iter()
+            .map(|i| {
+                let s = *drains
+                    .entry((run.group.to_string(), i.instance_id.clone()))
+                    .or_insert(DrainState {
+                        since: now,
+                        last_heartbeat: None,
+                    });
+                (i.instance_id.clone(), s)
+            })
+            .collect()
+    }
+
+    /// Which build keeps each of the `waiting` instances, read from the busy workers; `None`
+    /// (every instance may be busy) when they or the instances' names are unavailable. A
+    /// failed read and a build that could be on any instance are recorded in `run`.
+    async fn busy_view(
+        &self,
+        run: &mut Run<'_>,
+        group: &GroupInfo,
+        ec2: Option<&HashMap<String, Ec2Instance>>,
+        workers: &dyn WorkerDirectory,
+        now: DateTime<Utc>,
+        waiting: usize,
+    ) -> Option<DrainView> {
         let busy = match workers.busy_workers(run.pool).await {
             Ok(b) => Some(b),
             Err(e) => {
                 run.error(
                     ErrorKind::Directory,
                     format!(
-                        "{e}; {} instance(s) waiting on the termination hook kept waiting",
-                        states.len()
+                        "{e}; {waiting} instance(s) waiting on the termination hook kept waiting"
                     ),
                 );
                 None
@@ -79,76 +114,62 @@ impl Applier {
             (Some(b), Some(e)) => Some(drain_view(&self.cfg, now, &group.instances, e, b)),
             _ => None,
         };
-        if let Some(Blocker::Unmatched { .. }) = view.as_ref().and_then(|v| v.blocker.as_ref()) {
-            let b = view.as_ref().unwrap().blocker.as_ref().unwrap();
+        if let Some(b @ Blocker::Unmatched { .. }) = view.as_ref().and_then(|v| v.blocker.as_ref())
+        {
             run.error(
                 ErrorKind::Held,
-                format!(
-                    "{b}; {} instance(s) waiting on the termination hook kept waiting",
-                    states.len()
-                ),
+                format!("{b}; {waiting} instance(s) waiting on the termination hook kept waiting"),
             );
             run.held_reported = true;
         }
+        view
+    }
 
-        let mut still = 0;
-        for (id, state) in &states {
-            let agent = ec2.map(|e| has_agent(e.get(id))).unwrap_or(true);
-            let matched: Option<BusyWorker> = match &view {
-                Some(v) => v.busy.get(id).cloned().flatten(),
-                None => Some(BusyWorker {
-                    hostname: Some("(unknown: busy workers or instance names unavailable)".into()),
-                    build_id: 0,
-                    started: None,
-                }),
-            };
-            match decide(&self.cfg, now, state, agent, matched.as_ref()) {
-                Decision::CompleteIdle => {
-                    if !self
-                        .complete(run, &hook, id, "no RUNNING build on it")
-                        .await
-                    {
-                        still += 1;
-                    }
-                }
-                Decision::CompleteDrainTimeout { build_id, worker } => {
-                    tracing::warn!(pool = %run.pool.name, group = %run.group, instance = %id,
-                        build = build_id, worker = %worker,
-                        "build {build_id} still RUNNING on worker {worker} after max_drain_seconds={}: releasing the instance",
-                        self.cfg.max_drain_seconds);
-                    let why = format!(
-                        "max_drain_seconds={} reached with build {build_id} still RUNNING on {worker}",
-                        self.cfg.max_drain_seconds
-                    );
-                    if !self.complete(run, &hook, id, &why).await {
-                        still += 1;
-                    }
-                }
-                Decision::Heartbeat { build_id, worker } => {
-                    still += 1;
-                    let why = format!("build {build_id} RUNNING on worker {worker}");
-                    self.heartbeat(run, &hook, id, now, &why).await;
-                }
-                Decision::Wait { build_id, worker } => {
-                    still += 1;
-                    tracing::debug!(pool = %run.pool.name, group = %run.group, instance = %id,
-                        "build {build_id} RUNNING on worker {worker}; heartbeat still fresh");
-                }
-                Decision::LeaveToAgent => {
-                    still += 1;
-                    tracing::debug!(pool = %run.pool.name, group = %run.group, instance = %id,
-                        "drain agent instance with nothing RUNNING: its agent completes the lifecycle action");
-                }
-                Decision::AgentOverdue { build_id, worker } => {
-                    still += 1;
-                    tracing::warn!(pool = %run.pool.name, group = %run.group, instance = %id,
-                        build = build_id, worker = %worker,
-                        "build {build_id} still RUNNING on worker {worker} of a drain agent instance after max_drain_seconds={}: no more heartbeats from the autoscaler",
-                        self.cfg.max_drain_seconds);
-                }
+    /// Carries out one instance's drain [`Decision`]; returns whether it is still waiting.
+    async fn carry_out(
+        &self,
+        run: &mut Run<'_>,
+        hook: &str,
+        id: &str,
+        decision: Decision,
+        now: DateTime<Utc>,
+    ) -> bool {
+        match decision {
+            Decision::CompleteIdle => !self.complete(run, hook, id, "no RUNNING build on it").await,
+            Decision::CompleteDrainTimeout { build_id, worker } => {
+                tracing::warn!(pool = %run.pool.name, group = %run.group, instance = %id,
+                    build = build_id, worker = %worker,
+                    "build {build_id} still RUNNING on worker {worker} after max_drain_seconds={}: releasing the instance",
+                    self.cfg.max_drain_seconds);
+                let why = format!(
+                    "max_drain_seconds={} reached with build {build_id} still RUNNING on {worker}",
+                    self.cfg.max_drain_seconds
+                );
+                !self.complete(run, hook, id, &why).await
+            }
+            Decision::Heartbeat { build_id, worker } => {
+                let why = format!("build {build_id} RUNNING on worker {worker}");
+                self.heartbeat(run, hook, id, now, &why).await;
+                true
+            }
+            Decision::Wait { build_id, worker } => {
+                tracing::debug!(pool = %run.pool.name, group = %run.group, instance = %id,
+                    "build {build_id} RUNNING on worker {worker}; heartbeat still fresh");
+                true
+            }
+            Decision::LeaveToAgent => {
+                tracing::debug!(pool = %run.pool.name, group = %run.group, instance = %id,
+                    "drain agent instance with nothing RUNNING: its agent completes the lifecycle action");
+                true
+            }
+            Decision::AgentOverdue { build_id, worker } => {
+                tracing::warn!(pool = %run.pool.name, group = %run.group, instance = %id,
+                    build = build_id, worker = %worker,
+                    "build {build_id} still RUNNING on worker {worker} of a drain agent instance after max_drain_seconds={}: no more heartbeats from the autoscaler",
+                    self.cfg.max_drain_seconds);
+                true
             }
         }
-        still
     }
 
     /// `CompleteLifecycleAction CONTINUE`; true when the instance is on its way out (completed,

@@ -9,10 +9,10 @@
 //! warm pool, one `DescribeWarmPool` (its instances are listed as the group's members, in
 //! `Warmed:*` states that are never capacity). Nothing is ever written.
 
-use crate::apply::Applier;
 use crate::client::{ApiError, AsgApi, Ec2Instance, GroupInfo, GroupInstance, DESCRIBE_BATCH};
 use crate::launch::current_failures;
-use crate::policy::{group_name, unsupported_capacity};
+use crate::policy::{capacity, group_name, unsupported_capacity};
+use crate::run::Applier;
 use async_trait::async_trait;
 use autoscaler_executor::{
     ErrorKind, ExecutorError, InstanceState, InventoryGroup, InventoryInstance, InventorySnapshot,
@@ -21,12 +21,12 @@ use autoscaler_executor::{
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// The tag AWS puts on every instance a group launched.
-pub const TAG_GROUP: &str = "aws:autoscaling:groupName";
+pub(crate) const TAG_GROUP: &str = "aws:autoscaling:groupName";
 
 /// Maps EC2's state and, for a member, the group's lifecycle state to the shared terms. The
 /// lifecycle state wins where it says more (a running instance in `Terminating:Wait` is on its
 /// way out).
-pub fn instance_state(ec2_state: &str, lifecycle: Option<&str>) -> InstanceState {
+pub(crate) fn instance_state(ec2_state: &str, lifecycle: Option<&str>) -> InstanceState {
     if let Some(l) = lifecycle {
         // In the warm pool (only `DescribeWarmPool` lists these): never capacity, so never
         // running or pending for the audit's drift, whatever EC2 says of the machine (one going
@@ -63,7 +63,7 @@ pub fn instance_state(ec2_state: &str, lifecycle: Option<&str>) -> InstanceState
 
 /// Every name the worker on this instance may report as `workers.hostname`, lowercase: private
 /// DNS name and its first label, private IP, instance id.
-pub fn hostnames(id: &str, ec2: Option<&Ec2Instance>) -> Vec<String> {
+pub(crate) fn hostnames(id: &str, ec2: Option<&Ec2Instance>) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(e) = ec2 {
         if let Some(dns) = &e.private_dns_name {
@@ -114,28 +114,26 @@ fn to_instance(
     }
 }
 
-impl Applier {
-    /// The audit's snapshot; see the module docs for its cost.
-    pub(crate) async fn inventory(
-        &self,
-        pools: &[&WorkerPool],
-    ) -> Result<InventorySnapshot, ExecutorError> {
-        let api: &dyn AsgApi = self.api();
-        // Requests sent, so the audit can report what it cost.
-        let mut calls = 0u32;
-        let mut names: Vec<Result<String, ExecutorError>> = Vec::new();
-        for p in pools {
-            names.push(group_name(p, Plan::default()));
-        }
-        let wanted: BTreeSet<String> = names
-            .iter()
-            .filter_map(|n| n.as_ref().ok().cloned())
-            .collect();
-        let wanted: Vec<String> = wanted.into_iter().collect();
-        let mut groups: HashMap<String, Result<GroupInfo, ApiError>> = HashMap::new();
+/// Each group's description (or the failure of the call that should have given it).
+type Groups = HashMap<String, Result<GroupInfo, ApiError>>;
+
+/// Each read group's launch failures (or the failure of reading them).
+type Failing = HashMap<String, Result<Vec<LaunchFailure>, ApiError>>;
+
+/// The snapshot's reads, each counted, so the audit can report what it cost.
+struct Reads<'a> {
+    api: &'a dyn AsgApi,
+    /// Requests sent.
+    calls: u32,
+}
+
+impl Reads<'_> {
+    /// One `DescribeAutoScalingGroups` per 100 names; a failed call fails its names only.
+    async fn groups(&mut self, wanted: &[String]) -> Groups {
+        let mut groups: Groups = HashMap::new();
         for chunk in wanted.chunks(DESCRIBE_BATCH) {
-            calls += 1;
-            match api.describe_groups(chunk).await {
+            self.calls += 1;
+            match self.api.describe_groups(chunk).await {
                 Ok(found) => {
                     for g in found {
                         groups.insert(g.name.clone(), Ok(g));
@@ -148,18 +146,21 @@ impl Applier {
                 }
             }
         }
+        groups
+    }
 
-        // A group's warm pool belongs to it: its instances are listed as members (in
-        // `Warmed:*` states, never capacity), or one going back to the warm pool, still
-        // running and tagged, would look like an instance no group manages.
+    /// A group's warm pool belongs to it: its instances are listed as members (in
+    /// `Warmed:*` states, never capacity), or one going back to the warm pool, still
+    /// running and tagged, would look like an instance no group manages.
+    async fn warm_pools(&mut self, groups: &mut Groups) {
         let with_warm: Vec<String> = groups
             .iter()
             .filter(|(_, g)| g.as_ref().is_ok_and(|g| g.warm_pool.is_some()))
             .map(|(n, _)| n.clone())
             .collect();
         for n in with_warm {
-            calls += 1;
-            match api.describe_warm_pool(&n).await {
+            self.calls += 1;
+            match self.api.describe_warm_pool(&n).await {
                 Ok(w) => {
                     if let Some(Ok(g)) = groups.get_mut(&n) {
                         g.instances.extend(w.instances);
@@ -170,10 +171,17 @@ impl Applier {
                 }
             }
         }
+    }
 
-        let first = pools.first().map(|p| p.name.as_str()).unwrap_or("-");
-        calls += 1;
-        let tagged = api.describe_worker_instances().await.map_err(|e| {
+    /// The tagged instances, then the members the tag filter did not return (untagged,
+    /// stopped) by id; a failure here fails the snapshot, reported on the `first` pool.
+    async fn instances(
+        &mut self,
+        first: &str,
+        members: &BTreeMap<String, GroupInstance>,
+    ) -> Result<BTreeMap<String, Ec2Instance>, ExecutorError> {
+        self.calls += 1;
+        let tagged = self.api.describe_worker_instances().await.map_err(|e| {
             ExecutorError::new(
                 first,
                 e.kind,
@@ -187,25 +195,14 @@ impl Applier {
             .into_iter()
             .map(|i| (i.instance_id.clone(), i))
             .collect();
-
-        // Members the tag filter did not return (untagged, stopped): describe them by id.
-        let members: BTreeMap<String, GroupInstance> = groups
-            .values()
-            .filter_map(|g| g.as_ref().ok())
-            .flat_map(|g| {
-                g.instances
-                    .iter()
-                    .map(|i| (i.instance_id.clone(), i.clone()))
-            })
-            .collect();
         let missing: Vec<String> = members
             .keys()
             .filter(|id| !ec2.contains_key(*id))
             .cloned()
             .collect();
         for chunk in missing.chunks(200) {
-            calls += 1;
-            let got = api.describe_instances(chunk).await.map_err(|e| {
+            self.calls += 1;
+            let got = self.api.describe_instances(chunk).await.map_err(|e| {
                 ExecutorError::new(
                     first,
                     e.kind,
@@ -216,25 +213,67 @@ impl Applier {
                 ec2.insert(i.instance_id.clone(), i);
             }
         }
+        Ok(ec2)
+    }
 
-        // Groups below their desired capacity: why AWS has not launched the rest. This process
-        // raised no size, so the failures run back to the last successful launch.
-        let mut failing: HashMap<String, Result<Vec<LaunchFailure>, ApiError>> = HashMap::new();
+    /// Groups below their desired capacity: why AWS has not launched the rest. This process
+    /// raised no size, so the failures run back to the last successful launch.
+    async fn launch_failures(&mut self, groups: &Groups) -> Failing {
+        let mut failing: Failing = HashMap::new();
         for g in groups.values().filter_map(|g| g.as_ref().ok()) {
-            let capacity = g
-                .instances
-                .iter()
-                .filter(|i| i.counts_as_capacity())
-                .count() as u32;
-            if capacity < g.desired_capacity && unsupported_capacity(g).is_none() {
-                calls += 1;
-                let got = api
+            if capacity(g) < g.desired_capacity && unsupported_capacity(g).is_none() {
+                self.calls += 1;
+                let got = self
+                    .api
                     .describe_scaling_activities(&g.name, crate::client::ACTIVITIES_READ)
                     .await
                     .map(|a| current_failures(&a, None));
                 failing.insert(g.name.clone(), got);
             }
         }
+        failing
+    }
+}
+
+/// Every member of every described group, by instance id.
+fn members_of(groups: &Groups) -> BTreeMap<String, GroupInstance> {
+    groups
+        .values()
+        .filter_map(|g| g.as_ref().ok())
+        .flat_map(|g| {
+            g.instances
+                .iter()
+                .map(|i| (i.instance_id.clone(), i.clone()))
+        })
+        .collect()
+}
+
+impl Applier {
+    /// The audit's snapshot; see the module docs for its cost.
+    pub(crate) async fn inventory(
+        &self,
+        pools: &[&WorkerPool],
+    ) -> Result<InventorySnapshot, ExecutorError> {
+        let mut reads = Reads {
+            api: self.api(),
+            calls: 0,
+        };
+        let names: Vec<Result<String, ExecutorError>> = pools
+            .iter()
+            .map(|p| group_name(p, Plan::default()))
+            .collect();
+        let wanted: BTreeSet<String> = names
+            .iter()
+            .filter_map(|n| n.as_ref().ok().cloned())
+            .collect();
+        let wanted: Vec<String> = wanted.into_iter().collect();
+        let mut groups = reads.groups(&wanted).await;
+        reads.warm_pools(&mut groups).await;
+
+        let first = pools.first().map(|p| p.name.as_str()).unwrap_or("-");
+        let members = members_of(&groups);
+        let ec2 = reads.instances(first, &members).await?;
+        let failing = reads.launch_failures(&groups).await;
 
         let mut ids: BTreeSet<String> = ec2.keys().cloned().collect();
         ids.extend(members.keys().cloned());
@@ -246,54 +285,10 @@ impl Applier {
         let pools_out = pools
             .iter()
             .zip(names)
-            .map(|(p, name)| {
-                let group = name.and_then(|n| match groups.get(&n) {
-                    // Its sizes are not instances: judging drift on them would mislead.
-                    Some(Ok(g)) if unsupported_capacity(g).is_some() => Err(ExecutorError::new(
-                        &p.name,
-                        ErrorKind::Config,
-                        format!(
-                            "Auto Scaling group {n}: {}",
-                            unsupported_capacity(g).unwrap_or_default()
-                        ),
-                    )),
-                    Some(Ok(g)) => Ok(InventoryGroup {
-                        pool: p.name.clone(),
-                        target: g.name.clone(),
-                        desired: g.desired_capacity,
-                        min: Some(g.min_size),
-                        max: Some(g.max_size),
-                        members: g.instances.iter().map(|i| i.instance_id.clone()).collect(),
-                        workers_per_instance: self.config().workers_per_instance_for(&p.name),
-                        desired_since: None,
-                        launch_failures: match failing.get(&n) {
-                            Some(Ok(f)) => f.clone(),
-                            Some(Err(e)) => {
-                                return Err(ExecutorError::new(
-                                    &p.name,
-                                    e.kind,
-                                    format!("Auto Scaling group {n}: {}", e.message),
-                                ))
-                            }
-                            None => Vec::new(),
-                        },
-                    }),
-                    Some(Err(e)) => Err(ExecutorError::new(
-                        &p.name,
-                        e.kind,
-                        format!("Auto Scaling group {n}: {}", e.message),
-                    )),
-                    None => Err(ExecutorError::new(
-                        &p.name,
-                        ErrorKind::NotFound,
-                        format!("Auto Scaling group {n} not found{}", self.where_()),
-                    )),
-                });
-                PoolInventory {
-                    pool: p.name.clone(),
-                    pool_tag: p.name.clone(),
-                    group,
-                }
+            .map(|(p, name)| PoolInventory {
+                pool: p.name.clone(),
+                pool_tag: p.name.clone(),
+                group: name.and_then(|n| self.pool_group(p, &n, &groups, &failing)),
             })
             .collect();
 
@@ -304,8 +299,60 @@ impl Applier {
                 Some(r) => format!("region {r}"),
                 None => "the SDK's default region".to_string(),
             }],
-            api_calls: calls,
+            api_calls: reads.calls,
         })
+    }
+
+    /// One pool's row of the snapshot: its group `n` as read, or why it could not be judged.
+    fn pool_group(
+        &self,
+        p: &WorkerPool,
+        n: &str,
+        groups: &Groups,
+        failing: &Failing,
+    ) -> Result<InventoryGroup, ExecutorError> {
+        match groups.get(n) {
+            // Its sizes are not instances: judging drift on them would mislead.
+            Some(Ok(g)) if unsupported_capacity(g).is_some() => Err(ExecutorError::new(
+                &p.name,
+                ErrorKind::Config,
+                format!(
+                    "Auto Scaling group {n}: {}",
+                    unsupported_capacity(g).unwrap_or_default()
+                ),
+            )),
+            Some(Ok(g)) => Ok(InventoryGroup {
+                pool: p.name.clone(),
+                target: g.name.clone(),
+                desired: g.desired_capacity,
+                min: Some(g.min_size),
+                max: Some(g.max_size),
+                members: g.instances.iter().map(|i| i.instance_id.clone()).collect(),
+                workers_per_instance: self.config().workers_per_instance_for(&p.name),
+                desired_since: None,
+                launch_failures: match failing.get(n) {
+                    Some(Ok(f)) => f.clone(),
+                    Some(Err(e)) => {
+                        return Err(ExecutorError::new(
+                            &p.name,
+                            e.kind,
+                            format!("Auto Scaling group {n}: {}", e.message),
+                        ))
+                    }
+                    None => Vec::new(),
+                },
+            }),
+            Some(Err(e)) => Err(ExecutorError::new(
+                &p.name,
+                e.kind,
+                format!("Auto Scaling group {n}: {}", e.message),
+            )),
+            None => Err(ExecutorError::new(
+                &p.name,
+                ErrorKind::NotFound,
+                format!("Auto Scaling group {n} not found{}", self.where_()),
+            )),
+        }
     }
 }
 

@@ -8,19 +8,15 @@
 //! Which activities count: newest first, every `Failed` or `Cancelled` one that is not a
 //! termination, back to the first of
 //! - a successful launch (the launches after it are the ones failing now),
-//! - the executor's own last raise of the group's desired capacity, less [`CLOCK_SKEW`] (what
+//! - the executor's own last raise of the group's desired capacity, less [`CLOCK_SKEW`](crate::policy::CLOCK_SKEW) (what
 //!   it asked for then is what is failing; older failures belong to an earlier size), when
 //!   this process made one,
 //! - [`ACTIVITIES_READ`] activities.
 
-use crate::apply::{Applier, Run};
 use crate::client::{ApiError, ScalingActivity, ACTIVITIES_READ};
+use crate::run::{Applier, Run};
 use autoscaler_executor::{ErrorKind, ExecutorError, LaunchFailure};
 use chrono::{DateTime, Utc};
-
-/// How far this host's clock may be ahead of AWS's: a raise counts as made this much earlier
-/// than this host says, so a launch AWS failed right after it is never taken for an older one.
-pub const CLOCK_SKEW: chrono::Duration = chrono::Duration::seconds(30);
 
 /// The short code of a failed activity, for the metric label and the log's `reason`: AWS's
 /// own error code where the message carries one, else the code of a well-known message, else
@@ -34,7 +30,7 @@ pub const CLOCK_SKEW: chrono::Duration = chrono::Duration::seconds(30);
 ///    `InsufficientInstanceCapacity`, `… vCPU limit …` → `VcpuLimitExceeded`, `… instance
 ///    limit …` → `InstanceLimitExceeded`, `… not enough free addresses in subnet …` →
 ///    `InsufficientFreeAddressesInSubnet`.
-pub fn launch_reason(status_message: &str, status_code: &str) -> String {
+pub(crate) fn launch_reason(status_message: &str, status_code: &str) -> String {
     if let Some((before, _)) = status_message.split_once(" - ") {
         if let Some(word) = before.split_whitespace().last() {
             if is_code(word) {
@@ -86,7 +82,7 @@ fn is_code(w: &str) -> bool {
 
 /// The launches failing now, newest first (see the module docs for which count). `since` is
 /// the executor's own last raise of the desired capacity, when it made one.
-pub fn current_failures(
+pub(crate) fn current_failures(
     activities: &[ScalingActivity],
     since: Option<DateTime<Utc>>,
 ) -> Vec<LaunchFailure> {
@@ -117,7 +113,7 @@ pub fn current_failures(
 
 /// The pool's error for `failures` (newest first, at least one): how far the group is below
 /// its desired capacity, how many launches failed since when, and the newest in AWS's words.
-pub fn launch_error(
+pub(crate) fn launch_error(
     pool: &str,
     group: &str,
     capacity: u32,

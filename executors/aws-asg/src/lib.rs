@@ -17,27 +17,31 @@
 //! [`policy::warm`]); instances going back to it wait in `Warmed:Pending:Wait` and go through
 //! the same drain. A plan without standby on a group without a warm pool costs exactly the
 //! calls above.
+//!
+//! The modules, one way down: `config` (the settings), `client` (every AWS call, its
+//! retries and error classification; the SDK's backoff with jitter is set up by
+//! [`load_sdk_config`]), `policy` (every decision, pure, tested on
+//! values), `run` (the executor's state and one pool's cycle record), and the steps that carry
+//! the decisions out: `apply` (one pool's cycle) calling `drain`, `protect`, `warm_pool`,
+//! `launch` and `scale_in`; `inventory` is the audit's read-only snapshot.
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 mod apply;
 pub mod client;
 pub mod config;
 mod drain;
-pub mod inventory;
-pub mod launch;
+mod inventory;
+mod launch;
 pub mod policy;
 mod protect;
+mod run;
 mod scale_in;
 mod warm_pool;
 
-pub use apply::{Clock, ScaleInStats, SystemClock};
 pub use client::{ApiError, AsgApi, SdkAsgApi};
 pub use config::{Config, HostnameMatch, PoolOverride, WarmPoolState};
-pub use policy::{
-    decide, group_name, hostname_matches, missing_tags, target_instances, unsupported_capacity,
-    wanted_termination_policies, Clamp, Decision, DrainState, Target, OLDEST_INSTANCE,
-};
+pub use run::{Clock, ScaleInStats, SystemClock};
 
 use async_trait::async_trait;
 use autoscaler_executor::{
@@ -163,7 +167,7 @@ pub async fn load_sdk_config(cfg: &Config) -> Result<aws_config::SdkConfig, AwsA
 
 /// The executor. Cheap to share: one pair of SDK clients serves every pool concurrently.
 pub struct AwsAsgExecutor {
-    applier: apply::Applier,
+    applier: run::Applier,
 }
 
 impl AwsAsgExecutor {
@@ -209,7 +213,7 @@ impl AwsAsgExecutor {
         );
         let api = SdkAsgApi::new(&sdk, Duration::from_secs(cfg.request_timeout_seconds));
         Ok(AwsAsgExecutor {
-            applier: apply::Applier::new(Arc::new(api), cfg, region, Arc::new(SystemClock)),
+            applier: run::Applier::new(Arc::new(api), cfg, region, Arc::new(SystemClock)),
         })
     }
 
@@ -223,7 +227,7 @@ impl AwsAsgExecutor {
         let region = sdk.region().map(|r| r.to_string());
         let api = SdkAsgApi::new(sdk, Duration::from_secs(cfg.request_timeout_seconds));
         Ok(AwsAsgExecutor {
-            applier: apply::Applier::new(Arc::new(api), cfg, region, Arc::new(SystemClock)),
+            applier: run::Applier::new(Arc::new(api), cfg, region, Arc::new(SystemClock)),
         })
     }
 
@@ -232,7 +236,7 @@ impl AwsAsgExecutor {
         cfg.validate()?;
         let region = cfg.region.clone();
         Ok(AwsAsgExecutor {
-            applier: apply::Applier::new(api, cfg, region, Arc::new(SystemClock)),
+            applier: run::Applier::new(api, cfg, region, Arc::new(SystemClock)),
         })
     }
 
@@ -284,7 +288,7 @@ impl Executor for AwsAsgExecutor {
         self.applier.status(pool).await.map(Some)
     }
 
-    /// Groups and tagged instances, read-only, for `autoscaler audit` (see [`inventory`]).
+    /// Groups and tagged instances, read-only, for `autoscaler audit` (see the crate's `inventory` module).
     fn inventory(&self) -> Option<&dyn autoscaler_executor::Inventory> {
         Some(self)
     }

@@ -1,29 +1,33 @@
 //! The executor's pure decisions: the group's name and size, what it keeps on the group
 //! (tags, termination policy), how an instance of the group looks to the shared scale-in
 //! chooser, and what to do with an instance waiting in `Terminating:Wait`. Nothing here does
-//! I/O, so every rule is tested on values alone; [`crate::apply`] carries the decisions out.
+//! I/O, so every rule is tested on values alone; the crate's `apply` carries the decisions out.
 
 use crate::client::{Ec2Instance, GroupInfo, GroupInstance, GroupTag};
 use crate::config::{Config, HostnameMatch};
 use autoscaler_executor::inventory::{TAG_POOL, TAG_WORKER};
 use autoscaler_executor::scale_in::{
-    self, Blocker, Candidate, CandidateState, Drain, HoldReason, ScaleInChoice, ScaleInRequest,
-    DRAIN_AGENT_VERSION, TAG_DRAIN_AGENT,
+    self, Action, Blocker, Candidate, CandidateState, Drain, HoldReason, RemoveReason,
+    ScaleInChoice, ScaleInRequest, DRAIN_AGENT_VERSION, TAG_DRAIN_AGENT,
 };
 use autoscaler_executor::{render_command, BusyWorker, ErrorKind, ExecutorError, Plan, WorkerPool};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use std::collections::HashMap;
 
+/// How far this host's clock may be ahead of AWS's: a raise counts as made this much earlier
+/// than this host says, so a launch AWS failed right after it is never taken for an older one.
+pub(crate) const CLOCK_SKEW: chrono::Duration = chrono::Duration::seconds(30);
+
 /// The instance sizing every backend shares (see [`autoscaler_executor::sizing`]); named here
 /// as this crate has always named it.
-pub use autoscaler_executor::sizing::{instances_for as target_instances, Clamp, Target};
+pub(crate) use autoscaler_executor::sizing::{instances_for as target_instances, Target};
 
 pub mod warm;
 
 /// The first termination policy the executor keeps on every group: when AWS itself picks which
 /// instances leave (AZ rebalancing, a desired capacity lowered by someone else), the oldest go
 /// first (Vespene's own advice). The executor's own scale-in names its instances.
-pub const OLDEST_INSTANCE: &str = "OldestInstance";
+pub(crate) const OLDEST_INSTANCE: &str = "OldestInstance";
 
 /// The Auto Scaling group a pool names: its `executor_command` rendered.
 ///
@@ -31,7 +35,7 @@ pub const OLDEST_INSTANCE: &str = "OldestInstance";
 /// with an empty plan in `prepare` (which has no plan) to batch the describe call, so a name
 /// that moved with the plan would describe the wrong group. [`validate`] rejects such a
 /// template.
-pub fn group_name(pool: &WorkerPool, plan: Plan) -> Result<String, ExecutorError> {
+pub(crate) fn group_name(pool: &WorkerPool, plan: Plan) -> Result<String, ExecutorError> {
     let name = render_command(&pool.executor_command, pool, plan).map_err(|e| {
         ExecutorError::new(
             &pool.name,
@@ -58,7 +62,7 @@ pub fn group_name(pool: &WorkerPool, plan: Plan) -> Result<String, ExecutorError
 
 /// Checks a pool's settings without any I/O: the group name renders, is a valid name and does
 /// not change with the plan, and at least one instance fits under the pool's maximum.
-pub fn validate(cfg: &Config, pool: &WorkerPool, plan: Plan) -> Result<(), ExecutorError> {
+pub(crate) fn validate(cfg: &Config, pool: &WorkerPool, plan: Plan) -> Result<(), ExecutorError> {
     let name = group_name(pool, plan)?;
     let fixed = group_name(pool, Plan::default())?;
     if name != fixed {
@@ -93,7 +97,7 @@ pub fn validate(cfg: &Config, pool: &WorkerPool, plan: Plan) -> Result<(), Execu
 /// instance types (`WeightedCapacity` other than 1), counts its desired capacity in those
 /// units: a desired capacity of 8 could be one instance or eight, so any size the executor set
 /// would be wrong. Weights that are all 1 count instances, and are accepted.
-pub fn unsupported_capacity(group: &GroupInfo) -> Option<String> {
+pub(crate) fn unsupported_capacity(group: &GroupInfo) -> Option<String> {
     if let Some(t) = group
         .desired_capacity_type
         .as_deref()
@@ -130,7 +134,7 @@ pub fn unsupported_capacity(group: &GroupInfo) -> Option<String> {
 
 /// The termination policies to set so `OldestInstance` comes first, keeping the others in
 /// order after it; `None` when it already comes first.
-pub fn wanted_termination_policies(current: &[String]) -> Option<Vec<String>> {
+pub(crate) fn wanted_termination_policies(current: &[String]) -> Option<Vec<String>> {
     if current.first().map(String::as_str) == Some(OLDEST_INSTANCE) {
         return None;
     }
@@ -140,7 +144,7 @@ pub fn wanted_termination_policies(current: &[String]) -> Option<Vec<String>> {
 }
 
 /// The tags every group of a pool carries, propagated to its instances.
-pub fn wanted_tags(pool: &str) -> Vec<GroupTag> {
+pub(crate) fn wanted_tags(pool: &str) -> Vec<GroupTag> {
     vec![
         GroupTag {
             key: TAG_WORKER.to_string(),
@@ -156,7 +160,7 @@ pub fn wanted_tags(pool: &str) -> Vec<GroupTag> {
 }
 
 /// The wanted tags the group lacks (missing, another value, or not propagated).
-pub fn missing_tags(current: &[GroupTag], pool: &str) -> Vec<GroupTag> {
+pub(crate) fn missing_tags(current: &[GroupTag], pool: &str) -> Vec<GroupTag> {
     wanted_tags(pool)
         .into_iter()
         .filter(|w| !current.iter().any(|c| c == w))
@@ -166,7 +170,7 @@ pub fn missing_tags(current: &[GroupTag], pool: &str) -> Vec<GroupTag> {
 /// The names the worker on an instance may report as `workers.hostname`, under `mode` (see
 /// [`HostnameMatch`]): the instance id, the private DNS name, the private IP. `ec2` is `None`
 /// when EC2 did not describe the instance (then only its id is known).
-pub fn instance_names(
+pub(crate) fn instance_names(
     mode: HostnameMatch,
     instance_id: &str,
     ec2: Option<&Ec2Instance>,
@@ -187,24 +191,10 @@ pub fn instance_names(
         .collect()
 }
 
-/// Whether a worker's reported hostname is this instance, under `mode`: the shared rule of
-/// [`autoscaler_executor::scale_in::hostname_matches`] (case, a trailing dot and a short name
-/// against a fully qualified one never matter) applied to [`instance_names`].
-pub fn hostname_matches(
-    mode: HostnameMatch,
-    hostname: &str,
-    instance_id: &str,
-    ec2: Option<&Ec2Instance>,
-) -> bool {
-    instance_names(mode, instance_id, ec2)
-        .iter()
-        .any(|n| scale_in::hostname_matches(hostname, n))
-}
-
 /// Whether the instance runs the drain agent of `images/` (instance tag
 /// `vespene_drain_agent=v1`): it is then removed only through the handshake, and the executor
 /// never completes its lifecycle action.
-pub fn has_agent(ec2: Option<&Ec2Instance>) -> bool {
+pub(crate) fn has_agent(ec2: Option<&Ec2Instance>) -> bool {
     ec2.and_then(|e| e.tags.get(TAG_DRAIN_AGENT))
         .is_some_and(|v| v == DRAIN_AGENT_VERSION)
 }
@@ -214,7 +204,7 @@ pub fn has_agent(ec2: Option<&Ec2Instance>) -> bool {
 /// `Detaching`, …) is excluded with the reason. On AWS an instance asked to drain has already
 /// left the group's capacity (it waits in `Terminating:Wait`), so no candidate is ever
 /// "draining".
-pub fn candidate(
+pub(crate) fn candidate(
     mode: HostnameMatch,
     member: &GroupInstance,
     ec2: Option<&Ec2Instance>,
@@ -243,12 +233,77 @@ pub fn candidate(
 /// never more than the instances that exist (a desired capacity above them is lowered by
 /// `SetDesiredCapacity`, which ends nothing). Because the target is never below the group's
 /// `MinSize`, removing this many with `ShouldDecrementDesiredCapacity` never breaks it.
-pub fn reduction(desired: u32, capacity: u32, target: u32) -> u32 {
+pub(crate) fn reduction(desired: u32, capacity: u32, target: u32) -> u32 {
     desired.min(capacity).saturating_sub(target)
 }
 
+/// A cycle's sizing of one group, decided once: the instances the plan wants (with the bounds
+/// that won, for the log), the instances that count today, and how many a scale-in removes.
+#[derive(Debug)]
+pub(crate) struct Sizing {
+    /// The instances wanted, from [`target_instances`].
+    pub(crate) target: Target,
+    /// Members that count as capacity (launching or in service).
+    pub(crate) capacity: u32,
+    /// What a scale-in removes, see [`reduction`].
+    pub(crate) reduce: u32,
+}
+
+/// The members of `group` that count as capacity, so `status` and `scale` count alike.
+pub(crate) fn capacity(group: &GroupInfo) -> u32 {
+    group
+        .instances
+        .iter()
+        .filter(|i| i.counts_as_capacity())
+        .count() as u32
+}
+
+/// The group's [`Sizing`] for a plan of `size` workers at `wpi` per instance.
+pub(crate) fn sizing(size: u32, pool_maximum: i32, wpi: u32, group: &GroupInfo) -> Sizing {
+    let target = target_instances(size, pool_maximum, wpi, group.min_size, group.max_size);
+    let capacity = capacity(group);
+    let reduce = reduction(group.desired_capacity, capacity, target.instances);
+    Sizing {
+        target,
+        capacity,
+        reduce,
+    }
+}
+
+/// What a cycle does to the desired capacity, so the branches of `apply` only carry it out.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Resize {
+    /// Raise the desired capacity to `to`: AWS launches the difference.
+    Grow {
+        /// The new desired capacity.
+        to: u32,
+    },
+    /// The target is below the desired capacity: first take back the `lower` instances not
+    /// launched yet (that ends nothing), then a scale-in of the running ones ([`reduction`]).
+    Shrink {
+        /// How far `SetDesiredCapacity` lowers the desired capacity (0: not at all).
+        lower: u32,
+    },
+    /// The desired capacity is already as planned.
+    Hold,
+}
+
+/// The [`Resize`] from the group's `desired` capacity, its `capacity` and the `target`.
+pub(crate) fn resize(desired: u32, capacity: u32, target: u32) -> Resize {
+    if target > desired {
+        Resize::Grow { to: target }
+    } else if target < desired {
+        let unlaunched = desired.saturating_sub(capacity);
+        Resize::Shrink {
+            lower: unlaunched.min(desired - target),
+        }
+    } else {
+        Resize::Hold
+    }
+}
+
 /// The chooser's question for a scale-in of `reduction` instances of `members`.
-pub fn scale_in_choice(
+pub(crate) fn scale_in_choice(
     cfg: &Config,
     now: DateTime<Utc>,
     reduction: u32,
@@ -270,6 +325,53 @@ pub fn scale_in_choice(
     })
 }
 
+/// Why the chooser's `action` ends an instance, for the log; `None` for an action that ends
+/// none. On AWS no candidate is ever draining (a drained instance has left the group's
+/// capacity), so the chooser never waits on or cancels one.
+pub(crate) fn removal_reason(action: &Action) -> Option<&'static str> {
+    match action {
+        Action::Remove(RemoveReason::Booting) => Some("booting, not needed"),
+        Action::Remove(RemoveReason::Idle) => Some("idle: no RUNNING build on it"),
+        Action::Remove(RemoveReason::Drained) => Some("drained"),
+        Action::RequestDrain => {
+            Some("drain agent: it finishes its build, then completes the lifecycle action")
+        }
+        Action::AwaitDrain | Action::CancelDrain => None,
+    }
+}
+
+/// The members that count as capacity but may not be removed, each with why, for the warning
+/// when a scale-in removed fewer than asked with nothing to wait for.
+pub(crate) fn excluded(
+    mode: HostnameMatch,
+    members: &[GroupInstance],
+    ec2: &HashMap<String, Ec2Instance>,
+) -> Vec<String> {
+    members
+        .iter()
+        .filter_map(
+            |m| match candidate(mode, m, ec2.get(&m.instance_id)).state {
+                CandidateState::Excluded(r) if m.counts_as_capacity() => {
+                    Some(format!("{} ({r})", m.instance_id))
+                }
+                _ => None,
+            },
+        )
+        .collect()
+}
+
+/// Whether a scale-in that ended `chosen` instances comes back next cycle: terminated
+/// instances wait on the hook, busy ones free up, an unassigned build gets its worker in a
+/// moment. A missing agent or protection does not change by waiting, so those alone are no
+/// reason to come back.
+pub(crate) fn scale_in_revisit(chosen: u64, choice: &ScaleInChoice) -> bool {
+    let busy_held = choice
+        .held
+        .iter()
+        .any(|(_, r)| matches!(r, HoldReason::Busy { .. }));
+    chosen > 0 || busy_held || matches!(choice.blocker, Some(Blocker::Unassigned { .. }))
+}
+
 fn grace(cfg: &Config) -> Option<ChronoDuration> {
     (cfg.unassigned_grace_seconds > 0)
         .then(|| ChronoDuration::seconds(cfg.unassigned_grace_seconds.min(i64::MAX as u64) as i64))
@@ -279,17 +381,31 @@ fn grace(cfg: &Config) -> Option<ChronoDuration> {
 /// that matches it, or `None` when none does. A RUNNING build that could be on any instance
 /// (no worker recorded yet, or a worker matching no member of the group) keeps every waiting
 /// instance, and is returned as the blocker.
-pub struct DrainView {
+pub(crate) struct DrainView {
     /// Per waiting instance id, the build that keeps it.
     pub busy: HashMap<String, Option<BusyWorker>>,
     /// Why every waiting instance is kept, if something could be on any of them.
     pub blocker: Option<Blocker>,
 }
 
+/// The build that keeps instance `id` in the drain: from the `view`, or, without one (the
+/// busy workers or the instances' names unavailable), an unknown build, so the instance is
+/// kept (within `max_drain_seconds`) and never completed as idle.
+pub(crate) fn drain_match(view: Option<&DrainView>, id: &str) -> Option<BusyWorker> {
+    match view {
+        Some(v) => v.busy.get(id).cloned().flatten(),
+        None => Some(BusyWorker {
+            hostname: Some("(unknown: busy workers or instance names unavailable)".into()),
+            build_id: 0,
+            started: None,
+        }),
+    }
+}
+
 /// Asks the shared chooser which waiting instances are idle: every member of the group is a
 /// candidate for the matching (a worker's name is compared with all of them), only the waiting
 /// ones may be "removed", and the reduction is all of them, so each is either idle or held.
-pub fn drain_view(
+pub(crate) fn drain_view(
     cfg: &Config,
     now: DateTime<Utc>,
     members: &[GroupInstance],
@@ -361,7 +477,7 @@ fn blocker_build(b: &Blocker) -> i64 {
 
 /// What the drain logic remembers about an instance in `Terminating:Wait`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DrainState {
+pub(crate) struct DrainState {
     /// When this process first saw it waiting: the start of its drain. A restart of the
     /// autoscaler restarts this clock; AWS's own global timeout still bounds the wait.
     pub since: DateTime<Utc>,
@@ -371,7 +487,7 @@ pub struct DrainState {
 
 /// What to do with one waiting instance this cycle.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// No RUNNING build on it: let it terminate now.
     CompleteIdle,
     /// Still busy but held for `max_drain_seconds` already: let it terminate.
@@ -412,7 +528,7 @@ pub enum Decision {
 /// only a RUNNING build can keep an instance. An instance with the drain agent is never
 /// completed by the executor (the agent acknowledges); it only gets the safety-net heartbeats
 /// while a build matches it.
-pub fn decide(
+pub(crate) fn decide(
     cfg: &Config,
     now: DateTime<Utc>,
     state: &DrainState,

@@ -3,9 +3,9 @@
 //! `vespene_pool` tags (on the group, propagated, and on members launched before), and
 //! `OldestInstance` first in the termination policies (for the terminations AWS starts itself).
 
-use crate::apply::{Applier, Run};
 use crate::client::{GroupInfo, HookInfo, TERMINATING_TRANSITION};
 use crate::policy::{missing_tags, wanted_termination_policies};
+use crate::run::{Applier, Run};
 use autoscaler_executor::ExecutorError;
 use chrono::Duration as ChronoDuration;
 

@@ -7,10 +7,10 @@
 //! `autoscaling/target-lifecycle-state` from the instance metadata service, starts no new
 //! worker, and completes the lifecycle action itself once its worker has exited.
 
-use crate::apply::{Applier, Run};
 use crate::client::{Ec2Instance, GroupInfo};
-use crate::policy::scale_in_choice;
-use autoscaler_executor::scale_in::{Action, Blocker, CandidateState, HoldReason, RemoveReason};
+use crate::policy::{excluded, removal_reason, scale_in_choice, scale_in_revisit};
+use crate::run::{Applier, Run};
+use autoscaler_executor::scale_in::{Blocker, HoldReason, ScaleInChoice};
 use autoscaler_executor::{ErrorKind, WorkerDirectory};
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
@@ -49,68 +49,16 @@ impl Applier {
 
         let mut chosen = 0u64;
         for (id, action) in &choice.actions {
-            let why = match action {
-                Action::Remove(RemoveReason::Booting) => "booting, not needed",
-                Action::Remove(RemoveReason::Idle) => "idle: no RUNNING build on it",
-                Action::Remove(RemoveReason::Drained) => "drained",
-                Action::RequestDrain => {
-                    "drain agent: it finishes its build, then completes the lifecycle action"
-                }
-                // On AWS no candidate is ever draining (a drained instance has left the group's
-                // capacity), so the chooser never waits on or cancels one.
-                Action::AwaitDrain | Action::CancelDrain => continue,
-            };
-            chosen += 1;
-            self.terminate(run, id, why).await;
-        }
-        for (id, reason) in &choice.held {
-            match reason {
-                HoldReason::Busy { build_id, worker } => {
-                    tracing::info!(pool = %run.pool.name, group = %run.group, instance = %id,
-                        "kept: build {build_id} RUNNING on worker {worker}")
-                }
-                HoldReason::NoAgent => {
-                    tracing::warn!(pool = %run.pool.name, group = %run.group, instance = %id,
-                        "kept: require_drain_agent is set and the instance lacks the tag vespene_drain_agent=v1")
-                }
+            if let Some(why) = removal_reason(action) {
+                chosen += 1;
+                self.terminate(run, id, why).await;
             }
         }
-        let mut held = choice.held.len() as u64;
-        match &choice.blocker {
-            Some(b @ Blocker::Unassigned { .. }) => {
-                held += u64::from(reduce).saturating_sub(chosen);
-                tracing::info!(pool = %run.pool.name, group = %run.group,
-                    "scale-in held this cycle: {b}");
-            }
-            Some(b @ Blocker::Unmatched { .. }) => {
-                held += u64::from(reduce).saturating_sub(chosen);
-                if !run.held_reported {
-                    run.error(ErrorKind::Held, format!("scale-in held: {b}"));
-                    run.held_reported = true;
-                }
-            }
-            None => {}
-        }
+        log_held(run, &choice.held);
+        let held = choice.held.len() as u64 + report_blocker(run, &choice, reduce, chosen);
         if chosen < u64::from(reduce) && choice.held.is_empty() && choice.blocker.is_none() {
             // Protected, standby or otherwise excluded instances: nothing to wait for.
-            let excluded: Vec<String> = group
-                .instances
-                .iter()
-                .filter_map(|m| {
-                    match crate::policy::candidate(
-                        self.cfg.hostname_match,
-                        m,
-                        ec2.get(&m.instance_id),
-                    )
-                    .state
-                    {
-                        CandidateState::Excluded(r) if m.counts_as_capacity() => {
-                            Some(format!("{} ({r})", m.instance_id))
-                        }
-                        _ => None,
-                    }
-                })
-                .collect();
+            let excluded = excluded(self.cfg.hostname_match, &group.instances, ec2);
             tracing::warn!(pool = %run.pool.name, group = %run.group,
                 "scale-in of {reduce} instance(s) removed {chosen}: the others may not be removed [{}]",
                 excluded.join(", "));
@@ -121,14 +69,7 @@ impl Applier {
             s.chosen += chosen;
             s.held += held;
         }
-        let busy_held = choice
-            .held
-            .iter()
-            .any(|(_, r)| matches!(r, HoldReason::Busy { .. }));
-        // Terminated instances wait on the hook next cycle; busy ones free up; an unassigned
-        // build gets its worker in a moment. A missing agent or protection does not change by
-        // waiting, so those alone are no reason to come back.
-        chosen > 0 || busy_held || matches!(choice.blocker, Some(Blocker::Unassigned { .. }))
+        scale_in_revisit(chosen, &choice)
     }
 
     async fn terminate(&self, run: &mut Run<'_>, id: &str, why: &str) {
@@ -147,5 +88,41 @@ impl Applier {
             "TerminateInstanceInAutoScalingGroup InstanceId={id} \
              ShouldDecrementDesiredCapacity=true ({why}{whither})"
         ));
+    }
+}
+
+/// Logs why each held instance stays.
+fn log_held(run: &Run<'_>, held: &[(String, HoldReason)]) {
+    for (id, reason) in held {
+        match reason {
+            HoldReason::Busy { build_id, worker } => {
+                tracing::info!(pool = %run.pool.name, group = %run.group, instance = %id,
+                    "kept: build {build_id} RUNNING on worker {worker}")
+            }
+            HoldReason::NoAgent => {
+                tracing::warn!(pool = %run.pool.name, group = %run.group, instance = %id,
+                    "kept: require_drain_agent is set and the instance lacks the tag vespene_drain_agent=v1")
+            }
+        }
+    }
+}
+
+/// Reports the chooser's blocker (a build that could be on any instance fails the pool as
+/// held, once per cycle); returns how many more instances it held beyond those named.
+fn report_blocker(run: &mut Run<'_>, choice: &ScaleInChoice, reduce: u32, chosen: u64) -> u64 {
+    match &choice.blocker {
+        Some(b @ Blocker::Unassigned { .. }) => {
+            tracing::info!(pool = %run.pool.name, group = %run.group,
+                "scale-in held this cycle: {b}");
+            u64::from(reduce).saturating_sub(chosen)
+        }
+        Some(b @ Blocker::Unmatched { .. }) => {
+            if !run.held_reported {
+                run.error(ErrorKind::Held, format!("scale-in held: {b}"));
+                run.held_reported = true;
+            }
+            u64::from(reduce).saturating_sub(chosen)
+        }
+        None => 0,
     }
 }

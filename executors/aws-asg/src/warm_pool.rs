@@ -5,11 +5,11 @@
 //! never stops the capacity change. Scale-out needs nothing here: a raised desired capacity is
 //! met from the warm pool first by AWS itself.
 
-use crate::apply::{Applier, Run};
 use crate::client::{GroupInfo, GroupTag, WarmPool};
 use crate::policy::warm::{
     decide_warm_pool, describe_put, WarmPlan, TAG_WARM_POOL, WARM_POOL_MANAGED,
 };
+use crate::run::{Applier, Run};
 use autoscaler_executor::Plan;
 
 /// The warm pool as read this cycle.

@@ -27,7 +27,7 @@ use aws_credential_types::Credentials;
 use aws_smithy_runtime_api::client::http::{
     HttpConnector, HttpConnectorSettings, SharedHttpConnector,
 };
-use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
+use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
 use aws_smithy_types::body::SdkBody;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
@@ -346,50 +346,64 @@ impl Ec2Client {
         creds: &Credentials,
         body: &str,
     ) -> Attempt {
-        let fail = |kind, message: String, retry| Attempt::Failed {
-            err: ApiError {
-                kind,
-                code: None,
-                message,
-            },
-            retry,
+        let response = match self.send(action, region, creds, body).await {
+            Ok(r) => r,
+            Err(failed) => return failed,
         };
+        match self.read(action, response).await {
+            Ok((status, request_id, text)) => answer(action, status, request_id, text),
+            Err(failed) => failed,
+        }
+    }
+
+    /// Signs and sends the POST; an unbuildable request or an unreachable endpoint is the
+    /// attempt's failure (retried only when the endpoint may come back).
+    async fn send(
+        &self,
+        action: &str,
+        region: &str,
+        creds: &Credentials,
+        body: &str,
+    ) -> Result<HttpResponse, Attempt> {
         let Some(connector) = &self.connector else {
-            return fail(
+            return Err(failed(
                 ErrorKind::Backend,
                 format!("{action}: no HTTPS connector in this build"),
                 false,
-            );
+            ));
         };
-        let request = match self.signed(region, creds, body) {
-            Ok(r) => r,
-            Err(e) => {
-                return fail(
-                    ErrorKind::Backend,
-                    format!("{action}: request could not be built: {e}"),
-                    false,
-                )
-            }
-        };
-        let response = match connector.call(request).await {
-            Ok(r) => r,
-            Err(e) => {
-                let kind = if e.is_user() {
-                    ErrorKind::Backend
-                } else {
-                    ErrorKind::Unavailable
-                };
-                return fail(
-                    kind,
-                    format!(
-                        "{action}: endpoint {} unreachable: {}",
-                        self.url,
-                        super::chain(&e)
-                    ),
-                    !e.is_user(),
-                );
-            }
-        };
+        let request = self.signed(region, creds, body).map_err(|e| {
+            failed(
+                ErrorKind::Backend,
+                format!("{action}: request could not be built: {e}"),
+                false,
+            )
+        })?;
+        connector.call(request).await.map_err(|e| {
+            let kind = if e.is_user() {
+                ErrorKind::Backend
+            } else {
+                ErrorKind::Unavailable
+            };
+            failed(
+                kind,
+                format!(
+                    "{action}: endpoint {} unreachable: {}",
+                    self.url,
+                    super::chain(&e)
+                ),
+                !e.is_user(),
+            )
+        })
+    }
+
+    /// The answer's status, request id and text, read up to the size cap: a larger answer
+    /// is refused, one cut off is retried, one not in UTF-8 is unreadable.
+    async fn read(
+        &self,
+        action: &str,
+        response: HttpResponse,
+    ) -> Result<(u16, Option<String>, String), Attempt> {
         let status = response.status().as_u16();
         let request_id = response
             .headers()
@@ -403,48 +417,29 @@ impl Ec2Client {
         let bytes = match collected {
             Ok(c) => c.to_bytes(),
             Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                return fail(
+                return Err(failed(
                     ErrorKind::Backend,
                     format!(
                         "{action}: answer larger than {} bytes (HTTP {status})",
                         self.body_limit
                     ),
                     false,
-                )
+                ))
             }
             Err(e) => {
-                return fail(
+                return Err(failed(
                     ErrorKind::Unavailable,
                     format!("{action}: answer cut off (HTTP {status}): {e}"),
                     true,
-                )
+                ))
             }
         };
-        let Ok(text) = String::from_utf8(bytes.to_vec()) else {
-            return Attempt::Failed {
+        match String::from_utf8(bytes.to_vec()) {
+            Ok(text) => Ok((status, request_id, text)),
+            Err(_) => Err(Attempt::Failed {
                 err: unreadable(action, status, "not UTF-8"),
                 retry: status >= 500,
-            };
-        };
-        if (200..300).contains(&status) {
-            return Attempt::Answer(text);
-        }
-        let (code, message, rid) = match xml::parse(&text).ok().as_ref().and_then(wire::error_of) {
-            Some((c, m, r)) => (Some(c), m, r.or(request_id)),
-            None => (None, "no error document".to_string(), request_id),
-        };
-        let kind = classify(code.as_deref(), status, &message);
-        let rid = rid.map(|r| format!(", request id {r}")).unwrap_or_default();
-        Attempt::Failed {
-            err: ApiError {
-                kind,
-                message: format!(
-                    "{action}: {}: {message} (HTTP {status}{rid})",
-                    code.as_deref().unwrap_or("unknown error")
-                ),
-                code,
-            },
-            retry: matches!(kind, ErrorKind::Throttled | ErrorKind::Unavailable),
+            }),
         }
     }
 
@@ -495,5 +490,43 @@ fn human(d: Duration) -> String {
         format!("{} s", d.as_secs())
     } else {
         format!("{} ms", d.as_millis())
+    }
+}
+
+/// A failed attempt that carries no AWS error code.
+fn failed(kind: ErrorKind, message: String, retry: bool) -> Attempt {
+    Attempt::Failed {
+        err: ApiError {
+            kind,
+            code: None,
+            message,
+        },
+        retry,
+    }
+}
+
+/// An answer read whole: a 2xx is the text to parse, anything else AWS's error document
+/// classified (code, message and request id in the message; retried when throttled or
+/// unavailable).
+fn answer(action: &str, status: u16, request_id: Option<String>, text: String) -> Attempt {
+    if (200..300).contains(&status) {
+        return Attempt::Answer(text);
+    }
+    let (code, message, rid) = match xml::parse(&text).ok().as_ref().and_then(wire::error_of) {
+        Some((c, m, r)) => (Some(c), m, r.or(request_id)),
+        None => (None, "no error document".to_string(), request_id),
+    };
+    let kind = classify(code.as_deref(), status, &message);
+    let rid = rid.map(|r| format!(", request id {r}")).unwrap_or_default();
+    Attempt::Failed {
+        err: ApiError {
+            kind,
+            message: format!(
+                "{action}: {}: {message} (HTTP {status}{rid})",
+                code.as_deref().unwrap_or("unknown error")
+            ),
+            code,
+        },
+        retry: matches!(kind, ErrorKind::Throttled | ErrorKind::Unavailable),
     }
 }

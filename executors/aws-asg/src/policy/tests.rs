@@ -1,7 +1,23 @@
 use super::*;
 use crate::client::{GroupInstance, GroupTag};
 use autoscaler_executor::scale_in::Action;
+use autoscaler_executor::sizing::Clamp;
 use std::collections::BTreeMap;
+
+/// Whether a worker's reported hostname is this instance, under `mode`: the shared rule of
+/// [`autoscaler_executor::scale_in::hostname_matches`] (case, a trailing dot and a short name
+/// against a fully qualified one never matter) applied to [`instance_names`], which is what
+/// the shared chooser does with the names [`candidate`] hands it.
+fn hostname_matches(
+    mode: HostnameMatch,
+    hostname: &str,
+    instance_id: &str,
+    ec2: Option<&Ec2Instance>,
+) -> bool {
+    instance_names(mode, instance_id, ec2)
+        .iter()
+        .any(|n| scale_in::hostname_matches(hostname, n))
+}
 
 fn pool(name: &str, cmd: &str, maximum: i32) -> WorkerPool {
     let mut p = WorkerPool::with_defaults(1, name);
@@ -491,4 +507,19 @@ fn drain_view_uses_the_chooser_rules() {
     );
     assert!(matches!(v.blocker, Some(Blocker::Unmatched { .. })));
     assert!(v.busy.values().all(Option::is_some));
+}
+
+#[test]
+fn resize_grows_takes_back_unlaunched_capacity_first_or_holds() {
+    // desired 5, 3 launched: a target of 2 takes back the 2 unlaunched, then a scale-in of 1.
+    assert_eq!(resize(5, 3, 2), Resize::Shrink { lower: 2 });
+    assert_eq!(reduction(5, 3, 2), 1);
+    // Everything launched: nothing to take back, the scale-in removes the difference.
+    assert_eq!(resize(4, 4, 1), Resize::Shrink { lower: 0 });
+    assert_eq!(reduction(4, 4, 1), 3);
+    // Only unlaunched capacity above the target: lowered by exactly the difference.
+    assert_eq!(resize(6, 1, 4), Resize::Shrink { lower: 2 });
+    assert_eq!(reduction(6, 1, 4), 0);
+    assert_eq!(resize(2, 2, 5), Resize::Grow { to: 5 });
+    assert_eq!(resize(3, 1, 3), Resize::Hold);
 }

@@ -1,6 +1,6 @@
 //! The warm pool the executor keeps for a plan's standby target: which `PutWarmPool` call (if
 //! any) brings the group's warm pool to it. Pure: the applier reads the group and its warm
-//! pool, asks [`decide_warm_pool`], and makes the one call it names.
+//! pool, asks `decide_warm_pool`, and makes the one call it names.
 //!
 //! AWS sizes a warm pool as `max(MinSize, MaxGroupPreparedCapacity - DesiredCapacity)` (with
 //! `MaxGroupPreparedCapacity` unset it stands for the group's `MaxSize`, and a negative
@@ -23,11 +23,11 @@ pub const TAG_WARM_POOL: &str = "vespene_warm_pool";
 pub const WARM_POOL_MANAGED: &str = "managed";
 
 /// The `Status` AWS reports while a warm pool is being deleted.
-pub const PENDING_DELETE: &str = "PendingDelete";
+pub(crate) const PENDING_DELETE: &str = "PendingDelete";
 
 /// What the executor does to the group's warm pool this cycle.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct WarmPlan {
+pub(crate) struct WarmPlan {
     /// The `PutWarmPool` to make, or `None` when the warm pool is already as wanted (or is
     /// not the executor's to change).
     pub put: Option<WarmPoolConfig>,
@@ -44,7 +44,7 @@ pub struct WarmPlan {
 }
 
 /// Whether the group carries [`TAG_WARM_POOL`]`=`[`WARM_POOL_MANAGED`].
-pub fn managed(group: &GroupInfo) -> bool {
+pub(crate) fn managed(group: &GroupInfo) -> bool {
     group
         .tags
         .iter()
@@ -76,7 +76,7 @@ fn same(a: &WarmPoolConfig, b: &WarmPoolConfig) -> bool {
 ///   `warm_pool_state`. A warm pool made by hand is taken over (and marked).
 /// - A warm pool being deleted (`PendingDelete`) is not written to: AWS refuses until it is
 ///   gone, and the next cycle after that creates it again if standby is still wanted.
-pub fn decide_warm_pool(
+pub(crate) fn decide_warm_pool(
     standby: u32,
     workers_per_instance: u32,
     state: WarmPoolState,
@@ -144,7 +144,7 @@ pub fn decide_warm_pool(
 }
 
 /// The call as the outcome and the log show it.
-pub fn describe_put(group: &str, cfg: &WarmPoolConfig) -> String {
+pub(crate) fn describe_put(group: &str, cfg: &WarmPoolConfig) -> String {
     let mgpc = cfg
         .max_group_prepared_capacity
         .map(|v| v.to_string())
