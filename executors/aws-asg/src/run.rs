@@ -116,33 +116,14 @@ impl<'a> Run<'a> {
     /// Records a failed call that concerns the whole group, naming the call (an SDK error
     /// names it already; a double's may not).
     pub(crate) fn call_error(&mut self, call: &str, e: ApiError) {
-        let msg = e
-            .message
-            .strip_prefix(&format!("{call}: "))
-            .unwrap_or(&e.message);
-        let err = ExecutorError::new(
-            &self.pool.name,
-            e.kind,
-            format!("Auto Scaling group {}: {call}: {msg}", self.group),
-        );
-        self.errors.push(err);
+        let msg = without_call(call, &e);
+        self.error(e.kind, format!("{call}: {msg}"));
     }
 
     /// Records a failed call on one instance, naming the call and the instance.
     pub(crate) fn instance_error(&mut self, call: &str, id: &str, e: ApiError) {
-        let msg = e
-            .message
-            .strip_prefix(&format!("{call}: "))
-            .unwrap_or(&e.message);
-        let err = ExecutorError::new(
-            &self.pool.name,
-            e.kind,
-            format!(
-                "Auto Scaling group {}: {call} InstanceId={id}: {msg}",
-                self.group
-            ),
-        );
-        self.errors.push(err);
+        let msg = without_call(call, &e);
+        self.error(e.kind, format!("{call} InstanceId={id}: {msg}"));
     }
 
     /// Records a failure that is not a call's (the database, a hold).
@@ -252,4 +233,11 @@ impl Applier {
             None => String::new(),
         }
     }
+}
+
+/// An SDK error's message already names its call; a double's may not: the call is named once.
+fn without_call<'a>(call: &str, e: &'a ApiError) -> &'a str {
+    e.message
+        .strip_prefix(&format!("{call}: "))
+        .unwrap_or(&e.message)
 }

@@ -199,12 +199,7 @@ impl DoubleState {
                 format!("The resource 'projects/{p}/zones/{z}/instances/{n}' was not found"),
             ));
         };
-        let param = |name: &str| {
-            query
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-        };
+        let param = |name: &str| query_param(query, name);
         if let Some(var) = param("variableKey") {
             let value = i.guest.get(var).ok_or_else(|| missing(var))?;
             return Ok(json!({
@@ -243,11 +238,7 @@ impl DoubleState {
         zone: &str,
         query: &[(String, String)],
     ) -> Result<Value, ComputeError> {
-        let filter = query
-            .iter()
-            .find(|(k, _)| k == "filter")
-            .map(|(_, v)| v.as_str())
-            .unwrap_or("");
+        let filter = query_param(query, "filter").unwrap_or("");
         let filter = parse_filter(filter).ok_or_else(|| {
             err(
                 400,
@@ -347,11 +338,7 @@ impl DoubleState {
         zone: &str,
         query: &[(String, String)],
     ) -> Result<Value, ComputeError> {
-        let filter = query
-            .iter()
-            .find(|(k, _)| k == "filter")
-            .map(|(_, v)| v.as_str())
-            .unwrap_or("");
+        let filter = query_param(query, "filter").unwrap_or("");
         let items: Vec<Value> = match parse_name_filter(filter) {
             Some(names) => self
                 .instances

@@ -73,10 +73,7 @@ pub struct RecordedRequest {
 impl RecordedRequest {
     /// The first value of query parameter `name`.
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        wire::query_param(&self.query, name)
     }
 }
 
@@ -323,6 +320,25 @@ impl ComputeDouble {
         self.lock().op_polls = n;
     }
 
+    fn push_fault(
+        &self,
+        method: &str,
+        path_contains: &str,
+        status: u16,
+        reason: &str,
+        times: u32,
+        after_apply: bool,
+    ) {
+        self.lock().faults.push(Fault {
+            method: method.into(),
+            path_contains: path_contains.into(),
+            status,
+            reason: reason.into(),
+            remaining: times,
+            after_apply,
+        });
+    }
+
     /// The next `times` requests with `method` whose path contains `path_contains` fail with
     /// `status` and a Compute error body carrying `reason`; nothing is applied.
     pub fn fail_next(
@@ -333,14 +349,7 @@ impl ComputeDouble {
         reason: &str,
         times: u32,
     ) {
-        self.lock().faults.push(Fault {
-            method: method.into(),
-            path_contains: path_contains.into(),
-            status,
-            reason: reason.into(),
-            remaining: times,
-            after_apply: false,
-        });
+        self.push_fault(method, path_contains, status, reason, times, false);
     }
 
     /// Like [`Self::fail_next`], but the request is applied first and only the response is lost:
@@ -353,14 +362,7 @@ impl ComputeDouble {
         reason: &str,
         times: u32,
     ) {
-        self.lock().faults.push(Fault {
-            method: method.into(),
-            path_contains: path_contains.into(),
-            status,
-            reason: reason.into(),
-            remaining: times,
-            after_apply: true,
-        });
+        self.push_fault(method, path_contains, status, reason, times, true);
     }
 
     /// The next `times` matching requests are answered only after `delay` (then normally): a

@@ -60,7 +60,7 @@ pub(super) fn route(
         );
     };
     let segs: Vec<&str> = rest.split('/').collect();
-    let param = |n: &str| query.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+    let param = |n: &str| query_param(query, n);
     let not_found = |what: &str| {
         error_response(
             404,
@@ -102,15 +102,9 @@ pub(super) fn route(
                     reply(st.resize(&g_key, size as u32, rid.as_deref()))
                 }
                 (["deleteInstances"], &Method::POST) => {
-                    let v: Value = match serde_json::from_str(body) {
+                    let v = match json_body(body) {
                         Ok(v) => v,
-                        Err(_) => {
-                            return error_response(
-                                400,
-                                "parseError",
-                                "This API does not support parsing form-encoded input.",
-                            )
-                        }
+                        Err(r) => return *r,
                     };
                     let rid = param("requestId").map(str::to_string);
                     reply(st.delete_instances(&g_key, &v, rid.as_deref()))
@@ -120,15 +114,9 @@ pub(super) fn route(
                     | "startInstances")],
                     &Method::POST,
                 ) => {
-                    let v: Value = match serde_json::from_str(body) {
+                    let v = match json_body(body) {
                         Ok(v) => v,
-                        Err(_) => {
-                            return error_response(
-                                400,
-                                "parseError",
-                                "This API does not support parsing form-encoded input.",
-                            )
-                        }
+                        Err(r) => return *r,
                     };
                     let rid = param("requestId").map(str::to_string);
                     reply(st.standby_call(&g_key, m, &v, rid.as_deref()))
@@ -175,15 +163,9 @@ pub(super) fn route(
             if method != Method::POST {
                 return wrong_method();
             }
-            let v: Value = match serde_json::from_str(body) {
+            let v = match json_body(body) {
                 Ok(v) => v,
-                Err(_) => {
-                    return error_response(
-                        400,
-                        "parseError",
-                        "This API does not support parsing form-encoded input.",
-                    )
-                }
+                Err(r) => return *r,
             };
             let key = (p.to_string(), z.to_string(), n.to_string());
             let rid = param("requestId").map(str::to_string);
@@ -235,4 +217,15 @@ pub(super) fn route(
             &format!("The double has no route for {path}"),
         ),
     }
+}
+
+/// A JSON request body, or Compute's answer to one that is not JSON.
+fn json_body(body: &str) -> Result<Value, Box<Response>> {
+    serde_json::from_str(body).map_err(|_| {
+        Box::new(error_response(
+            400,
+            "parseError",
+            "This API does not support parsing form-encoded input.",
+        ))
+    })
 }

@@ -18,27 +18,10 @@ impl DoubleState {
         body: &Value,
         request_id: Option<&str>,
     ) -> Result<Value, ComputeError> {
-        if let Some(r) = request_id {
-            if let Some(existing) = self.groups[g_key].request_ids.get(r).cloned() {
-                return Ok(self.operations[&existing].json.clone());
-            }
+        if let Some(op) = self.replayed(g_key, request_id) {
+            return Ok(op);
         }
-        let urls: Vec<String> = body
-            .get("instances")
-            .and_then(|v| v.as_array())
-            .map(|a| {
-                a.iter()
-                    .filter_map(|u| u.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
-        if urls.is_empty() {
-            return Err(err(
-                400,
-                "required",
-                "Required field 'instances' not specified",
-            ));
-        }
+        let urls = instance_urls(body)?;
         // What the instance must be now, what it goes through, and where it ends.
         let (from, action, passing, end): (&[&str], &str, &str, &str) = match method {
             "suspendInstances" => (&["RUNNING"], "SUSPENDING", "SUSPENDING", "SUSPENDED"),

@@ -403,16 +403,21 @@ impl DoubleState {
         }
     }
 
+    /// The operation a group call with this `requestId` already made, if any: Compute
+    /// answers a retried call with the first one's operation and does not apply it again.
+    pub(super) fn replayed(&self, g_key: &str, request_id: Option<&str>) -> Option<Value> {
+        let existing = self.groups[g_key].request_ids.get(request_id?)?;
+        Some(self.operations[existing].json.clone())
+    }
+
     pub(super) fn resize(
         &mut self,
         g_key: &str,
         size: u32,
         request_id: Option<&str>,
     ) -> Result<Value, ComputeError> {
-        if let Some(r) = request_id {
-            if let Some(existing) = self.groups[g_key].request_ids.get(r).cloned() {
-                return Ok(self.operations[&existing].json.clone());
-            }
+        if let Some(op) = self.replayed(g_key, request_id) {
+            return Ok(op);
         }
         if self.groups[g_key].autoscaler.is_some() {
             return Err(autoscaled(&self.groups[g_key].path));
@@ -504,27 +509,10 @@ impl DoubleState {
         body: &Value,
         request_id: Option<&str>,
     ) -> Result<Value, ComputeError> {
-        if let Some(r) = request_id {
-            if let Some(existing) = self.groups[g_key].request_ids.get(r).cloned() {
-                return Ok(self.operations[&existing].json.clone());
-            }
+        if let Some(op) = self.replayed(g_key, request_id) {
+            return Ok(op);
         }
-        let urls: Vec<String> = body
-            .get("instances")
-            .and_then(|v| v.as_array())
-            .map(|a| {
-                a.iter()
-                    .filter_map(|u| u.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
-        if urls.is_empty() {
-            return Err(err(
-                400,
-                "required",
-                "Required field 'instances' not specified",
-            ));
-        }
+        let urls = instance_urls(body)?;
         let skip = body
             .get("skipInstancesOnValidationError")
             .and_then(|v| v.as_bool())
@@ -588,4 +576,25 @@ impl DoubleState {
             None,
         ))
     }
+}
+
+/// The `instances` URLs of a `{"instances": [URL…]}` body; Compute refuses an empty list.
+pub(super) fn instance_urls(body: &Value) -> Result<Vec<String>, ComputeError> {
+    let urls: Vec<String> = body
+        .get("instances")
+        .and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|u| u.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    if urls.is_empty() {
+        return Err(err(
+            400,
+            "required",
+            "Required field 'instances' not specified",
+        ));
+    }
+    Ok(urls)
 }

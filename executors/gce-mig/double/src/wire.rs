@@ -120,7 +120,7 @@ pub(super) fn paginate(
     query: &[(String, String)],
     page_size: usize,
 ) -> Result<(Vec<Value>, Option<String>), ComputeError> {
-    let param = |n: &str| query.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str());
+    let param = |n: &str| query_param(query, n);
     let max = match param("maxResults") {
         Some(m) => m
             .parse::<usize>()
@@ -260,6 +260,14 @@ pub(super) fn parse_query(q: Option<&str>) -> Vec<(String, String)> {
             (decode_component(k), decode_component(v))
         })
         .collect()
+}
+
+/// The first value of query parameter `name` (Compute reads the first of repeated ones).
+pub(super) fn query_param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    query
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
 }
 
 #[cfg(test)]
