@@ -14,8 +14,7 @@ use crate::policy::{
 use crate::run::{Applier, Prepared, Run, PREPARED_TTL};
 use crate::warm_pool::WarmRead;
 use autoscaler_executor::{
-    ErrorKind, ExecutorError, Outcome, Plan, ScaleRequest, TargetStatus, WorkerDirectory,
-    WorkerPool,
+    ErrorKind, ExecutorError, Outcome, ScaleRequest, TargetStatus, WorkerDirectory, WorkerPool,
 };
 use chrono::{DateTime, Utc};
 use std::borrow::Cow;
@@ -38,10 +37,7 @@ impl Applier {
     /// the `scale` calls that follow. A failure is kept too, and each pool reports it with its
     /// own group's name; `prepare` itself never fails.
     pub(crate) async fn prepare(&self, pools: &[&WorkerPool]) {
-        let names: BTreeSet<String> = pools
-            .iter()
-            .filter_map(|p| group_name(p, Plan::default()).ok())
-            .collect();
+        let names: BTreeSet<String> = pools.iter().filter_map(|p| group_name(p).ok()).collect();
         let names: Vec<String> = names.into_iter().collect();
         let mut found: Prepared = HashMap::new();
         for chunk in names.chunks(DESCRIBE_BATCH) {
@@ -114,7 +110,7 @@ impl Applier {
     }
 
     pub(crate) async fn status(&self, pool: &WorkerPool) -> Result<TargetStatus, ExecutorError> {
-        let name = group_name(pool, Plan::default())?;
+        let name = group_name(pool)?;
         let g = self.describe_one(pool, &name).await?;
         if let Some(e) = Self::refuse(pool, &g) {
             return Err(e);
@@ -133,7 +129,7 @@ impl Applier {
     pub(crate) async fn scale(&self, req: ScaleRequest<'_>) -> Result<Outcome, ExecutorError> {
         let pool = req.pool;
         validate(&self.cfg, pool, req.plan)?;
-        let name = group_name(pool, req.plan)?;
+        let name = group_name(pool)?;
         let group = self.group_for(pool, &name).await?;
         let mut run = Run::new(pool, &name, req.dry_run);
         let now = self.clock.now();
@@ -286,7 +282,7 @@ impl Applier {
     /// `SetDesiredCapacity`: a scale-out, or taking back capacity not launched yet. Never used
     /// to make AWS end instances: the executor names those itself.
     async fn set_desired(&self, run: &mut Run<'_>, to: u32, was: u32, why: &str) {
-        if !run.dry_run {
+        if !run.dry_run() {
             // Taken before the call: AWS may start (and fail) the launch before it answers.
             let asked = self.clock.now() - CLOCK_SKEW;
             if let Err(e) = self.api.set_desired_capacity(run.group, to).await {

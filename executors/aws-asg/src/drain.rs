@@ -175,7 +175,7 @@ impl Applier {
     /// `CompleteLifecycleAction CONTINUE`; true when the instance is on its way out (completed,
     /// or no longer waiting on the hook), false when the call failed (recorded in `run`).
     async fn complete(&self, run: &mut Run<'_>, hook: &str, id: &str, why: &str) -> bool {
-        if !run.dry_run {
+        if !run.dry_run() {
             match self
                 .api
                 .complete_lifecycle_action(run.group, hook, id, "CONTINUE")
@@ -215,7 +215,7 @@ impl Applier {
         now: DateTime<Utc>,
         why: &str,
     ) {
-        if !run.dry_run {
+        if !run.dry_run() {
             match self
                 .api
                 .record_lifecycle_action_heartbeat(run.group, hook, id)

@@ -16,7 +16,7 @@ use crate::run::Applier;
 use async_trait::async_trait;
 use autoscaler_executor::{
     ErrorKind, ExecutorError, InstanceState, InventoryGroup, InventoryInstance, InventorySnapshot,
-    LaunchFailure, Plan, PoolInventory, WorkerPool,
+    LaunchFailure, PoolInventory, WorkerPool,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -258,10 +258,8 @@ impl Applier {
             api: self.api(),
             calls: 0,
         };
-        let names: Vec<Result<String, ExecutorError>> = pools
-            .iter()
-            .map(|p| group_name(p, Plan::default()))
-            .collect();
+        let names: Vec<Result<String, ExecutorError>> =
+            pools.iter().map(|p| group_name(p)).collect();
         let wanted: BTreeSet<String> = names
             .iter()
             .filter_map(|n| n.as_ref().ok().cloned())

@@ -10,7 +10,9 @@ use autoscaler_executor::scale_in::{
     self, Action, Blocker, Candidate, CandidateState, Drain, HoldReason, RemoveReason,
     ScaleInChoice, ScaleInRequest, DRAIN_AGENT_VERSION, TAG_DRAIN_AGENT,
 };
-use autoscaler_executor::{render_command, BusyWorker, ErrorKind, ExecutorError, Plan, WorkerPool};
+use autoscaler_executor::{
+    render_fixed_target, render_target, BusyWorker, ErrorKind, ExecutorError, Plan, WorkerPool,
+};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use std::collections::HashMap;
 
@@ -29,20 +31,21 @@ pub mod warm;
 /// first (Vespene's own advice). The executor's own scale-in names its instances.
 pub(crate) const OLDEST_INSTANCE: &str = "OldestInstance";
 
-/// The Auto Scaling group a pool names: its `executor_command` rendered.
-///
-/// The name must not depend on `size` or `queued_size`: [`crate::AwsAsgExecutor`] renders it
-/// with an empty plan in `prepare` (which has no plan) to batch the describe call, so a name
-/// that moved with the plan would describe the wrong group. [`validate`] rejects such a
-/// template.
-pub(crate) fn group_name(pool: &WorkerPool, plan: Plan) -> Result<String, ExecutorError> {
-    let name = render_command(&pool.executor_command, pool, plan).map_err(|e| {
-        ExecutorError::new(
-            &pool.name,
-            ErrorKind::Template,
-            format!("executor_command (the Auto Scaling group name): {e}"),
-        )
-    })?;
+/// The Auto Scaling group a pool names: its `executor_command` rendered as every backend
+/// renders a target ([`render_target`]: with an empty plan, so `prepare`, which has no plan,
+/// describes the group `scale` changes).
+pub(crate) fn group_name(pool: &WorkerPool) -> Result<String, ExecutorError> {
+    valid_name(pool, render_target(pool)?)
+}
+
+/// [`group_name`], after checking that the name does not move with `plan` (what `validate`
+/// and `scale` check: a name that moved would scale one group and report on another).
+pub(crate) fn fixed_group_name(pool: &WorkerPool, plan: Plan) -> Result<String, ExecutorError> {
+    valid_name(pool, render_fixed_target(pool, plan, "Auto Scaling group")?)
+}
+
+/// `name` when it can be an Auto Scaling group's name.
+fn valid_name(pool: &WorkerPool, name: String) -> Result<String, ExecutorError> {
     let ok_len = (1..=255).contains(&name.len());
     let bad_char = name
         .chars()
@@ -63,18 +66,7 @@ pub(crate) fn group_name(pool: &WorkerPool, plan: Plan) -> Result<String, Execut
 /// Checks a pool's settings without any I/O: the group name renders, is a valid name and does
 /// not change with the plan, and at least one instance fits under the pool's maximum.
 pub(crate) fn validate(cfg: &Config, pool: &WorkerPool, plan: Plan) -> Result<(), ExecutorError> {
-    let name = group_name(pool, plan)?;
-    let fixed = group_name(pool, Plan::default())?;
-    if name != fixed {
-        return Err(ExecutorError::new(
-            &pool.name,
-            ErrorKind::Config,
-            format!(
-                "executor_command names the Auto Scaling group and must not depend on size or \
-                 queued_size (it renders to {name:?} for this plan but {fixed:?} for an empty one)"
-            ),
-        ));
-    }
+    fixed_group_name(pool, plan)?;
     let wpi = cfg.workers_per_instance_for(&pool.name);
     if pool.maximum > 0 && (pool.maximum as u32) < wpi {
         return Err(ExecutorError::new(

@@ -22,7 +22,7 @@ impl Applier {
         let Some(wanted) = wanted_termination_policies(&group.termination_policies) else {
             return Ok(());
         };
-        if !run.dry_run {
+        if !run.dry_run() {
             self.api
                 .update_termination_policies(run.group, &wanted)
                 .await
@@ -46,7 +46,7 @@ impl Applier {
         if missing.is_empty() {
             return Ok(());
         }
-        if !run.dry_run {
+        if !run.dry_run() {
             self.api
                 .create_or_update_tags(run.group, &missing)
                 .await
@@ -74,7 +74,7 @@ impl Applier {
                 .iter()
                 .map(|t| (t.key.clone(), t.value.clone()))
                 .collect();
-            if !run.dry_run {
+            if !run.dry_run() {
                 self.api
                     .tag_instances(&members, &pairs)
                     .await
@@ -119,7 +119,7 @@ impl Applier {
                 && h.default_result.as_deref().unwrap_or("ABANDON") == "CONTINUE"
         });
         if !same {
-            if !run.dry_run {
+            if !run.dry_run() {
                 self.api
                     .put_lifecycle_hook(run.group, &wanted)
                     .await
@@ -141,7 +141,7 @@ impl Applier {
                  LifecycleTransition={} HeartbeatTimeout={} DefaultResult=CONTINUE ({was})",
                 run.group, wanted.name, wanted.transition, self.cfg.heartbeat_timeout_seconds
             ));
-            if run.dry_run {
+            if run.dry_run() {
                 return Ok(());
             }
         }

@@ -7,7 +7,7 @@
 use crate::client::{ApiError, AsgApi, GroupInfo};
 use crate::config::Config;
 use crate::policy::{validate, DrainState};
-use autoscaler_executor::{ErrorKind, ExecutorError, Outcome, Plan, WorkerPool};
+use autoscaler_executor::{ActionLog, ErrorKind, ExecutorError, Outcome, Plan, WorkerPool};
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -71,7 +71,10 @@ pub(crate) struct Applier {
 pub(crate) struct Run<'a> {
     pub(crate) pool: &'a WorkerPool,
     pub(crate) group: &'a str,
-    pub(crate) dry_run: bool,
+    /// The calls made (or, in a dry run, that would be made), worded as every backend words
+    /// them; they become the outcome's actions.
+    log: ActionLog,
+    /// The outcome's other fields (`applied`, `revisit`), set by the steps.
     pub(crate) outcome: Outcome,
     /// Failures, each already naming its call (and instance): reported together at the end.
     pub(crate) errors: Vec<ExecutorError>,
@@ -90,13 +93,18 @@ impl<'a> Run<'a> {
         Run {
             pool,
             group,
-            dry_run,
+            log: ActionLog::new(dry_run),
             outcome: Outcome::default(),
             errors: Vec::new(),
             held_reported: false,
             to_warm_pool: false,
             warm_unread: false,
         }
+    }
+
+    /// Whether this cycle only reports: every step skips its mutating calls.
+    pub(crate) fn dry_run(&self) -> bool {
+        self.log.dry_run()
     }
 
     pub(crate) fn fail(&self, e: ApiError) -> ExecutorError {
@@ -142,14 +150,14 @@ impl<'a> Run<'a> {
             "scale-in of {reduce} instance(s) skipped this cycle: {why}");
     }
 
-    /// Records a mutating call: logged, and listed in the outcome ("would …" in a dry run).
+    /// Records a mutating call that was made (or, in a dry run, skipped): logged, and listed
+    /// in the outcome in core's words ("would …" in a dry run).
     pub(crate) fn action(&mut self, call: String) {
-        if self.dry_run {
+        if self.log.would(&call) {
             tracing::info!(pool = %self.pool.name, group = %self.group, "dry run: would {call}");
-            self.outcome.actions.push(format!("would {call}"));
         } else {
             tracing::info!(pool = %self.pool.name, group = %self.group, "{call}");
-            self.outcome.actions.push(call);
+            self.log.did(call);
         }
     }
 
@@ -157,7 +165,10 @@ impl<'a> Run<'a> {
     /// first failure's, which is also the first thing an operator should fix).
     pub(crate) fn finish(mut self) -> Result<Outcome, ExecutorError> {
         match self.errors.len() {
-            0 => Ok(self.outcome),
+            0 => Ok(Outcome {
+                actions: self.log.into_lines(),
+                ..self.outcome
+            }),
             1 => Err(self.errors.remove(0)),
             n => {
                 let prefix = format!("Auto Scaling group {}: ", self.group);

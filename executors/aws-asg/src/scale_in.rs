@@ -73,7 +73,7 @@ impl Applier {
     }
 
     async fn terminate(&self, run: &mut Run<'_>, id: &str, why: &str) {
-        if !run.dry_run {
+        if !run.dry_run() {
             if let Err(e) = self.api.terminate_instance(id, true).await {
                 run.instance_error("TerminateInstanceInAutoScalingGroup", id, e);
                 return;

@@ -90,7 +90,7 @@ impl Applier {
         }
         let mut reuse = read.reuses();
         if let Some(cfg) = &decision.put {
-            if !run.dry_run {
+            if !run.dry_run() {
                 if let Err(e) = self.api.put_warm_pool(run.group, cfg).await {
                     run.call_error("PutWarmPool", e);
                     return reuse;
@@ -113,7 +113,7 @@ impl Applier {
                 value: WARM_POOL_MANAGED.to_string(),
                 propagate_at_launch: false,
             };
-            if !run.dry_run {
+            if !run.dry_run() {
                 if let Err(e) = self
                     .api
                     .create_or_update_tags(run.group, std::slice::from_ref(&tag))

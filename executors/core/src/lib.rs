@@ -5,6 +5,7 @@
 //! written, tested and compiled on its own: `executors/shell`, `executors/aws-asg` and
 //! `executors/gce-mig` each depend on this crate and nothing else of the autoscaler.
 
+pub mod actions;
 mod error;
 pub mod inventory;
 mod pool;
@@ -15,13 +16,16 @@ pub mod template;
 #[cfg(feature = "test-support")]
 pub mod testing;
 
+pub use actions::ActionLog;
 pub use error::{describe_status, DirectoryError, ErrorKind, ExecutorError};
 pub use inventory::{
     InstanceState, Inventory, InventoryGroup, InventoryInstance, InventorySnapshot, LaunchFailure,
     PoolInventory,
 };
 pub use pool::{BusyWorker, Plan, WorkerPool};
-pub use template::{render_command, TemplateError};
+pub use template::{
+    render_command, render_fixed_target, render_pool, render_target, TemplateError,
+};
 
 use async_trait::async_trait;
 
@@ -95,15 +99,7 @@ pub trait Executor: Send + Sync {
     /// with a bad template or a malformed target fails alone, with a clear error, and no
     /// backend call is made for it. The default renders the command and rejects an empty one.
     fn validate(&self, pool: &WorkerPool, plan: Plan) -> Result<(), ExecutorError> {
-        render_command(&pool.executor_command, pool, plan)
-            .map(|_| ())
-            .map_err(|e| {
-                ExecutorError::new(
-                    &pool.name,
-                    ErrorKind::Template,
-                    format!("executor_command: {e}"),
-                )
-            })
+        render_pool(pool, plan).map(|_| ())
     }
 
     /// Called once per cycle, before any [`Executor::scale`], with every pool this backend is

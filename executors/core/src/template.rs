@@ -2,7 +2,7 @@
 //! Auto Scaling group name, a GCE group path), so it is rendered in one place with one set of
 //! rules: strict undefined, no HTML escaping, and a `shell_quote` filter.
 
-use crate::{Plan, WorkerPool};
+use crate::{ErrorKind, ExecutorError, Plan, WorkerPool};
 use minijinja::{context, Environment, UndefinedBehavior, Value};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -161,6 +161,56 @@ pub fn render_command(
     }
 }
 
+/// The pool's `executor_command` rendered for `plan`, or an [`ErrorKind::Template`] error that
+/// names the pool and the setting. Every backend words a template failure this one way, so an
+/// operator reads the same line whichever executor the pool uses.
+pub fn render_pool(pool: &WorkerPool, plan: Plan) -> Result<String, ExecutorError> {
+    render_command(&pool.executor_command, pool, plan).map_err(|e| {
+        ExecutorError::new(
+            &pool.name,
+            ErrorKind::Template,
+            format!("executor_command: {e}"),
+        )
+    })
+}
+
+/// The target a cloud pool's `executor_command` names (an Auto Scaling group, a managed
+/// instance group's path), rendered with an empty plan.
+///
+/// A target is looked up where there is no plan: a backend's batched `prepare`, `status`, the
+/// audit's inventory. Rendering it the same way everywhere is what makes all of them see the
+/// group that `scale` changes; [`render_fixed_target`] rejects a template for which that would
+/// not hold.
+pub fn render_target(pool: &WorkerPool) -> Result<String, ExecutorError> {
+    render_pool(pool, Plan::default())
+}
+
+/// [`render_target`], after checking that the target does not move with `plan`.
+///
+/// A template that put `size` into a group name would scale one group and report on another.
+/// `what` names the kind of target in the error ("Auto Scaling group").
+pub fn render_fixed_target(
+    pool: &WorkerPool,
+    plan: Plan,
+    what: &str,
+) -> Result<String, ExecutorError> {
+    let fixed = render_target(pool)?;
+    if plan != Plan::default() {
+        let moved = render_pool(pool, plan)?;
+        if moved != fixed {
+            return Err(ExecutorError::new(
+                &pool.name,
+                ErrorKind::Config,
+                format!(
+                    "executor_command names the {what} and must not depend on size, queued_size \
+                     or standby (it renders to {moved:?} for this plan but {fixed:?} for an empty one)"
+                ),
+            ));
+        }
+    }
+    Ok(fixed)
+}
+
 fn lock_overrunning() -> std::sync::MutexGuard<'static, BTreeSet<u64>> {
     OVERRUNNING.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -221,6 +271,38 @@ mod tests {
 
     fn pool(name: &str) -> WorkerPool {
         WorkerPool::with_defaults(7, name)
+    }
+
+    #[test]
+    fn a_target_that_moves_with_the_plan_is_refused_naming_both_renderings() {
+        let mut p = pool("linux");
+        p.executor_command = "vespene-{{ worker_pool.name }}".into();
+        let plan = Plan {
+            size: 3,
+            queued_size: 1,
+            standby: 2,
+        };
+        assert_eq!(render_target(&p).unwrap(), "vespene-linux");
+        assert_eq!(
+            render_fixed_target(&p, plan, "Auto Scaling group").unwrap(),
+            "vespene-linux"
+        );
+        for moving in ["g-{{ size }}", "g-{{ queued_size }}", "g-{{ standby }}"] {
+            p.executor_command = moving.into();
+            let e = render_fixed_target(&p, plan, "managed instance group").unwrap_err();
+            assert_eq!(e.kind, ErrorKind::Config);
+            let text = e.to_string();
+            assert!(text.starts_with("pool linux: executor_command names the managed instance group and must not depend on size"), "{text}");
+            assert!(text.contains("\"g-0\" for an empty one"), "{text}");
+        }
+        p.executor_command = "{{ nope }}".into();
+        let e = render_target(&p).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Template);
+        assert!(
+            e.to_string()
+                .starts_with("pool linux: executor_command: undefined variable"),
+            "{e}"
+        );
     }
 
     #[test]

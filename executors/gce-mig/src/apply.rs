@@ -10,7 +10,8 @@ use crate::config::Config;
 use crate::target::{GroupPath, EXPECTED_FORMS};
 use autoscaler_executor::sizing::instances_for;
 use autoscaler_executor::{
-    render_command, ErrorKind, ExecutorError, Outcome, Plan, ScaleRequest, TargetStatus, WorkerPool,
+    render_fixed_target, render_target, ActionLog, ErrorKind, ExecutorError, Outcome, Plan,
+    ScaleRequest, TargetStatus, WorkerPool,
 };
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -50,19 +51,35 @@ pub(crate) struct Applier {
         Mutex<HashMap<String, HashMap<String, chrono::DateTime<chrono::Utc>>>>,
 }
 
-/// Renders the pool's `executor_command` and parses it as a group path; no I/O.
+/// The group path a pool names: its `executor_command` rendered as every backend renders a
+/// target ([`render_target`]: with an empty plan, so `status` and the inventory read the group
+/// `scale` changes), then parsed; no I/O.
 pub(crate) fn group_path(
+    project: Option<&str>,
+    pool: &WorkerPool,
+) -> Result<GroupPath, ExecutorError> {
+    parse_group(project, pool, render_target(pool)?)
+}
+
+/// [`group_path`], after checking that the path does not move with `plan`: the check
+/// `validate` makes before any call.
+pub(crate) fn fixed_group_path(
     project: Option<&str>,
     pool: &WorkerPool,
     plan: Plan,
 ) -> Result<GroupPath, ExecutorError> {
-    let rendered = render_command(&pool.executor_command, pool, plan).map_err(|e| {
-        ExecutorError::new(
-            &pool.name,
-            ErrorKind::Template,
-            format!("executor_command: {e}"),
-        )
-    })?;
+    parse_group(
+        project,
+        pool,
+        render_fixed_target(pool, plan, "managed instance group")?,
+    )
+}
+
+fn parse_group(
+    project: Option<&str>,
+    pool: &WorkerPool,
+    rendered: String,
+) -> Result<GroupPath, ExecutorError> {
     GroupPath::parse(&rendered, project).map_err(|why| {
         ExecutorError::new(
             &pool.name,
@@ -98,17 +115,13 @@ impl Applier {
         &self.cfg
     }
 
-    pub(crate) fn group_for(
-        &self,
-        pool: &WorkerPool,
-        plan: Plan,
-    ) -> Result<GroupPath, ExecutorError> {
-        group_path(self.cfg.project.as_deref(), pool, plan)
+    pub(crate) fn group_for(&self, pool: &WorkerPool) -> Result<GroupPath, ExecutorError> {
+        group_path(self.cfg.project.as_deref(), pool)
     }
 
     /// The I/O-free part of [`Applier::scale`]'s checks: the group path and the instance count.
     pub(crate) fn validate(&self, pool: &WorkerPool, plan: Plan) -> Result<(), ExecutorError> {
-        self.group_for(pool, plan)?;
+        fixed_group_path(self.cfg.project.as_deref(), pool, plan)?;
         self.target_instances(pool, plan.size).map(|_| ())
     }
 
@@ -254,7 +267,7 @@ impl Applier {
 
     pub(crate) async fn scale(&self, req: ScaleRequest<'_>) -> Result<Outcome, ExecutorError> {
         let pool = req.pool;
-        let group = self.group_for(pool, req.plan)?;
+        let group = fixed_group_path(self.cfg.project.as_deref(), pool, req.plan)?;
         let want = self.target_instances(pool, req.plan.size)?;
         let wpi = self.cfg.workers_per_instance;
         let info = self
@@ -318,9 +331,10 @@ impl Applier {
             "resize {group} from {current} to {want} instances ({} workers)",
             want * wpi
         );
-        if dry_run {
+        let mut log = ActionLog::new(dry_run);
+        if log.would(&what) {
             return Ok(Outcome {
-                actions: vec![format!("would {what}")],
+                actions: log.into_lines(),
                 applied: Some(current * wpi),
                 revisit: false,
             });
@@ -343,8 +357,9 @@ impl Applier {
             })?;
         self.wait(&pool.name, group, "resize", op).await?;
         info!(pool = %pool.name, group = %group, from = current, to = want, "resized managed instance group");
+        log.did(format!("{what} (requestId {request_id})"));
         Ok(Outcome {
-            actions: vec![format!("{what} (requestId {request_id})")],
+            actions: log.into_lines(),
             applied: Some(want * wpi),
             revisit: false,
         })
@@ -354,7 +369,7 @@ impl Applier {
         &self,
         pool: &WorkerPool,
     ) -> Result<Option<TargetStatus>, ExecutorError> {
-        let group = self.group_for(pool, Plan::default())?;
+        let group = self.group_for(pool)?;
         let wpi = self.cfg.workers_per_instance;
         let info = self
             .retry(&pool.name, "get", &group, || self.api.get_group(&group))

@@ -235,3 +235,33 @@ async fn a_standby_vm_asked_to_drain_before_standby_never_leaves() {
         assert_eq!(d.count("GET", "/getGuestAttributes"), 0, "{status}");
     }
 }
+
+/// A group path that moves with the plan (`…-{{ size }}`) is refused before any call, naming
+/// the pool and the setting: `status` and the audit look a group up with no plan, so such a
+/// template would scale one group and report on another. The code before accepted it and
+/// resized `linux-3` while `status` read `linux-0`.
+#[tokio::test]
+async fn a_group_path_that_moves_with_the_plan_is_refused_before_any_call() {
+    let (_, d) = ComputeDouble::start();
+    d.add_group(ZONAL, GOOD_LABELS);
+    let e = executor(&d, |_| {}).await;
+    let p = pool("linux", &format!("{ZONAL}-{{{{ size }}}}"), 10);
+    let plan = autoscaler_executor::Plan {
+        size: 3,
+        queued_size: 3,
+        standby: 0,
+    };
+    use autoscaler_executor::Executor;
+    let err = e.validate(&p, plan).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Config);
+    let text = err.to_string();
+    assert!(
+        text.starts_with("pool linux: executor_command names the managed instance group and must not depend on size"),
+        "{text}"
+    );
+    assert!(text.contains("linux-3\" for this plan"), "{text}");
+    let cfg = crate::tests::test_config(&d);
+    let same = crate::validate_pool(&cfg, &p, plan).unwrap_err();
+    assert_eq!(same.to_string(), text);
+    assert!(d.requests().is_empty(), "{:?}", d.requests());
+}

@@ -17,7 +17,7 @@ use crate::target::GroupPath;
 use crate::GceMigExecutor;
 use async_trait::async_trait;
 use autoscaler_executor::inventory::TAG_WORKER;
-use autoscaler_executor::{ExecutorError, Inventory, InventorySnapshot, Plan, WorkerPool};
+use autoscaler_executor::{ExecutorError, Inventory, InventorySnapshot, WorkerPool};
 use chrono::{DateTime, Utc};
 use counting::Counting;
 use describe::{
@@ -42,7 +42,7 @@ pub const DELETE_FILTER: &str = "(operationType = \"delete\") AND (status != \"D
 impl GceMigExecutor {
     /// One pool's group, members and launch failures; a pool that cannot be read fails alone.
     async fn read_pool(applier: &Applier, pool: &WorkerPool) -> PoolRead {
-        let group = match applier.group_for(pool, Plan::default()) {
+        let group = match applier.group_for(pool) {
             Ok(g) => g,
             Err(e) => {
                 return PoolRead {

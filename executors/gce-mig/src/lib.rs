@@ -90,7 +90,7 @@ impl GceMigError {
 /// Checks a pool's group path (rendered `executor_command`) without any I/O, so the engine can
 /// reject a malformed path before the executor is even built.
 pub fn validate_pool(cfg: &Config, pool: &WorkerPool, plan: Plan) -> Result<(), ExecutorError> {
-    apply::group_path(cfg.project.as_deref(), pool, plan).map(|_| ())
+    apply::fixed_group_path(cfg.project.as_deref(), pool, plan).map(|_| ())
 }
 
 /// The executor. Cheap to share: one set of SDK clients serves every pool concurrently.

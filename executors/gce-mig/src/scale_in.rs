@@ -25,7 +25,7 @@ use autoscaler_executor::scale_in::{
     choose, Action, Candidate, Drain, ScaleInChoice, ScaleInRequest,
 };
 use autoscaler_executor::{
-    BusyWorker, ErrorKind, ExecutorError, Outcome, ScaleRequest, WorkerPool,
+    ActionLog, BusyWorker, ErrorKind, ExecutorError, Outcome, ScaleRequest, WorkerPool,
 };
 use chrono::Utc;
 use policy::{log_decision, outcome_or_error, planned_actions, split_leavers_of, Leavers};
@@ -224,21 +224,22 @@ impl Applier {
         sizes: Sizes,
     ) -> Result<Outcome, ExecutorError> {
         let (current, want) = (sizes.current, sizes.want);
-        let mut actions: Vec<String> = planned.into_iter().map(|a| format!("would {a}")).collect();
-        actions.extend(
+        let mut log = ActionLog::new(true);
+        for a in planned {
+            log.would(a);
+        }
+        log.extend(
             self.to_standby(&pool.name, group, &leavers.to_standby, true)
                 .await?,
         );
         if want > current && sizes.standby > 0 {
             let out = self.grow(pool, group, members, current, want, true).await?;
-            actions.extend(out.actions);
+            log.extend(out.actions);
         } else if want > current {
-            actions.push(format!(
-                "would resize {group} from {current} to {want} instances"
-            ));
+            log.would(format!("resize {group} from {current} to {want} instances"));
         }
         Ok(Outcome {
-            actions,
+            actions: log.into_lines(),
             applied: Some(current * self.cfg().workers_per_instance),
             revisit: choice.unfinished(),
         })

@@ -17,7 +17,7 @@ use crate::client::StandbyCall;
 use crate::config::StandbyAction;
 use crate::target::GroupPath;
 use autoscaler_executor::standby::split_scale_out;
-use autoscaler_executor::{ExecutorError, Outcome, WorkerPool};
+use autoscaler_executor::{ActionLog, ExecutorError, Outcome, WorkerPool};
 use tracing::info;
 
 /// Whether a member is in standby or on its way there (it counts toward the target).
@@ -102,8 +102,9 @@ impl Applier {
             call.method(),
             names(members)
         );
-        if dry_run {
-            return Ok(Some(format!("would {line}")));
+        let mut log = ActionLog::new(dry_run);
+        if log.would(&line) {
+            return Ok(log.into_lines().pop());
         }
         let rid = self.standby_call(pool, group, call, members).await?;
         info!(pool, group = %group, instances = %names(members), call = call.method(), "put instances in standby");
@@ -136,7 +137,7 @@ impl Applier {
         });
         let split = split_scale_out(want.saturating_sub(current), ready.len() as u32);
         ready.truncate(split.resume as usize);
-        let mut actions = Vec::new();
+        let mut log = ActionLog::new(dry_run);
         let mut size = current;
         for call in [StandbyCall::Resume, StandbyCall::Start] {
             let chosen: Vec<&Member> = ready
@@ -153,8 +154,7 @@ impl Applier {
                 names(&chosen),
                 size + chosen.len() as u32
             );
-            if dry_run {
-                actions.push(format!("would {line}"));
+            if log.would(&line) {
                 size += chosen.len() as u32;
                 continue;
             }
@@ -172,15 +172,15 @@ impl Applier {
             }
             let rid = self.standby_call(&pool.name, group, call, &chosen).await?;
             info!(pool = %pool.name, group = %group, instances = %names(&chosen), call = call.method(), "brought standby instances back");
-            actions.push(format!("{line} (requestId {rid})"));
+            log.did(format!("{line} (requestId {rid})"));
             size += chosen.len() as u32;
         }
         if split.create > 0 {
             let out = self.scale_out(pool, group, size, want, dry_run).await?;
-            actions.extend(out.actions);
+            log.extend(out.actions);
         }
         Ok(Outcome {
-            actions,
+            actions: log.into_lines(),
             applied: Some(if dry_run { current } else { want } * wpi),
             revisit: false,
         })

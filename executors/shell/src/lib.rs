@@ -11,9 +11,7 @@ mod run;
 pub use config::Config;
 
 use async_trait::async_trait;
-use autoscaler_executor::{
-    render_command, ErrorKind, Executor, ExecutorError, Outcome, ScaleRequest,
-};
+use autoscaler_executor::{render_pool, ActionLog, Executor, ExecutorError, Outcome, ScaleRequest};
 use std::time::Duration;
 
 /// See the crate docs.
@@ -40,16 +38,11 @@ impl Executor for ShellExecutor {
 
     async fn scale(&self, request: ScaleRequest<'_>) -> Result<Outcome, ExecutorError> {
         let pool = request.pool;
-        let command = render_command(&pool.executor_command, pool, request.plan).map_err(|e| {
-            ExecutorError::new(
-                &pool.name,
-                ErrorKind::Template,
-                format!("executor_command: {e}"),
-            )
-        })?;
-        if request.dry_run {
+        let command = render_pool(pool, request.plan)?;
+        let mut log = ActionLog::new(request.dry_run);
+        if log.would(format!("run: {command}")) {
             return Ok(Outcome {
-                actions: vec![format!("would run: {command}")],
+                actions: log.into_lines(),
                 applied: None,
                 revisit: false,
             });
@@ -71,8 +64,9 @@ impl Executor for ShellExecutor {
             grace,
         )
         .await?;
+        log.did(format!("ran: {command}"));
         Ok(Outcome {
-            actions: vec![format!("ran: {command}")],
+            actions: log.into_lines(),
             applied: None,
             revisit: false,
         })
