@@ -17,35 +17,26 @@ pub fn limit(
     let mut out = plan;
     let mut why = Vec::new();
     let maximum = pool.maximum.max(0) as u32;
-    if out.size > maximum {
-        why.push(format!(
-            "size {} exceeds maximum {maximum}; clamped",
-            out.size
-        ));
-        out.size = maximum;
-    }
-    if out.queued_size > maximum {
-        why.push(format!(
-            "queued_size {} exceeds maximum {maximum}; clamped",
-            out.queued_size
-        ));
-        out.queued_size = maximum;
-    }
+    // Lowers `value` to `cap`, saying which bound won (`bound` ends the warning).
+    let mut clamp = |field: &str, value: &mut u32, cap: u32, bound: String| {
+        if *value > cap {
+            why.push(format!("{field} {value} {bound}"));
+            *value = cap;
+        }
+    };
+    let over_max = format!("exceeds maximum {maximum}; clamped");
+    clamp("size", &mut out.size, maximum, over_max.clone());
+    clamp("queued_size", &mut out.queued_size, maximum, over_max);
     if let Some(step) = max_step_up {
         if let Some(last) = last_size {
             let cap = last.saturating_add(step);
-            if out.size > cap {
-                why.push(format!("size {} is more than max_step_up {step} above the last applied {last}; clamped to {cap}", out.size));
-                out.size = cap;
-            }
+            let bound = format!(
+                "is more than max_step_up {step} above the last applied {last}; clamped to {cap}"
+            );
+            clamp("size", &mut out.size, cap, bound);
         }
-        if out.queued_size > step {
-            why.push(format!(
-                "queued_size {} exceeds max_step_up {step}; clamped",
-                out.queued_size
-            ));
-            out.queued_size = step;
-        }
+        let bound = format!("exceeds max_step_up {step}; clamped");
+        clamp("queued_size", &mut out.queued_size, step, bound);
     }
     (out, why)
 }

@@ -5,7 +5,7 @@
 //! [`Candidate`]s, so the steady state costs no extra request.
 
 use crate::apply::Applier;
-use crate::client::{InstanceInfo, ManagedInstanceInfo};
+use crate::client::{name_filters, InstanceInfo, ManagedInstanceInfo};
 use crate::names::{label_value, render_hostname};
 use crate::target::{valid_name, GroupPath};
 use autoscaler_executor::inventory::{TAG_POOL, TAG_WORKER};
@@ -16,9 +16,6 @@ use autoscaler_executor::{ErrorKind, ExecutorError};
 use chrono::Utc;
 use std::collections::{BTreeMap, HashMap};
 use tracing::warn;
-
-/// Names per `instances.list` filter: keeps the URL far below any length limit.
-const FILTER_CHUNK: usize = 100;
 
 /// The instance metadata key the executor sets to ask an instance's agent to drain (see the
 /// drain protocol in `docs/scale-in.md#gce-step-by-step`).
@@ -233,12 +230,7 @@ impl Applier {
         }
         let mut out = HashMap::new();
         for (zone, names) in by_zone {
-            for chunk in names.chunks(FILTER_CHUNK) {
-                let filter = chunk
-                    .iter()
-                    .map(|n| format!("(name = \"{n}\")"))
-                    .collect::<Vec<_>>()
-                    .join(" OR ");
+            for filter in name_filters(&names) {
                 let mut token: Option<String> = None;
                 loop {
                     let page = self

@@ -23,6 +23,22 @@ use chrono::{DateTime, FixedOffset};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// Names per name-filtered `instances.list`: keeps the URL far below any length limit.
+const FILTER_CHUNK: usize = 100;
+
+/// The `instances.list` filters that find these instances by name, one per chunk of at most
+/// [`FILTER_CHUNK`] names (`(name = "a") OR (name = "b") …`). Scale-in and the inventory both
+/// look members up this way; one builder keeps the quoting and the chunk size the same.
+pub(crate) fn name_filters<S: AsRef<str>>(names: &[S]) -> impl Iterator<Item = String> + '_ {
+    names.chunks(FILTER_CHUNK).map(|chunk| {
+        chunk
+            .iter()
+            .map(|n| format!("(name = \"{}\")", n.as_ref()))
+            .collect::<Vec<_>>()
+            .join(" OR ")
+    })
+}
+
 /// What a `get` tells about a group: enough to decide, nothing more.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GroupInfo {

@@ -12,7 +12,7 @@ mod counting;
 mod describe;
 
 use crate::apply::Applier;
-use crate::client::{ApiError, InstanceInfo, Page};
+use crate::client::{name_filters, ApiError, InstanceInfo, Page};
 use crate::target::GroupPath;
 use crate::GceMigExecutor;
 use async_trait::async_trait;
@@ -32,8 +32,6 @@ use std::sync::Arc;
 /// Groups (and zones) read at the same time: enough to hide latency, few enough to stay far
 /// below Compute's per-second read quota.
 const CONCURRENCY: usize = 8;
-/// Names per name-filtered `instances.list`, as in scale-in.
-const FILTER_CHUNK: usize = 100;
 /// The server-side filter that finds every worker in a zone, whoever launched it.
 pub const WORKER_FILTER: &str = "labels.vespene_worker = \"true\"";
 /// The server-side filter for instance deletions still in progress.
@@ -178,12 +176,7 @@ impl GceMigExecutor {
     ) -> Result<(), ExecutorError> {
         let api = applier.api();
         for ((project, zone), (names, pool, group)) in unlabelled {
-            for chunk in names.chunks(FILTER_CHUNK) {
-                let filter = chunk
-                    .iter()
-                    .map(|n| format!("(name = \"{n}\")"))
-                    .collect::<Vec<_>>()
-                    .join(" OR ");
+            for filter in name_filters(names) {
                 let doing = format!("describing unlabelled members in zone {zone} of");
                 let filter = &filter;
                 let items = Self::list_all(applier, pool, group, &doing, |t| async move {
