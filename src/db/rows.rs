@@ -60,6 +60,25 @@ where
     row.try_get(column).map_err(|e| (column, e.to_string()))
 }
 
+/// The row of `table` a failed [`get`] was reading, named by its id when that much decodes.
+fn unreadable<R>(
+    table: &'static str,
+    row: &R,
+    (column, reason): (&'static str, String),
+) -> UnreadableRow
+where
+    R: Row,
+    &'static str: sqlx::ColumnIndex<R>,
+    for<'r> i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    UnreadableRow {
+        table,
+        id: row.try_get::<i32, _>("id").ok().map(i64::from),
+        column,
+        reason,
+    }
+}
+
 fn worker<R>(row: &R) -> Result<WorkerRow, UnreadableRow>
 where
     R: Row,
@@ -78,12 +97,7 @@ where
             last_checkin: get::<R, Option<Ts>>(row, "last_checkin")?.map(|t| t.0),
         })
     };
-    inner().map_err(|(column, reason)| UnreadableRow {
-        table: "workers",
-        id: row.try_get::<i32, _>("id").ok().map(i64::from),
-        column,
-        reason,
-    })
+    inner().map_err(|e| unreadable("workers", row, e))
 }
 
 fn trace_row<R>(row: &R) -> Result<Option<TraceRow>, UnreadableRow>
@@ -107,12 +121,7 @@ where
             end: get::<R, Option<Ts>>(row, "end_time")?.map(|t| t.0),
         }))
     };
-    inner().map_err(|(column, reason)| UnreadableRow {
-        table: "builds",
-        id: row.try_get::<i32, _>("id").ok().map(i64::from),
-        column,
-        reason,
-    })
+    inner().map_err(|e| unreadable("builds", row, e))
 }
 
 impl Database {
